@@ -1,0 +1,299 @@
+//! `#[repr(C)]` types shared by sockprobe's kernel programs and its userspace.
+//!
+//! Nothing here describes the kernel's own structures: their offsets and enum
+//! values are resolved from the running kernel's BTF at start-up and handed to
+//! the kernel side in [`KernelLayout`].
+#![no_std]
+
+/// Name of the global that carries [`KernelLayout`] into the eBPF object.
+pub const LAYOUT_GLOBAL: &str = "LAYOUT";
+/// Per-socket state, keyed by the kernel's `struct sock *`.
+pub const SOCKETS_MAP: &str = "SOCKETS";
+/// Ring buffer of [`Event`]s.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Per-CPU counters indexed by [`Counter`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// Marks an offset the running kernel does not have.
+pub const NO_OFFSET: u32 = u32::MAX;
+/// Marks a reset whose reason the kernel does not report.
+pub const REASON_UNKNOWN: u32 = u32::MAX;
+
+/// Where to read a struct member: byte offset, plus bit position for bitfields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u32,
+    /// Bit shift inside the 16-bit word at `offset` (0 for whole fields).
+    pub shift: u16,
+    /// Width in bits (8, 16, 32 ... for whole fields).
+    pub bits: u16,
+}
+
+impl Field {
+    pub const MISSING: Field = Field { offset: NO_OFFSET, shift: 0, bits: 0 };
+
+    pub const fn present(&self) -> bool {
+        self.offset != NO_OFFSET
+    }
+}
+
+/// TCP states as this kernel numbers them (`TCP_ESTABLISHED` ...).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStates {
+    pub established: u32,
+    pub syn_sent: u32,
+    pub syn_recv: u32,
+    pub fin_wait1: u32,
+    pub fin_wait2: u32,
+    pub time_wait: u32,
+    pub close: u32,
+    pub close_wait: u32,
+    pub last_ack: u32,
+    pub listen: u32,
+    pub closing: u32,
+}
+
+/// Everything the kernel programs need to know about the running kernel's
+/// layout, resolved from `/sys/kernel/btf/vmlinux` at start-up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    // struct sock / sock_common
+    pub skc_family: Field,
+    pub skc_state: Field,
+    pub skc_daddr: Field,
+    pub skc_rcv_saddr: Field,
+    pub skc_dport: Field,
+    pub skc_v6_daddr: Field,
+    pub skc_v6_rcv_saddr: Field,
+    pub sk_protocol: Field,
+    pub sk_shutdown: Field,
+    /// `sock.sk_cgrp_data.cgroup` (5.15+ layout); missing on older kernels.
+    pub sk_cgroup: Field,
+    pub cgroup_kn: Field,
+    pub kernfs_node_id: Field,
+    // struct inet_sock
+    pub inet_sport: Field,
+    // struct tcp_sock
+    pub tcp_rcv_nxt: Field,
+    pub tcp_copied_seq: Field,
+    // struct task_struct
+    pub task_group_leader: Field,
+    pub task_comm: Field,
+    pub states: TcpStates,
+    /// `SK_RST_REASON_TCP_ABORT_ON_CLOSE`, or [`REASON_UNKNOWN`].
+    pub rst_abort_on_close: u32,
+    /// `IPPROTO_TCP`.
+    pub ipproto_tcp: u32,
+    /// Index of `flags` among `tcp_recvmsg`'s arguments (4 before 5.19, 3 since).
+    pub tcp_recvmsg_flags_arg: u32,
+    pub _pad: u32,
+}
+
+impl KernelLayout {
+    pub const ZERO: KernelLayout = KernelLayout {
+        skc_family: Field::MISSING,
+        skc_state: Field::MISSING,
+        skc_daddr: Field::MISSING,
+        skc_rcv_saddr: Field::MISSING,
+        skc_dport: Field::MISSING,
+        skc_v6_daddr: Field::MISSING,
+        skc_v6_rcv_saddr: Field::MISSING,
+        sk_protocol: Field::MISSING,
+        sk_shutdown: Field::MISSING,
+        sk_cgroup: Field::MISSING,
+        cgroup_kn: Field::MISSING,
+        kernfs_node_id: Field::MISSING,
+        inet_sport: Field::MISSING,
+        tcp_rcv_nxt: Field::MISSING,
+        tcp_copied_seq: Field::MISSING,
+        task_group_leader: Field::MISSING,
+        task_comm: Field::MISSING,
+        states: TcpStates {
+            established: 0,
+            syn_sent: 0,
+            syn_recv: 0,
+            fin_wait1: 0,
+            fin_wait2: 0,
+            time_wait: 0,
+            close: 0,
+            close_wait: 0,
+            last_ack: 0,
+            listen: 0,
+            closing: 0,
+        },
+        rst_abort_on_close: REASON_UNKNOWN,
+        ipproto_tcp: 0,
+        tcp_recvmsg_flags_arg: 3,
+        _pad: 0,
+    };
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// `SHUTDOWN_MASK` (RCV_SHUTDOWN | SEND_SHUTDOWN), a uapi-stable define.
+pub const SHUTDOWN_MASK: u8 = 3;
+pub const TASK_COMM_LEN: usize = 16;
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Unknown = 0,
+    /// This host called `connect()`.
+    Outbound = 1,
+    /// Accepted from a listener.
+    Inbound = 2,
+}
+
+impl Direction {
+    pub fn from_u8(v: u8) -> Direction {
+        match v {
+            1 => Direction::Outbound,
+            2 => Direction::Inbound,
+            _ => Direction::Unknown,
+        }
+    }
+}
+
+/// Last application I/O direction seen on a socket (for exchange counting).
+pub const IO_NONE: u8 = 0;
+pub const IO_SEND: u8 = 1;
+pub const IO_RECV: u8 = 2;
+
+/// [`SockState::flags`] bits.
+pub mod flags {
+    /// An `open` event was emitted (or is owed once the owner is known).
+    pub const OPENED: u8 = 1 << 0;
+    /// `open` waits for the first process-context event to know its owner.
+    pub const OPEN_PENDING: u8 = 1 << 1;
+    /// The `close` event was emitted.
+    pub const CLOSED: u8 = 1 << 2;
+    /// `close()` moved the socket to CLOSE with unread bytes: a RST follows.
+    pub const ABORT_PENDING: u8 = 1 << 3;
+}
+
+/// Process that owns a socket, captured only in process context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+    /// Thread-group leader's comm, NUL-padded.
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// Per-socket state held in the kernel's LRU hash, keyed by `struct sock *`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockState {
+    pub cookie: u64,
+    /// `bpf_ktime_get_ns()` at ESTABLISHED; 0 when the socket predates us.
+    pub birth_ns: u64,
+    /// When the peer's FIN moved it to CLOSE_WAIT; 0 otherwise.
+    pub close_wait_ns: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub owner: Owner,
+    pub exchanges: u32,
+    /// Unread bytes at the `close()` that moved the socket to CLOSE.
+    pub pending_unread: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub direction: u8,
+    pub last_io: u8,
+    pub flags: u8,
+    /// Kernel TCP state as last seen.
+    pub state: u8,
+    pub _pad: [u8; 6],
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Open = 1,
+    Close = 2,
+    UnreadClose = 3,
+    ResetSent = 4,
+    ResetReceived = 5,
+    CloseWait = 6,
+    CloseWaitEnd = 7,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Open,
+        EventKind::Close,
+        EventKind::UnreadClose,
+        EventKind::ResetSent,
+        EventKind::ResetReceived,
+        EventKind::CloseWait,
+        EventKind::CloseWaitEnd,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| *k as u8 == v)
+    }
+
+    /// The name used in `sockprobe trace` output and `--event` filters.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Open => "open",
+            EventKind::Close => "close",
+            EventKind::UnreadClose => "unread_close",
+            EventKind::ResetSent => "reset_sent",
+            EventKind::ResetReceived => "reset_received",
+            EventKind::CloseWait => "close_wait",
+            EventKind::CloseWaitEnd => "close_wait_end",
+        }
+    }
+}
+
+/// One record on the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub cookie: u64,
+    /// duration_ns (close), unread_bytes (unread_close), age_ns (close_wait_end).
+    pub value: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub owner: Owner,
+    pub exchanges: u32,
+    /// Raw `enum sk_rst_reason` value, or [`REASON_UNKNOWN`].
+    pub reason: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub kind: u8,
+    pub direction: u8,
+}
+
+/// Indexes into the per-CPU [`COUNTERS_MAP`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug)]
+pub enum Counter {
+    /// Ring buffer full: an event could not be handed over.
+    EventsLost = 0,
+    /// The socket map refused an insert.
+    StateInsertFailed = 1,
+}
+
+pub const COUNTER_SLOTS: u32 = 2;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, `#[repr(C)]`, no padding-dependent invariants.
+    unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::SockState {}
+}

@@ -1,0 +1,36 @@
+//! Maps shared by all programs. Sizes are defaults; userspace may resize.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use probe_common::{COUNTER_SLOTS, Counter, SockState};
+
+/// Per-socket state keyed by `struct sock *`. LRU so a missed destroy cannot leak.
+#[map(name = "SOCKETS")]
+pub static SOCKETS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131_072, 0);
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// kprobe fallback: `tcp_{send,recv}msg` arguments stashed from entry to return,
+/// keyed by pid_tgid.
+#[map(name = "IO_ARGS")]
+pub static IO_ARGS: HashMap<u64, IoArgs> = HashMap::with_max_entries(16_384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoArgs {
+    pub sk: u64,
+    pub flags: u64,
+}
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other writer.
+        unsafe { *slot += 1 };
+    }
+}

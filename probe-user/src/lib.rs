@@ -1,0 +1,17 @@
+//! sockprobe: per-process TCP connection hygiene from eBPF.
+//!
+//! Data path: kernel hooks (probe-ebpf) → per-socket state in an LRU map →
+//! events on a ring buffer → [`events::Decoder`] → `trace` output or metrics.
+//! See docs/architecture.md.
+pub mod btf;
+pub mod check;
+pub mod error;
+pub mod events;
+pub mod identity;
+pub mod layout;
+pub mod privileges;
+pub mod probes;
+pub mod shutdown;
+pub mod trace;
+
+pub use error::Error;

@@ -1,0 +1,526 @@
+//! The probe table: for each thing sockprobe needs to see, the programs that
+//! can deliver it, best first, with the kernel that introduced each and what
+//! it stands in for. At start-up the first candidate this kernel accepts wins;
+//! the others are reported, never fatal unless nothing covers a required
+//! feature.
+use std::fmt;
+
+use aya::{
+    Btf as AyaBtf, Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
+};
+use probe_common::{COUNTERS_MAP, Counter, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, SOCKETS_MAP};
+
+use crate::{btf::Btf, error::Error, layout};
+
+/// The eBPF object, built by build.rs and embedded.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    /// TCP state transitions: opens, closes, CLOSE_WAIT, unread closes.
+    StateChanges,
+    /// Application send/recv: bytes, exchanges, owners of accepted sockets.
+    AppIo,
+    ResetsSent,
+    ResetsReceived,
+    /// Socket destruction: frees kernel state promptly (else LRU eviction).
+    SocketDestroy,
+    /// `tcp_close` entry: the exact closing task.
+    CloseEntry,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 6] = [
+        Feature::StateChanges,
+        Feature::AppIo,
+        Feature::ResetsSent,
+        Feature::ResetsReceived,
+        Feature::SocketDestroy,
+        Feature::CloseEntry,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::StateChanges => "state-changes",
+            Feature::AppIo => "app-io",
+            Feature::ResetsSent => "resets-sent",
+            Feature::ResetsReceived => "resets-received",
+            Feature::SocketDestroy => "socket-destroy",
+            Feature::CloseEntry => "close-entry",
+        }
+    }
+
+    /// What is lost when no candidate attaches; `None` = sockprobe cannot run.
+    pub fn loss(self) -> Option<&'static str> {
+        match self {
+            Feature::StateChanges => None,
+            Feature::AppIo => Some("no exchanges or byte counts; inbound sockets get owners only at close"),
+            Feature::ResetsSent => Some("no reset_sent and no unread_close events"),
+            Feature::ResetsReceived => Some("no reset_received events"),
+            Feature::SocketDestroy => Some("socket state freed only by LRU eviction"),
+            Feature::CloseEntry => Some("none: closers are recognised from state changes"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    TpBtf(&'static str),
+    FEntry(&'static str),
+    FExit(&'static str),
+    KProbe(&'static str),
+    KRetProbe(&'static str),
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hook::TpBtf(t) => write!(f, "tp_btf/{t}"),
+            Hook::FEntry(t) => write!(f, "fentry/{t}"),
+            Hook::FExit(t) => write!(f, "fexit/{t}"),
+            Hook::KProbe(t) => write!(f, "kprobe/{t}"),
+            Hook::KRetProbe(t) => write!(f, "kretprobe/{t}"),
+        }
+    }
+}
+
+/// What the kernel's BTF must show for a candidate to be tried.
+#[derive(Clone, Copy, Debug)]
+pub enum Needs {
+    /// `btf_trace_<name>` with this many arguments.
+    Tracepoint(&'static str, u32),
+    /// Kernel function with this many parameters.
+    Function(&'static str, u32),
+    /// Kernel function present in BTF (any signature).
+    AnyFunction(&'static str),
+}
+
+impl Needs {
+    fn check(&self, btf: &Btf) -> Result<(), String> {
+        match *self {
+            Needs::Tracepoint(tp, n) => match btf.tracepoint_arity(tp) {
+                Some(a) if a == n => Ok(()),
+                Some(a) => Err(format!("tracepoint {tp} has {a} arguments here, this program takes {n}")),
+                None => Err(format!("tracepoint {tp} not in this kernel")),
+            },
+            Needs::Function(func, n) => match btf.function_arity(func) {
+                Some(a) if a == n => Ok(()),
+                Some(a) => Err(format!("{func}() takes {a} parameters here, this program expects {n}")),
+                None => Err(format!("{func}() not in this kernel's BTF")),
+            },
+            Needs::AnyFunction(func) => match btf.function_arity(func) {
+                Some(_) => Ok(()),
+                None => Err(format!("{func}() not in this kernel's BTF")),
+            },
+        }
+    }
+}
+
+/// One row of the probe table.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    pub feature: Feature,
+    /// Programs (by name in the object) that must all attach.
+    pub programs: &'static [(&'static str, Hook)],
+    pub needs: &'static [Needs],
+    pub min_kernel: &'static str,
+    /// What this candidate replaces when chosen, for humans.
+    pub note: &'static str,
+}
+
+impl Candidate {
+    pub fn hooks(&self) -> String {
+        self.programs.iter().map(|(_, h)| h.to_string()).collect::<Vec<_>>().join(" + ")
+    }
+}
+
+use Hook::*;
+use Needs::*;
+
+pub const PROBE_TABLE: &[Candidate] = &[
+    Candidate {
+        feature: Feature::StateChanges,
+        programs: &[("tp_inet_sock_set_state", TpBtf("inet_sock_set_state"))],
+        needs: &[Tracepoint("inet_sock_set_state", 3)],
+        min_kernel: "5.5 (tp_btf)",
+        note: "preferred",
+    },
+    Candidate {
+        feature: Feature::StateChanges,
+        programs: &[("fentry_tcp_set_state", FEntry("tcp_set_state"))],
+        needs: &[Function("tcp_set_state", 2)],
+        min_kernel: "5.5",
+        note: "replaces inet_sock_set_state; misses LISTEN→SYN_RECV (direction from SYN_RECV→ESTABLISHED instead)",
+    },
+    Candidate {
+        feature: Feature::StateChanges,
+        programs: &[("kprobe_tcp_set_state", KProbe("tcp_set_state"))],
+        needs: &[AnyFunction("tcp_set_state")],
+        min_kernel: "4.x (kprobes)",
+        note: "replaces inet_sock_set_state; no socket cookies (kprobes may not call the helper)",
+    },
+    Candidate {
+        feature: Feature::AppIo,
+        programs: &[
+            ("tp_sock_send_length", TpBtf("sock_send_length")),
+            ("tp_sock_recv_length", TpBtf("sock_recv_length")),
+        ],
+        needs: &[Tracepoint("sock_send_length", 3), Tracepoint("sock_recv_length", 3)],
+        min_kernel: "6.3",
+        note: "preferred",
+    },
+    Candidate {
+        feature: Feature::AppIo,
+        programs: &[
+            ("fexit_tcp_sendmsg", FExit("tcp_sendmsg")),
+            ("fexit_tcp_recvmsg_4", FExit("tcp_recvmsg")),
+        ],
+        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 4)],
+        min_kernel: "6.x (tcp_recvmsg without addr_len)",
+        note: "replaces sock_{send,recv}_length (TCP only, misses splice)",
+    },
+    Candidate {
+        feature: Feature::AppIo,
+        programs: &[
+            ("fexit_tcp_sendmsg", FExit("tcp_sendmsg")),
+            ("fexit_tcp_recvmsg", FExit("tcp_recvmsg")),
+        ],
+        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 5)],
+        min_kernel: "5.19",
+        note: "replaces sock_{send,recv}_length (TCP only, misses splice)",
+    },
+    Candidate {
+        feature: Feature::AppIo,
+        programs: &[
+            ("fexit_tcp_sendmsg", FExit("tcp_sendmsg")),
+            ("fexit_tcp_recvmsg_nonblock", FExit("tcp_recvmsg")),
+        ],
+        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 6)],
+        min_kernel: "5.5",
+        note: "as above, tcp_recvmsg with its pre-5.19 `nonblock` parameter",
+    },
+    Candidate {
+        feature: Feature::AppIo,
+        programs: &[
+            ("kprobe_tcp_sendmsg", KProbe("tcp_sendmsg")),
+            ("kretprobe_tcp_sendmsg", KRetProbe("tcp_sendmsg")),
+            ("kprobe_tcp_recvmsg", KProbe("tcp_recvmsg")),
+            ("kretprobe_tcp_recvmsg", KRetProbe("tcp_recvmsg")),
+        ],
+        needs: &[AnyFunction("tcp_sendmsg"), AnyFunction("tcp_recvmsg")],
+        min_kernel: "4.x (kprobes)",
+        note: "replaces sock_{send,recv}_length; costlier (entry+return probes)",
+    },
+    Candidate {
+        feature: Feature::ResetsSent,
+        programs: &[("tp_tcp_send_reset_reason", TpBtf("tcp_send_reset"))],
+        needs: &[Tracepoint("tcp_send_reset", 3)],
+        min_kernel: "6.10 (reason; real active reasons 6.12)",
+        note: "preferred",
+    },
+    Candidate {
+        feature: Feature::ResetsSent,
+        programs: &[("tp_tcp_send_reset", TpBtf("tcp_send_reset"))],
+        needs: &[Tracepoint("tcp_send_reset", 2)],
+        min_kernel: "5.5",
+        note: "no reset reason (reported as `unknown`)",
+    },
+    Candidate {
+        feature: Feature::ResetsReceived,
+        programs: &[("tp_tcp_receive_reset", TpBtf("tcp_receive_reset"))],
+        needs: &[Tracepoint("tcp_receive_reset", 1)],
+        min_kernel: "5.5",
+        note: "preferred",
+    },
+    Candidate {
+        feature: Feature::SocketDestroy,
+        programs: &[("tp_tcp_destroy_sock", TpBtf("tcp_destroy_sock"))],
+        needs: &[Tracepoint("tcp_destroy_sock", 1)],
+        min_kernel: "5.5",
+        note: "preferred",
+    },
+    Candidate {
+        feature: Feature::CloseEntry,
+        programs: &[("fentry_tcp_close", FEntry("tcp_close"))],
+        needs: &[Function("tcp_close", 2)],
+        min_kernel: "5.5",
+        note: "exact closer even when close() does not change state",
+    },
+    Candidate {
+        feature: Feature::CloseEntry,
+        programs: &[("kprobe_tcp_close", KProbe("tcp_close"))],
+        needs: &[AnyFunction("tcp_close")],
+        min_kernel: "4.x (kprobes)",
+        note: "as above, via kprobe",
+    },
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Attached,
+    Unavailable(String),
+    /// Not used: an earlier candidate already covers the feature (with
+    /// `try_all`: it loaded and attached here, then was detached).
+    Standby,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeStatus {
+    pub candidate: Candidate,
+    pub outcome: Outcome,
+}
+
+/// Sizes of the kernel-side maps.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
+    pub max_sockets: u32,
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes { max_sockets: 131_072, ring_buffer_bytes: 1 << 20 }
+    }
+}
+
+/// The loaded and attached kernel side. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub status: Vec<ProbeStatus>,
+    pub layout: KernelLayout,
+    pub reasons: layout::ResetReasons,
+}
+
+impl Probes {
+    /// Loads the object and attaches, per feature, the first candidate this
+    /// kernel accepts. Fails only when no candidate covers a required feature.
+    pub fn attach(sizes: MapSizes) -> Result<Probes, Error> {
+        Self::attach_with(sizes, false)
+    }
+
+    /// As [`Probes::attach`]; with `try_all`, also loads every fallback once
+    /// (then detaches it) so `sockprobe check` can say whether it would work.
+    pub fn attach_with(sizes: MapSizes, try_all: bool) -> Result<Probes, Error> {
+        crate::privileges::require()?;
+        let btf = Btf::from_vmlinux()?;
+        let kernel_layout = layout::resolve(&btf)?;
+        let reasons = layout::ResetReasons::from_btf(&btf);
+        let aya_btf = AyaBtf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global(LAYOUT_GLOBAL, &kernel_layout, true)
+            .map_max_entries(SOCKETS_MAP, sizes.max_sockets)
+            .map_max_entries(EVENTS_MAP, sizes.ring_buffer_bytes.next_power_of_two().max(4096))
+            .load(OBJECT)
+            .map_err(|e| Error::Load(one_line(&e)))?;
+
+        let mut status = Vec::new();
+        for feature in Feature::ALL {
+            let mut covered = false;
+            for candidate in PROBE_TABLE.iter().filter(|c| c.feature == feature) {
+                let outcome = if covered {
+                    if try_all && !shares_programs_with_attached(&status, candidate) {
+                        match try_attach(&mut ebpf, candidate, &btf, &aya_btf) {
+                            Ok(()) => {
+                                for (name, _) in candidate.programs {
+                                    unload(&mut ebpf, name);
+                                }
+                                Outcome::Standby
+                            }
+                            Err(reason) => Outcome::Unavailable(reason),
+                        }
+                    } else {
+                        Outcome::Standby
+                    }
+                } else {
+                    match try_attach(&mut ebpf, candidate, &btf, &aya_btf) {
+                        Ok(()) => {
+                            covered = true;
+                            Outcome::Attached
+                        }
+                        Err(reason) => Outcome::Unavailable(reason),
+                    }
+                };
+                status.push(ProbeStatus { candidate: *candidate, outcome });
+            }
+            if !covered && feature.loss().is_none() {
+                let why = status
+                    .iter()
+                    .filter(|s| s.candidate.feature == feature)
+                    .filter_map(|s| match &s.outcome {
+                        Outcome::Unavailable(r) => Some(format!("{}: {r}", s.candidate.hooks())),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(Error::RequiredProbe(format!("{} ({why})", feature.name())));
+            }
+        }
+        Ok(Probes { ebpf, status, layout: kernel_layout, reasons })
+    }
+
+    pub fn attached(&self, feature: Feature) -> bool {
+        self.status.iter().any(|s| s.candidate.feature == feature && s.outcome == Outcome::Attached)
+    }
+
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, Error> {
+        let map = self.ebpf.take_map(EVENTS_MAP).ok_or_else(|| Error::Load("no EVENTS map".into()))?;
+        RingBuf::try_from(map).map_err(|e| Error::Load(e.to_string()))
+    }
+
+    /// Sum over CPUs of one kernel-side counter.
+    pub fn counter(&self, counter: Counter) -> u64 {
+        let Some(map) = self.ebpf.map(COUNTERS_MAP) else { return 0 };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
+        array.get(&(counter as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+}
+
+fn shares_programs_with_attached(status: &[ProbeStatus], c: &Candidate) -> bool {
+    status.iter().filter(|s| s.outcome == Outcome::Attached).any(|s| {
+        s.candidate.programs.iter().any(|(n, _)| c.programs.iter().any(|(m, _)| m == n))
+    })
+}
+
+fn try_attach(ebpf: &mut Ebpf, c: &Candidate, btf: &Btf, aya_btf: &AyaBtf) -> Result<(), String> {
+    for need in c.needs {
+        need.check(btf)?;
+    }
+    let mut done: Vec<&str> = Vec::new();
+    for (name, hook) in c.programs {
+        if let Err(e) = attach_one(ebpf, name, *hook, aya_btf) {
+            // All or nothing: a half-attached candidate would double-count.
+            for prev in done {
+                unload(ebpf, prev);
+            }
+            unload(ebpf, name);
+            return Err(format!("{hook}: {e}"));
+        }
+        done.push(name);
+    }
+    Ok(())
+}
+
+fn attach_one(ebpf: &mut Ebpf, name: &str, hook: Hook, btf: &AyaBtf) -> Result<(), String> {
+    let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from object"))?;
+    let err = |e: ProgramError| describe(&e);
+    match hook {
+        Hook::TpBtf(tp) => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(err)?;
+            p.load(tp, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        Hook::FEntry(func) => {
+            let p: &mut FEntry = program.try_into().map_err(err)?;
+            p.load(func, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        Hook::FExit(func) => {
+            let p: &mut FExit = program.try_into().map_err(err)?;
+            p.load(func, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        Hook::KProbe(func) | Hook::KRetProbe(func) => {
+            let p: &mut KProbe = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(func, 0).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+fn unload(ebpf: &mut Ebpf, name: &str) {
+    let _ = match ebpf.program_mut(name) {
+        Some(Program::BtfTracePoint(p)) => p.unload(),
+        Some(Program::FEntry(p)) => p.unload(),
+        Some(Program::FExit(p)) => p.unload(),
+        Some(Program::KProbe(p)) => p.unload(),
+        _ => Ok(()),
+    };
+}
+
+/// One line for a program error: the errno, plus the verifier's last word.
+fn describe(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            if !log.trim().is_empty() {
+                log::debug!("verifier log:\n{log}");
+            }
+            let last = log.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("processed"));
+            let hint = if io_error.raw_os_error() == Some(libc::EPERM) {
+                " (refused by kernel policy, e.g. lockdown or an LSM)"
+            } else {
+                ""
+            };
+            match last {
+                Some(l) => format!("load refused: {io_error}{hint}; verifier: {}", l.trim()),
+                None => format!("load refused: {io_error}{hint}"),
+            }
+        }
+        other => {
+            let s = one_line(other);
+            if s.contains("event_source/devices/kprobe") {
+                format!("kprobes not supported by this kernel (CONFIG_KPROBES unset): {s}")
+            } else {
+                s
+            }
+        }
+    }
+}
+
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s.replace('\n', " ")
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // Best effort: newer kernels account to the memory cgroup instead.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_feature_has_a_candidate_and_required_ones_come_first() {
+        for f in Feature::ALL {
+            assert!(PROBE_TABLE.iter().any(|c| c.feature == f), "{f:?} has no candidate");
+        }
+        assert!(Feature::StateChanges.loss().is_none());
+    }
+
+    #[test]
+    fn program_names_are_unique_per_hook() {
+        let mut seen = std::collections::HashSet::new();
+        for c in PROBE_TABLE {
+            for (name, hook) in c.programs {
+                // A program may appear in two rows only with the same hook.
+                if !seen.insert(*name) {
+                    let same = PROBE_TABLE
+                        .iter()
+                        .flat_map(|c| c.programs.iter())
+                        .filter(|(n, _)| n == name)
+                        .all(|(_, h)| h == hook);
+                    assert!(same, "{name} used with different hooks");
+                }
+            }
+        }
+    }
+}
