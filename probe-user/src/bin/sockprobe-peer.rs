@@ -1,1 +1,177 @@
-fn main(){}
+//! sockprobe-peer: a tiny TCP client and server that reproduce the connection
+//! mistakes sockprobe reports (closing with unread bytes, CLOSE_WAIT, ...),
+//! under a process name of your choice. Used by the tests and the README.
+//!
+//! Protocol: the client sends `req\n`, the server answers with `--response`
+//! bytes; repeat. No framing beyond that: it only has to move real bytes.
+use std::{
+    ffi::CString,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    process::ExitCode,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sockprobe-peer", version, about = "TCP peers that misbehave on purpose, for trying sockprobe")]
+struct Cli {
+    /// Process name to run under (as `comm`, at most 15 bytes).
+    #[arg(long, global = true)]
+    name: Option<String>,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Accept connections; answer every request with --response bytes.
+    /// Prints `listening <addr>` once ready.
+    Server {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Bytes in each response.
+        #[arg(long, default_value_t = 1000)]
+        response: usize,
+        /// Close each connection after this many responses (the client then
+        /// sits in CLOSE_WAIT until it closes too).
+        #[arg(long)]
+        close_after: Option<u32>,
+        /// Exit after serving this many connections.
+        #[arg(long, default_value_t = 1)]
+        connections: u32,
+    },
+    /// Connect, make --requests exchanges, then close.
+    Client {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        requests: u32,
+        /// Bytes the server sends per response.
+        #[arg(long, default_value_t = 1000)]
+        response: usize,
+        /// Bytes of each response to read (default: all). Fewer leaves the
+        /// rest unread at close, so the kernel resets the connection.
+        #[arg(long)]
+        read: Option<usize>,
+        /// Repeat the whole connection this many times.
+        #[arg(long, default_value_t = 1)]
+        connections: u32,
+        /// Wait this long before closing (the server may close first).
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+        /// Fork before closing: the parent drops its descriptor first, a child
+        /// under this name closes last.
+        #[arg(long)]
+        fork_close: Option<String>,
+    },
+}
+
+fn set_comm(name: &str) {
+    if let Ok(c) = CString::new(name) {
+        // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0) };
+    }
+}
+
+fn queued_bytes(s: &TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+    n.max(0) as usize
+}
+
+fn serve(listener: TcpListener, response: usize, close_after: Option<u32>, connections: u32) -> std::io::Result<()> {
+    let body = vec![b'x'; response];
+    for _ in 0..connections {
+        let (mut conn, _) = listener.accept()?;
+        let mut buf = [0u8; 64];
+        let mut served = 0;
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if conn.write_all(&body).is_err() {
+                break;
+            }
+            served += 1;
+            if close_after.is_some_and(|n| served >= n) {
+                break;
+            }
+        }
+        drop(conn);
+    }
+    Ok(())
+}
+
+fn client(
+    addr: SocketAddr,
+    requests: u32,
+    response: usize,
+    read: usize,
+    hold: Duration,
+    fork_close: Option<&str>,
+) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    let mut buf = vec![0u8; response.max(1)];
+    for _ in 0..requests {
+        s.write_all(b"req\n")?;
+        s.read_exact(&mut buf[..read])?;
+    }
+    // Let the unread rest of the response arrive, so the amount is exact.
+    let unread = response - read;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queued_bytes(&s) < unread && Instant::now() < deadline {
+        sleep(Duration::from_millis(5));
+    }
+    sleep(hold);
+    match fork_close {
+        None => drop(s),
+        Some(child_name) => {
+            // SAFETY: single-threaded here; the child only sleeps, drops and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                set_comm(child_name);
+                sleep(Duration::from_millis(100));
+                drop(s);
+                unsafe { libc::_exit(0) };
+            }
+            // The parent drops its reference first; the child's close is the real one.
+            drop(s);
+            let mut status = 0;
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(name) = &cli.name {
+        set_comm(name);
+    }
+    let result = match cli.role {
+        Role::Server { listen, response, close_after, connections } => TcpListener::bind(listen).and_then(|l| {
+            println!("listening {}", l.local_addr()?);
+            std::io::stdout().flush()?;
+            serve(l, response, close_after, connections)
+        }),
+        Role::Client { connect, requests, response, read, connections, hold_ms, fork_close } => {
+            let read = read.unwrap_or(response).min(response);
+            (0..connections).try_for_each(|_| {
+                client(connect, requests, response, read, Duration::from_millis(hold_ms), fork_close.as_deref())
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockprobe-peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The foundation scenarios: real probes in this kernel, real TCP between
+//! child processes with known names, the kernel's own counters as referee.
+//! Privileged tests are named `privileged_*`; `cargo xtask test` runs them one
+//! at a time (they share the kernel and its counters).
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Scenario 1: read K < N, close: one unread_close of N - K per connection,
+/// attributed to the client; the server sees the reset; the count equals the
+/// kernel's TCPAbortOnClose change (measured in a namespace of our own).
+#[test]
+fn privileged_unread_close_matches_kernel_counter() {
+    if !is_root() {
+        return;
+    }
+    const M: u32 = 20;
+    let ns = NetNs::new("unread");
+    let tracer = Tracer::start(&[]);
+    let before = ns.tcpext("TCPAbortOnClose");
+    let mut server = Server::start(&ns.prefix(), "t1-server", &["--response", "5000", "--connections", &M.to_string()]);
+    let pid = client(&ns.prefix(), "t1-client", &["--connect", &server.addr, "--response", "5000", "--read", "1200", "--connections", &M.to_string()]);
+    server.wait();
+    let after = ns.tcpext("TCPAbortOnClose");
+    tracer.wait_for("M unread_close and reset_received", WAIT, |ev| {
+        select(ev, "unread_close", "t1-client").len() >= M as usize && select(ev, "reset_received", "t1-server").len() >= M as usize
+    });
+    // Let stragglers arrive, so "exactly M" is checked, not "at least M".
+    std::thread::sleep(Duration::from_millis(200));
+    let events = tracer.stop();
+    let unread = select(&events, "unread_close", "t1-client");
+    assert_eq!(unread.len() as u64, after - before, "unread_close events vs TcpExt TCPAbortOnClose delta; events:\n{}", dump(&events));
+    assert_eq!(unread.len(), M as usize);
+    for e in &unread {
+        assert_eq!(u64_of(e, "unread_bytes"), 5000 - 1200, "{e}");
+        assert_eq!(u64_of(e, "pid"), pid as u64, "{e}");
+        assert_eq!(e["direction"], "outbound", "{e}");
+        assert_eq!(format!("{}:{}", e["daddr"].as_str().unwrap(), e["dport"]), server.addr, "{e}");
+    }
+    let resets = select(&events, "reset_sent", "t1-client");
+    assert!(resets.iter().all(|e| e["reason"] == "abort_on_close"), "reset reasons: {}", dump(&events));
+    assert_eq!(select(&events, "reset_received", "t1-server").len(), M as usize);
+}
+
+/// Scenario 2: the client reads everything: a normal close, no unread_close.
+#[test]
+fn privileged_full_read_closes_cleanly() {
+    if !is_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut server = Server::start(&[], "t2-server", &["--response", "5000"]);
+    client(&[], "t2-client", &["--connect", &server.addr, "--response", "5000"]);
+    server.wait();
+    tracer.wait_for("both closes", WAIT, |ev| {
+        !select(ev, "close", "t2-client").is_empty() && !select(ev, "close", "t2-server").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let events = tracer.stop();
+    assert!(select(&events, "unread_close", "t2-client").is_empty(), "{}", dump(&events));
+    assert!(select(&events, "reset_sent", "t2-client").is_empty(), "{}", dump(&events));
+    let close = select(&events, "close", "t2-client")[0];
+    assert_eq!(u64_of(close, "bytes_in"), 5000, "{close}");
+    assert_eq!(u64_of(close, "bytes_out"), 4, "{close}");
+    assert!(u64_of(close, "duration_ns") > 0, "{close}");
+    assert_eq!(select(&events, "open", "t2-client").len(), 1, "{}", dump(&events));
+}
+
+/// Scenario 3: E request/response exchanges on one connection, both ends.
+#[test]
+fn privileged_exchanges_counted_on_both_ends() {
+    if !is_root() {
+        return;
+    }
+    const E: u64 = 7;
+    let tracer = Tracer::start(&["--comm", "t3-client", "--comm", "t3-server"]);
+    let mut server = Server::start(&[], "t3-server", &["--response", "300"]);
+    client(&[], "t3-client", &["--connect", &server.addr, "--response", "300", "--requests", &E.to_string()]);
+    server.wait();
+    let events = tracer.wait_for("both closes", WAIT, |ev| {
+        !select(ev, "close", "t3-client").is_empty() && !select(ev, "close", "t3-server").is_empty()
+    });
+    let client_close = select(&events, "close", "t3-client")[0];
+    let server_close = select(&events, "close", "t3-server")[0];
+    assert_eq!(u64_of(client_close, "exchanges"), E, "{client_close}");
+    assert_eq!(u64_of(server_close, "exchanges"), E, "{server_close}");
+    assert_eq!(client_close["direction"], "outbound");
+    assert_eq!(server_close["direction"], "inbound");
+    assert_ne!(u64_of(client_close, "cookie"), u64_of(server_close, "cookie"), "two sockets, two cookies");
+    assert!(events.iter().all(|e| e["comm"] == "t3-client" || e["comm"] == "t3-server"), "--comm filter leaked:\n{}", dump(&events));
+}
+
+/// Scenario 4: the server closes first; the client sits in CLOSE_WAIT for
+/// about a second, then closes: close_wait and close_wait_end carry the client.
+#[test]
+fn privileged_close_wait_attributed_with_age() {
+    if !is_root() {
+        return;
+    }
+    let tracer = Tracer::start(&["--event", "close_wait,close_wait_end"]);
+    let mut server = Server::start(&[], "t4-server", &["--response", "100", "--close-after", "1"]);
+    let pid = client(&[], "t4-client", &["--connect", &server.addr, "--response", "100", "--hold-ms", "1000"]);
+    server.wait();
+    let events = tracer.wait_for("close_wait_end", WAIT, |ev| !select(ev, "close_wait_end", "t4-client").is_empty());
+    let entered = select(&events, "close_wait", "t4-client");
+    assert_eq!(entered.len(), 1, "{}", dump(&events));
+    assert_eq!(u64_of(entered[0], "pid"), pid as u64);
+    let end = select(&events, "close_wait_end", "t4-client")[0];
+    let age = u64_of(end, "age_ns");
+    assert!((900_000_000..5_000_000_000).contains(&age), "CLOSE_WAIT age {age} ns, expected about 1 s: {end}");
+    assert_eq!(u64_of(end, "cookie"), u64_of(entered[0], "cookie"));
+    assert!(events.iter().all(|e| e["event"] == "close_wait" || e["event"] == "close_wait_end"), "--event filter leaked");
+}
+
+/// Scenario 5: scenario 1 over IPv6 loopback.
+#[test]
+fn privileged_unread_close_ipv6() {
+    if !is_root() {
+        return;
+    }
+    let tracer = Tracer::start(&["--event", "unread_close"]);
+    let mut server = Server::start(&[], "t5-server", &["--listen", "[::1]:0", "--response", "3000"]);
+    let pid = client(&[], "t5-client", &["--connect", &server.addr, "--response", "3000", "--read", "1000"]);
+    server.wait();
+    let events = tracer.wait_for("IPv6 unread_close", WAIT, |ev| !select(ev, "unread_close", "t5-client").is_empty());
+    let e = select(&events, "unread_close", "t5-client")[0];
+    assert_eq!(e["family"], "ipv6", "{e}");
+    assert_eq!(e["daddr"], "::1", "{e}");
+    assert_eq!(u64_of(e, "unread_bytes"), 2000, "{e}");
+    assert_eq!(u64_of(e, "pid"), pid as u64, "{e}");
+}
+
+/// Scenario 6: created and connected by a parent, closed by a forked child:
+/// the close is the child's.
+#[test]
+fn privileged_close_attributed_to_forked_child() {
+    if !is_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut server = Server::start(&[], "t6-server", &["--response", "2000"]);
+    let parent = client(&[], "t6-parent", &["--connect", &server.addr, "--response", "2000", "--read", "500", "--fork-close", "t6-child"]);
+    server.wait();
+    let events = tracer.wait_for("the child's unread_close", WAIT, |ev| !select(ev, "unread_close", "t6-child").is_empty());
+    let open = select(&events, "open", "t6-parent");
+    assert_eq!(open.len(), 1, "connect was the parent's:\n{}", dump(&events));
+    let e = select(&events, "unread_close", "t6-child")[0];
+    assert_ne!(u64_of(e, "pid"), parent as u64, "{e}");
+    assert_eq!(u64_of(e, "unread_bytes"), 1500, "{e}");
+    assert!(!select(&events, "close", "t6-child").is_empty(), "{}", dump(&events));
+    assert!(select(&events, "close", "t6-parent").is_empty(), "{}", dump(&events));
+}

@@ -1,0 +1,211 @@
+//! Test harness: real `sockprobe` processes, real peers, real kernel counters.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const SOCKPROBE: &str = env!("CARGO_BIN_EXE_sockprobe");
+pub const PEER: &str = env!("CARGO_BIN_EXE_sockprobe-peer");
+
+/// Privileged tests call this first: without root they report a skip.
+pub fn is_root() -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!("skipped: needs root");
+    false
+}
+
+/// A running `sockprobe trace`, its JSON lines collected in the background.
+pub struct Tracer {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Tracer {
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(SOCKPROBE)
+            .arg("trace")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockprobe trace");
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[sockprobe] {line}");
+                if line.contains("probes attached") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("trace printed non-JSON {line:?}: {e}"));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("sockprobe trace did not report attached probes within 30 s");
+        Tracer { child, lines }
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds over the events seen so far.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ev = self.events();
+            if pred(&ev) {
+                return ev;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; events seen:\n{}", dump(&ev));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(mut self) -> Vec<Value> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("wait for sockprobe trace");
+        assert!(status.success(), "sockprobe trace exited with {status}");
+        self.events()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn dump(events: &[Value]) -> String {
+    events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// Events of one kind from processes named `comm`.
+pub fn select<'a>(events: &'a [Value], event: &str, comm: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == event && e["comm"] == comm).collect()
+}
+
+/// A `sockprobe-peer server`; the address it listens on.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start(prefix: &[&str], name: &str, args: &[&str]) -> Server {
+        let mut cmd = command(prefix, PEER);
+        cmd.args(["--name", name, "server"]).args(args).stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn sockprobe-peer server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("server prints its address");
+        let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected server output {line:?}")).to_string();
+        Server { child, addr }
+    }
+
+    pub fn wait(&mut self) {
+        let status = self.child.wait().expect("wait for server");
+        assert!(status.success(), "server exited with {status}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a `sockprobe-peer client` to completion; returns its pid.
+pub fn client(prefix: &[&str], name: &str, args: &[&str]) -> u32 {
+    let mut child = command(prefix, PEER).args(["--name", name, "client"]).args(args).spawn().expect("spawn client");
+    let pid = child.id();
+    let status = child.wait().expect("wait for client");
+    assert!(status.success(), "client {name} exited with {status}");
+    pid
+}
+
+/// `prefix` runs the program inside something, e.g. `ip netns exec NS`.
+fn command(prefix: &[&str], program: &str) -> Command {
+    match prefix.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+    }
+}
+
+/// A network namespace of our own, so kernel counters see only our traffic.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("sockprobe-test-{tag}-{}", std::process::id());
+        run(&["ip", "netns", "add", &name]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        NetNs { name }
+    }
+
+    pub fn prefix(&self) -> Vec<&str> {
+        vec!["ip", "netns", "exec", &self.name]
+    }
+
+    /// A TcpExt counter from this namespace's `/proc/net/netstat`.
+    pub fn tcpext(&self, counter: &str) -> u64 {
+        let out = Command::new("ip").args(["netns", "exec", &self.name, "cat", "/proc/net/netstat"]).output().expect("read netstat");
+        tcpext_counter(&String::from_utf8_lossy(&out.stdout), counter)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+pub fn run(argv: &[&str]) {
+    let status = Command::new(argv[0]).args(&argv[1..]).status().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(status.success(), "{argv:?} failed: {status}");
+}
+
+/// Parses `/proc/net/netstat`: pairs of header and value lines per prefix.
+pub fn tcpext_counter(netstat: &str, counter: &str) -> u64 {
+    let lines: Vec<&str> = netstat.lines().collect();
+    for pair in lines.chunks(2) {
+        let [names, values] = pair else { continue };
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let idx = names.split_whitespace().position(|n| n == counter).unwrap_or_else(|| panic!("no TcpExt {counter}"));
+        return values.split_whitespace().nth(idx).and_then(|v| v.parse().ok()).expect("counter value");
+    }
+    panic!("no TcpExt section in netstat");
+}
+
+pub fn u64_of(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("event lacks numeric {key}: {v}"))
+}
