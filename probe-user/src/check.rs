@@ -35,7 +35,7 @@ pub fn run() -> Result<bool, Error> {
     let _ = writeln!(out, "kernel       {}", kernel_release());
     let btf = match Btf::from_vmlinux() {
         Ok(b) => {
-            let _ = writeln!(out, "btf          {}: ok", Btf::VMLINUX);
+            let _ = writeln!(out, "btf          {}: ok", Btf::path().display());
             b
         }
         Err(e) => {

@@ -51,7 +51,10 @@ struct TraceArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     env_logger::Builder::new()
         .parse_filters(&cli.log_level)
         .format_target(false)
@@ -85,6 +88,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Help and version go to stdout as usual; a usage error becomes one line
+/// (clap's first) plus where to look, and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ");
+    eprintln!("sockprobe: {first}; see `sockprobe --help`");
+    ExitCode::from(2)
 }
 
 fn fail(e: sockprobe::Error) -> ExitCode {

@@ -307,7 +307,7 @@ impl Probes {
         let btf = Btf::from_vmlinux()?;
         let kernel_layout = layout::resolve(&btf)?;
         let reasons = layout::ResetReasons::from_btf(&btf);
-        let aya_btf = AyaBtf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
+        let aya_btf = AyaBtf::parse_file(Btf::path(), Default::default()).map_err(|e| Error::Btf(one_line(&e)))?;
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))

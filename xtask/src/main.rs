@@ -1,1 +1,95 @@
-fn main(){}
+//! `cargo xtask`: set-up, build, run and test sockprobe from a fresh clone.
+//!
+//! Every command first makes sure the toolchain prerequisites are present
+//! (docs/development.md): nightly with rust-src, and bpf-linker built against
+//! an LLVM whose major version equals the nightly's. On Debian/Ubuntu missing
+//! pieces are installed; elsewhere the exact list is printed.
+mod bootstrap;
+mod test;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing to build sockprobe (idempotent).
+    Bootstrap,
+    /// Build target/release/sockprobe (the eBPF object embedded).
+    Build,
+    /// Build, then run `sockprobe run` with its defaults (extra args after `--`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run every test; privileged ones too when root.
+    Test {
+        /// Extra arguments for the test binaries (e.g. a name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Bootstrap => bootstrap::ensure().map(|_| ExitCode::SUCCESS),
+        Cmd::Build => {
+            bootstrap::ensure()?;
+            build()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { args } => {
+            bootstrap::ensure()?;
+            build()?;
+            let status = Command::new(workspace_root().join("target/release/sockprobe"))
+                .arg("run")
+                .args(args)
+                .status()
+                .context("start sockprobe")?;
+            Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+        }
+        Cmd::Test { args } => {
+            bootstrap::ensure()?;
+            build()?;
+            test::run(&args)
+        }
+    }
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// `cargo` with the environment the build needs (bpf-linker on PATH).
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c.env("PATH", bootstrap::path_with_cargo_bin());
+    c
+}
+
+fn build() -> Result<()> {
+    let status = cargo().args(["build", "--release"]).status().context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    Ok(())
+}

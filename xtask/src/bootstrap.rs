@@ -1,0 +1,165 @@
+//! Toolchain prerequisites: checked in seconds, installed only when missing.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const NIGHTLY: &str = "nightly";
+/// Debian packages the tests use besides the toolchain.
+const TEST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("setpriv", "util-linux"), ("ss", "iproute2")];
+
+pub fn ensure() -> Result<()> {
+    let nightly_llvm = ensure_nightly()?;
+    ensure_bpf_linker(nightly_llvm)?;
+    ensure_test_tools()?;
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn cargo_bin() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+/// PATH with cargo's bin directory (where bpf-linker is installed) first.
+pub fn path_with_cargo_bin() -> std::ffi::OsString {
+    let mut paths = vec![cargo_bin()];
+    if let Some(p) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(paths).unwrap_or_default()
+}
+
+fn is_debian() -> bool {
+    Path::new("/etc/debian_version").exists() && which("apt-get").is_some()
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&path_with_cargo_bin()).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+/// Nightly with rust-src (for `-Z build-std`); returns its LLVM major.
+fn ensure_nightly() -> Result<u32> {
+    if which("rustup").is_none() {
+        bail!("rustup not found: install it (https://rustup.rs), then `rustup toolchain install nightly --component rust-src`");
+    }
+    let has_nightly = output(Command::new("rustup").args(["toolchain", "list"])).is_some_and(|s| s.lines().any(|l| l.starts_with("nightly")));
+    if !has_nightly {
+        eprintln!("xtask: installing the nightly toolchain (needed to build the eBPF object)");
+        run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src"]))
+            .context("install nightly: run `rustup toolchain install nightly --component rust-src`")?;
+    }
+    let sysroot = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"])).context("rustc +nightly")?;
+    if !Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core").exists() {
+        eprintln!("xtask: adding rust-src to nightly");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+            .context("add rust-src: run `rustup component add rust-src --toolchain nightly`")?;
+    }
+    let verbose = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"])).context("rustc +nightly -vV")?;
+    llvm_major(&verbose).context("cannot read nightly's LLVM version from `rustc +nightly -vV`")
+}
+
+fn llvm_major(rustc_vv: &str) -> Option<u32> {
+    let v = rustc_vv.lines().find_map(|l| l.strip_prefix("LLVM version: "))?;
+    v.split('.').next()?.trim().parse().ok()
+}
+
+/// The LLVM major bpf-linker is linked against (from its libLLVM.so.N).
+fn bpf_linker_llvm(path: &Path) -> Option<u32> {
+    let ldd = output(Command::new("ldd").arg(path))?;
+    let lib = ldd.lines().find_map(|l| l.trim().strip_prefix("libLLVM.so."))?;
+    lib.split(['.', ' ']).next()?.parse().ok()
+}
+
+fn ensure_bpf_linker(llvm: u32) -> Result<()> {
+    let current = which("bpf-linker").map(|p| {
+        let version = output(Command::new(&p).arg("--version")).unwrap_or_default();
+        (version.contains(BPF_LINKER_VERSION), bpf_linker_llvm(&p))
+    });
+    match current {
+        Some((true, Some(major))) if major == llvm => return Ok(()),
+        Some((true, None)) => return Ok(()), // statically linked: trust it
+        Some((_, Some(major))) if major != llvm => {
+            eprintln!("xtask: bpf-linker uses LLVM {major}, nightly uses LLVM {llvm}: rebuilding bpf-linker");
+        }
+        _ => eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (about 3 minutes)"),
+    }
+    let packages = [format!("llvm-{llvm}-dev"), format!("libpolly-{llvm}-dev"), "libzstd-dev".into(), "zlib1g-dev".into()];
+    let prefix = PathBuf::from(format!("/usr/lib/llvm-{llvm}"));
+    if !prefix.join("bin/llvm-config").exists() {
+        apt_install(&packages)?;
+    }
+    let path = std::env::join_paths(std::iter::once(prefix.join("bin")).chain(std::env::split_paths(&path_with_cargo_bin())))?;
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", &format!("llvm-{llvm}"), "--force"])
+        .env("LLVM_PREFIX", &prefix)
+        .env("PATH", path))
+    .context("cargo install bpf-linker")?;
+    match which("bpf-linker").and_then(|p| bpf_linker_llvm(&p)) {
+        Some(major) if major != llvm => bail!("bpf-linker still links LLVM {major}, nightly needs {llvm}"),
+        _ => Ok(()),
+    }
+}
+
+fn ensure_test_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(bin, _)| which(bin).is_none() && !Path::new("/usr/sbin").join(bin).exists() && !Path::new("/sbin").join(bin).exists()).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut pkgs: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
+    pkgs.dedup();
+    apt_install(&pkgs)
+}
+
+fn apt_install(packages: &[String]) -> Result<()> {
+    let missing: Vec<&String> = packages
+        .iter()
+        .filter(|p| !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_some_and(|s| s.contains("install ok installed")))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+    if !is_debian() {
+        bail!("not a Debian/Ubuntu system: install the equivalents of [{list}] with your package manager, then rerun");
+    }
+    if !is_root() {
+        bail!("missing packages: run `sudo apt-get install -y {list}`, then rerun");
+    }
+    eprintln!("xtask: apt-get install {list}");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(missing.iter().map(|s| s.as_str())).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_llvm_major() {
+        assert_eq!(llvm_major("rustc 1.97.0-nightly\nLLVM version: 22.1.4\n"), Some(22));
+        assert_eq!(llvm_major("rustc 1.95.0"), None);
+    }
+}

@@ -1,0 +1,86 @@
+//! `cargo xtask test`: every test, one summary line.
+use std::{
+    io::{BufRead, BufReader},
+    process::{ExitCode, Stdio},
+};
+
+use anyhow::{Context, Result};
+
+use crate::cargo;
+
+/// Privileged tests are named so; without root they are skipped, and counted.
+const PRIVILEGED: &str = "privileged_";
+
+#[derive(Default, Debug, PartialEq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Adds a libtest `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+fn add_result_line(t: &mut Totals, line: &str) {
+    let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+    for part in rest.split(';') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let (n, what) = match words.as_slice() {
+            [.., n, what] => (n.parse::<u64>().unwrap_or(0), *what),
+            _ => continue,
+        };
+        match what {
+            "passed" => t.passed += n,
+            "failed" => t.failed += n,
+            "ignored" => t.ignored += n,
+            _ => {}
+        }
+    }
+}
+
+fn count_privileged() -> Result<u64> {
+    let out = cargo().args(["test", "--release", "--quiet", "--", "--list"]).output().context("list tests")?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(PRIVILEGED) && l.ends_with(": test")).count() as u64)
+}
+
+pub fn run(extra: &[String]) -> Result<ExitCode> {
+    let root = is_root();
+    let mut args: Vec<String> = vec!["test".into(), "--release".into(), "--".into()];
+    // Tests share the kernel and its counters: one at a time.
+    args.push("--test-threads=1".into());
+    let skipped = if root {
+        0
+    } else {
+        args.extend(["--skip".into(), PRIVILEGED.into()]);
+        count_privileged()?
+    };
+    args.extend(extra.iter().cloned());
+    let mut child = cargo().args(&args).stdout(Stdio::piped()).spawn().context("run cargo test")?;
+    let mut totals = Totals::default();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        println!("{line}");
+        add_result_line(&mut totals, &line);
+    }
+    let status = child.wait()?;
+    if !root {
+        println!("skipped: needs root: {skipped} privileged tests (run `sudo cargo xtask test`)");
+    }
+    println!("summary: {} passed, {} failed, {} skipped", totals.passed, totals.failed, skipped + totals.ignored);
+    Ok(if status.success() && totals.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_result_lines() {
+        let mut t = Totals::default();
+        add_result_line(&mut t, "test result: ok. 10 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        add_result_line(&mut t, "test result: FAILED. 2 passed; 1 failed; 3 ignored; 0 measured; 0 filtered out");
+        add_result_line(&mut t, "running 3 tests");
+        assert_eq!(t, Totals { passed: 12, failed: 1, ignored: 3 });
+    }
+}
