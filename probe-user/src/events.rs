@@ -44,14 +44,21 @@ pub struct Record {
     pub kind: Option<EventKind>,
     #[serde(skip)]
     pub cgroup_id: u64,
+    /// Kernel monotonic time of the event.
+    #[serde(skip)]
+    pub ts_mono_ns: u64,
 }
 
 impl Record {
     /// `ip:port` of the service side (contract.md, label `endpoint`).
     pub fn endpoint(&self) -> String {
-        let (addr, port) = if self.direction == "inbound" { (&self.saddr, self.sport) } else { (&self.daddr, self.dport) };
-        if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") }
+        if self.direction == "inbound" { endpoint_label(&self.saddr, self.sport) } else { endpoint_label(&self.daddr, self.dport) }
     }
+}
+
+/// `ip:port`, IPv6 as `[addr]:port`.
+pub fn endpoint_label(addr: &str, port: u16) -> String {
+    if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") }
 }
 
 pub fn parse_event(bytes: &[u8]) -> Option<Event> {
@@ -77,7 +84,7 @@ fn addr(family: u16, raw: &[u8; 16]) -> String {
 
 /// Local ports the kernel picks for `connect()`: a socket whose direction we
 /// did not see being born is outbound when its local port is in this range.
-fn ephemeral_ports() -> (u16, u16) {
+pub fn ephemeral_ports() -> (u16, u16) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {
@@ -136,6 +143,7 @@ impl Decoder {
             age_ns: None,
             kind: Some(kind),
             cgroup_id: ev.owner.cgroup_id,
+            ts_mono_ns: ev.ts_ns,
         };
         match kind {
             EventKind::Close => {

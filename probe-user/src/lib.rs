@@ -5,13 +5,19 @@
 //! See docs/architecture.md.
 pub mod btf;
 pub mod check;
+pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod http;
 pub mod identity;
 pub mod layout;
+pub mod metrics;
 pub mod privileges;
 pub mod probes;
+pub mod scan;
 pub mod shutdown;
+pub mod stream;
 pub mod trace;
 
 pub use error::Error;

@@ -1,7 +1,12 @@
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use sockprobe::{probes::MapSizes, trace};
+use sockprobe::{
+    Error,
+    config::{LOG_LEVELS, Overrides, RunConfig},
+    probes::MapSizes,
+    trace,
+};
 
 /// sockprobe watches every TCP socket's life with eBPF and tells you, per
 /// process and container, which connections were closed with unread bytes,
@@ -9,9 +14,9 @@ use sockprobe::{probes::MapSizes, trace};
 #[derive(Parser, Debug)]
 #[command(name = "sockprobe", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(long = "log.level", global = true, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
-    log_level: String,
+    /// Log level: error, warn, info, debug, trace [default: info].
+    #[arg(long = "log.level", global = true, value_parser = LOG_LEVELS)]
+    log_level: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -19,15 +24,55 @@ struct Cli {
 
 const EXAMPLES: &str = "Examples:
   sudo sockprobe check                      what this kernel allows
+  sudo sockprobe run                        metrics on http://127.0.0.1:9741/metrics
   sudo sockprobe trace --event unread_close who closes sockets with unread bytes
   sudo sockprobe trace --comm curl          every socket event of curl";
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The daemon: attach probes, aggregate, serve Prometheus metrics until SIGTERM/SIGINT.
+    Run(RunArgs),
     /// Stream socket events as JSON lines on stdout (one object per line).
     Trace(TraceArgs),
     /// Report what this kernel and these privileges allow; exit 0 when `run` would work.
     Check,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProbeArgs {
+    /// Most sockets tracked in the kernel at once; beyond, the least recently
+    /// used are forgotten [default: 131072; ~160 bytes each].
+    #[arg(long = "probe.max-sockets")]
+    max_sockets: Option<u32>,
+    /// Kernel-to-userspace ring buffer in bytes, a power of two [default: 1048576].
+    /// Overflow is counted in sockprobe_events_lost_total.
+    #[arg(long = "probe.ring-buffer-bytes")]
+    ring_buffer_bytes: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// TOML file with any of the settings below; flags win over it.
+    #[arg(long = "config.file")]
+    config_file: Option<PathBuf>,
+    /// Address to serve metrics on [default: 127.0.0.1:9741].
+    #[arg(long = "web.listen-address")]
+    listen_address: Option<String>,
+    /// Path of the metrics [default: /metrics].
+    #[arg(long = "web.telemetry-path")]
+    telemetry_path: Option<String>,
+    /// TLS/basic-auth file in the Prometheus exporter-toolkit format (not supported yet).
+    #[arg(long = "web.config.file")]
+    web_config_file: Option<PathBuf>,
+    /// Distinct `endpoint` label values per (comm, container); the rest are
+    /// folded into endpoint="other" [default: 100].
+    #[arg(long = "metrics.max-endpoints")]
+    max_endpoints: Option<u32>,
+    /// Drop the series of a process with no socket and no event for this long [default: 10m].
+    #[arg(long = "metrics.series-ttl")]
+    series_ttl: Option<String>,
+    #[command(flatten)]
+    probe: ProbeArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -42,12 +87,8 @@ struct TraceArgs {
     /// unread_close, reset_sent, reset_received, close_wait, close_wait_end.
     #[arg(long)]
     event: Vec<String>,
-    /// Ring buffer size between kernel and sockprobe, in bytes (power of two).
-    #[arg(long = "ring-buffer-bytes", default_value_t = 1 << 20)]
-    ring_buffer_bytes: u32,
-    /// Most sockets tracked in the kernel at once (LRU beyond).
-    #[arg(long = "max-sockets", default_value_t = 131_072)]
-    max_sockets: u32,
+    #[command(flatten)]
+    probe: ProbeArgs,
 }
 
 fn main() -> ExitCode {
@@ -55,24 +96,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    env_logger::Builder::new()
-        .parse_filters(&cli.log_level)
-        .format_target(false)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sockprobe: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     match cli.command {
-        Command::Check => match sockprobe::check::run() {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => fail(e),
-        },
+        Command::Check => {
+            init_logging(cli.log_level.as_deref().unwrap_or("info"));
+            match sockprobe::check::run() {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => fail(e),
+            }
+        }
         Command::Trace(args) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("info"));
             let events = match trace::parse_event_names(&args.event) {
                 Ok(e) => e,
                 Err(msg) => {
@@ -80,12 +114,50 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Same validation as `run`, for the shared probe flags.
+            let flags = Overrides { max_sockets: args.probe.max_sockets, ring_buffer_bytes: args.probe.ring_buffer_bytes, ..Default::default() };
+            let cfg = match RunConfig::load(None, flags) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
             let filter = trace::Filter { pids: args.pid, comms: args.comm, events };
-            let sizes = MapSizes { max_sockets: args.max_sockets, ring_buffer_bytes: args.ring_buffer_bytes };
-            match runtime.block_on(trace::run(filter, sizes)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
+            let sizes = MapSizes { max_sockets: cfg.max_sockets, ring_buffer_bytes: cfg.ring_buffer_bytes };
+            block_on(trace::run(filter, sizes))
+        }
+        Command::Run(args) => {
+            let flags = Overrides {
+                listen_address: args.listen_address,
+                telemetry_path: args.telemetry_path,
+                web_config_file: args.web_config_file,
+                max_endpoints: args.max_endpoints,
+                series_ttl: args.series_ttl,
+                max_sockets: args.probe.max_sockets,
+                ring_buffer_bytes: args.probe.ring_buffer_bytes,
+                log_level: cli.log_level,
+            };
+            let cfg = match RunConfig::load(args.config_file.as_deref(), flags) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            init_logging(&cfg.log_level);
+            block_on(sockprobe::daemon::run(cfg))
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    env_logger::Builder::new().parse_filters(level).format_target(false).init();
+}
+
+fn block_on(fut: impl std::future::Future<Output = Result<(), Error>>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => match rt.block_on(fut) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Err(e) => {
+            eprintln!("sockprobe: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -104,7 +176,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn fail(e: sockprobe::Error) -> ExitCode {
+/// Configuration mistakes exit 2 like bad flags; everything else 1.
+fn fail(e: Error) -> ExitCode {
     eprintln!("sockprobe: {e}");
-    ExitCode::FAILURE
+    match e {
+        Error::Config(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
 }

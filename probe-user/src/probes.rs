@@ -7,10 +7,10 @@ use std::fmt;
 
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
 };
-use probe_common::{COUNTERS_MAP, Counter, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, SOCKETS_MAP};
+use probe_common::{COUNTERS_MAP, Counter, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, SOCKETS_MAP, SockState};
 
 use crate::{btf::Btf, error::Error, layout};
 
@@ -378,8 +378,31 @@ impl Probes {
         array.get(&(counter as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
+    /// Hands out what scrapes read from the kernel side.
+    pub fn take_stats(&mut self) -> Result<KernelStats, Error> {
+        let sockets = self.ebpf.take_map(SOCKETS_MAP).ok_or_else(|| Error::Load("no SOCKETS map".into()))?;
+        let counters = self.ebpf.take_map(COUNTERS_MAP).ok_or_else(|| Error::Load("no COUNTERS map".into()))?;
+        Ok(KernelStats {
+            sockets: AyaHashMap::try_from(sockets).map_err(|e| Error::Load(e.to_string()))?,
+            counters: PerCpuArray::try_from(counters).map_err(|e| Error::Load(e.to_string()))?,
+        })
+    }
+}
+
+/// Kernel-side state that `/metrics` reports on.
+pub struct KernelStats {
+    sockets: AyaHashMap<MapData, u64, SockState>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl KernelStats {
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.counters.get(&(counter as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// Entries in the socket map (walks the keys: one syscall per socket).
+    pub fn tracked_sockets(&self) -> usize {
+        self.sockets.keys().filter(Result::is_ok).count()
     }
 }
 

@@ -2,13 +2,12 @@
 use std::io::Write;
 
 use probe_common::{Counter, EventKind};
-use tokio::io::unix::AsyncFd;
-
 use crate::{
     error::Error,
-    events::{Decoder, Record, parse_event},
+    events::Record,
     probes::{MapSizes, Probes},
     shutdown,
+    stream::EventStream,
 };
 
 /// Which events to print. Empty lists match everything.
@@ -45,38 +44,28 @@ pub fn parse_event_names(values: &[String]) -> Result<Vec<EventKind>, String> {
 pub async fn run(filter: Filter, sizes: MapSizes) -> Result<(), Error> {
     let mut probes = Probes::attach(sizes)?;
     crate::check::log_probe_status(&probes);
-    let ring = probes.take_events()?;
-    // SAFETY: the ring buffer's fd lives as long as `ring`, which AsyncFd owns.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| Error::io("cannot poll the event ring buffer", e.into()))?;
-    let mut decoder = Decoder::new(probes.reasons.clone());
+    let mut events = EventStream::new(&mut probes)?;
     eprintln!("sockprobe trace: probes attached, streaming events (Ctrl-C to stop)");
     let mut stop = std::pin::pin!(shutdown::requested());
     let stdout = std::io::stdout();
-    loop {
+    let mut pipe_closed = false;
+    while !pipe_closed {
         tokio::select! {
             _ = &mut stop => break,
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|e| Error::io("event ring buffer", e))?;
-                let mut out = stdout.lock();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    let Some(ev) = parse_event(&item) else { continue };
-                    let Some(rec) = decoder.decode(&ev) else { continue };
-                    if filter.matches(&rec) {
-                        let line = serde_json::to_string(&rec).unwrap_or_default();
-                        // A closed pipe ends the trace, like any Unix filter.
-                        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                            return Ok(());
-                        }
-                    }
+            batch = events.next_batch(|rec| {
+                if pipe_closed || !filter.matches(&rec) {
+                    return;
                 }
-                guard.clear_ready();
-            }
+                let line = serde_json::to_string(&rec).unwrap_or_default();
+                let mut out = stdout.lock();
+                // A closed pipe ends the trace, like any Unix filter.
+                pipe_closed = writeln!(out, "{line}").and_then(|_| out.flush()).is_err();
+            }) => batch?,
         }
     }
     let lost = probes.counter(Counter::EventsLost);
     if lost > 0 {
-        eprintln!("sockprobe trace: {lost} events lost (ring buffer full); raise --ring-buffer-bytes");
+        eprintln!("sockprobe trace: {lost} events lost (ring buffer full); raise --probe.ring-buffer-bytes");
     }
     Ok(())
 }

@@ -9,7 +9,10 @@ use anyhow::{Context, Result, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
 /// Debian packages the tests use besides the toolchain.
-const TEST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("setpriv", "util-linux"), ("ss", "iproute2")];
+/// (command, package): Go `net/http` programs are the daemon tests' subjects,
+/// promtool checks the exposition.
+const TEST_TOOLS: &[(&str, &str)] =
+    &[("ip", "iproute2"), ("setpriv", "util-linux"), ("ss", "iproute2"), ("go", "golang-go"), ("promtool", "prometheus")];
 
 pub fn ensure() -> Result<()> {
     let nightly_llvm = ensure_nightly()?;

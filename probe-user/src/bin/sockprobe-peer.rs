@@ -60,6 +60,11 @@ enum Role {
         /// Repeat the whole connection this many times.
         #[arg(long, default_value_t = 1)]
         connections: u32,
+        /// One connection to each of this many consecutive IPv4 addresses
+        /// from --connect's (127.0.0.1, 127.0.0.2, ...; the server must listen
+        /// on 0.0.0.0): that many distinct endpoints.
+        #[arg(long, default_value_t = 1)]
+        spread: u32,
         /// Wait this long before closing (the server may close first).
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
@@ -160,10 +165,14 @@ fn main() -> ExitCode {
             std::io::stdout().flush()?;
             serve(l, response, close_after, connections)
         }),
-        Role::Client { connect, requests, response, read, connections, hold_ms, fork_close } => {
+        Role::Client { connect, requests, response, read, connections, spread, hold_ms, fork_close } => {
             let read = read.unwrap_or(response).min(response);
-            (0..connections).try_for_each(|_| {
-                client(connect, requests, response, read, Duration::from_millis(hold_ms), fork_close.as_deref())
+            (0..spread).flat_map(|i| (0..connections).map(move |_| i)).try_for_each(|i| {
+                let addr = match connect {
+                    SocketAddr::V4(a) => SocketAddr::new(std::net::Ipv4Addr::from(u32::from(*a.ip()) + i).into(), a.port()),
+                    other => other,
+                };
+                client(addr, requests, response, read, Duration::from_millis(hold_ms), fork_close.as_deref())
             })
         }
     };

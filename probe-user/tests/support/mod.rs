@@ -209,3 +209,140 @@ pub fn tcpext_counter(netstat: &str, counter: &str) -> u64 {
 pub fn u64_of(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("event lacks numeric {key}: {v}"))
 }
+
+/// A running `sockprobe run`, scraped over HTTP.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Daemon {
+    pub fn start(args: &[&str]) -> Daemon {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(SOCKPROBE)
+            .args(["run", "--web.listen-address", &addr])
+            .args(args)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sockprobe run");
+        let d = Daemon { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&d.addr, "/healthz").map(|(s, _)| s) != Some(200) {
+            assert!(Instant::now() < deadline, "sockprobe run not healthy within 30 s");
+            thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn scrape(&self) -> String {
+        let (status, body) = http_get(&self.addr, "/metrics").expect("scrape /metrics");
+        assert_eq!(status, 200, "scrape status");
+        body
+    }
+
+    /// SIGTERM; returns how long the exit took.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let t = Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for daemon");
+        (status, t.elapsed())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Minimal HTTP/1.1 GET; (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Sum of the samples of `name` whose labels include all of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if n != name {
+                return None;
+            }
+            let ok = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Label sets (the text between braces) of `name`'s samples.
+pub fn series_of(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}{{")))
+        .filter_map(|l| l.split_once('}').map(|(labels, _)| labels.to_string()))
+        .collect()
+}
+
+/// The Go test subjects (tests/go/gohttp.go), built once, reachable under
+/// `name` so each test's processes have a comm of their own.
+pub fn go_program(name: &str) -> String {
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let bin = BUILT.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("gohttp");
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/gohttp.go");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(src)
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env("GO111MODULE", "off")
+            .status()
+            .expect("go (Debian golang-go; cargo xtask test installs it)");
+        assert!(status.success(), "go build failed");
+        out
+    });
+    let link = bin.with_file_name(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(bin, &link).unwrap();
+    link.to_string_lossy().into_owned()
+}
+
+/// Starts `program args...` (optionally inside `prefix`) and reads its
+/// `listening <addr>` line.
+pub fn spawn_listening(prefix: &[&str], program: &str, args: &[&str]) -> (Child, String) {
+    let mut child = command(prefix, program).args(args).stdout(Stdio::piped()).spawn().expect("spawn server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("server prints its address");
+    let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected output {line:?}")).to_string();
+    (child, addr)
+}
+
+pub fn spawn(prefix: &[&str], program: &str, args: &[&str]) -> Child {
+    command(prefix, program).args(args).stdout(Stdio::null()).spawn().expect("spawn")
+}
+
+/// Counts `ss` lines for sockets in CLOSE_WAIT held by `pid`.
+pub fn ss_close_wait(pid: u32) -> usize {
+    let out = Command::new("ss").args(["-tanpH", "state", "close-wait"]).output().expect("ss");
+    let needle = format!("pid={pid},");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&needle)).count()
+}

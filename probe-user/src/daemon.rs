@@ -1,0 +1,147 @@
+//! `sockprobe run`: attach, aggregate, serve metrics until SIGTERM/SIGINT.
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use probe_common::Counter;
+use tokio::net::TcpListener;
+
+use crate::{
+    check,
+    config::RunConfig,
+    error::Error,
+    http::{self, Response},
+    identity::Clock,
+    metrics::Aggregator,
+    probes::{KernelStats, MapSizes, Outcome, Probes},
+    scan, shutdown,
+    stream::EventStream,
+};
+
+/// How often live sockets are reconciled with the kernel's socket table
+/// (drops sockets whose close event was lost).
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+struct Shared {
+    agg: Mutex<Aggregator>,
+    stats: Mutex<Option<KernelStats>>,
+    ready: AtomicBool,
+    telemetry_path: String,
+}
+
+pub async fn run(cfg: RunConfig) -> Result<(), Error> {
+    if let Some(path) = &cfg.web_config_file {
+        return Err(Error::Config(format!(
+            "--web.config.file {}: TLS and basic auth are not supported yet; serve on 127.0.0.1 or put a proxy in front",
+            path.display()
+        )));
+    }
+    // Bind before attaching anything: a second instance fails here, at once.
+    let listener = std::net::TcpListener::bind(cfg.listen_address).map_err(|e| {
+        Error::io(format!("cannot listen on {} (another sockprobe running? see --web.listen-address)", cfg.listen_address), e)
+    })?;
+    listener.set_nonblocking(true).map_err(|e| Error::io("listener", e))?;
+    let listener = TcpListener::from_std(listener).map_err(|e| Error::io("listener", e))?;
+
+    let kernel = check::kernel_release();
+    let shared = Arc::new(Shared {
+        agg: Mutex::new(Aggregator::new(cfg.max_endpoints, cfg.series_ttl, env!("CARGO_PKG_VERSION"), &kernel)),
+        stats: Mutex::new(None),
+        ready: AtomicBool::new(false),
+        telemetry_path: cfg.telemetry_path.clone(),
+    });
+    let handler_state = shared.clone();
+    let handler = Arc::new(move |path: String| {
+        let s = handler_state.clone();
+        async move { respond(&s, &path) }
+    });
+    tokio::spawn(http::serve(listener, handler));
+    log::info!("listening on http://{}{}", cfg.listen_address, cfg.telemetry_path);
+
+    let sizes = MapSizes { max_sockets: cfg.max_sockets, ring_buffer_bytes: cfg.ring_buffer_bytes };
+    let mut probes = tokio::task::spawn_blocking(move || Probes::attach(sizes))
+        .await
+        .map_err(|e| Error::Load(format!("attach task: {e}")))??;
+    check::log_probe_status(&probes);
+    {
+        let agg = shared.agg.lock().unwrap();
+        for s in &probes.status {
+            if s.outcome != Outcome::Standby {
+                agg.set_probe(&s.candidate.hooks(), s.outcome == Outcome::Attached);
+            }
+        }
+    }
+    let mut events = EventStream::new(&mut probes)?;
+    *shared.stats.lock().unwrap() = Some(probes.take_stats()?);
+
+    // Probes first, then the scan: a socket closing in between is seen by
+    // the probes, and the periodic reconcile drops what the scan adds late.
+    let started = Instant::now();
+    match scan::existing_sockets() {
+        Ok(found) => {
+            let n = found.sockets.len();
+            let now = Clock::monotonic_now_ns();
+            let mut agg = shared.agg.lock().unwrap();
+            for s in found.sockets {
+                agg.add_existing(s, now);
+            }
+            log::info!("start-up scan: {n} existing sockets ({} without owner) in {:?}", found.unowned, started.elapsed());
+        }
+        Err(e) => log::warn!("start-up scan failed, existing sockets appear as they change: {e}"),
+    }
+    shared.ready.store(true, Ordering::SeqCst);
+    log::info!("ready");
+
+    let mut stop = std::pin::pin!(shutdown::requested());
+    let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    reconcile.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = reconcile.tick() => {
+                if let Ok(open) = scan::open_cookies() {
+                    shared.agg.lock().unwrap().retain_live(&open);
+                }
+            }
+            batch = events.next_batch(|rec| {
+                let ts = rec.ts_mono_ns;
+                shared.agg.lock().unwrap().observe(&rec, ts);
+            }) => batch?,
+        }
+    }
+    log::info!("shutting down: detaching probes");
+    drop(events);
+    shared.stats.lock().unwrap().take();
+    drop(probes);
+    Ok(())
+}
+
+fn respond(s: &Shared, path: &str) -> Response {
+    if path == s.telemetry_path {
+        let (lost, tracked) = match s.stats.lock().unwrap().as_ref() {
+            Some(k) => (k.counter(Counter::EventsLost), k.tracked_sockets() as i64),
+            None => (0, 0),
+        };
+        let body = s.agg.lock().unwrap().render(Clock::monotonic_now_ns(), lost, tracked);
+        return Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body };
+    }
+    match path {
+        "/healthz" if s.ready.load(Ordering::SeqCst) => Response::text(200, "ok\n"),
+        "/healthz" => Response::text(503, "probes not attached yet\n"),
+        "/" => Response {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: format!(
+                "<html><head><title>sockprobe</title></head><body><h1>sockprobe</h1>\
+                 <p>Per-process TCP connection hygiene from eBPF.</p>\
+                 <ul><li><a href=\"{0}\">{0}</a></li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
+                s.telemetry_path
+            ),
+        },
+        _ => Response::text(404, "not found\n"),
+    }
+}

@@ -1,0 +1,222 @@
+//! Sockets that existed before sockprobe started: listed with netlink
+//! sock_diag (as `ss` does) and matched to their owners through the socket
+//! inodes in `/proc/<pid>/fd`.
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const IPPROTO_TCP: u8 = 6;
+
+/// TCP states as the uapi numbers them for sock_diag (`TCPF_*` bits).
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+pub const TCP_LISTEN: u8 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagSocket {
+    pub cookie: u64,
+    pub state: u8,
+    pub family: u8,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub inode: u32,
+}
+
+/// All TCP sockets in `states` (bit mask of `1 << state`), IPv4 and IPv6.
+pub fn tcp_sockets(states: u32) -> io::Result<Vec<DiagSocket>> {
+    let mut out = Vec::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        dump(family, states, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn dump(family: u8, states: u32, out: &mut Vec<DiagSocket>) -> io::Result<()> {
+    // SAFETY: plain socket(2); ownership moves into OwnedFd at once.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+
+    // nlmsghdr (16) + inet_diag_req_v2 (56).
+    let mut req = [0u8; 72];
+    req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[16] = family;
+    req[17] = IPPROTO_TCP;
+    req[20..24].copy_from_slice(&states.to_ne_bytes());
+    // SAFETY: sending a fully initialised buffer.
+    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: recv into our buffer, length bounded.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut msgs = &buf[..n as usize];
+        while msgs.len() >= 16 {
+            let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
+            let kind = u16::from_ne_bytes(msgs[4..6].try_into().unwrap());
+            if len < 16 || len > msgs.len() {
+                break;
+            }
+            match kind {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let errno = i32::from_ne_bytes(msgs[16..20].try_into().unwrap_or([0; 4]));
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+                _ => {
+                    if let Some(s) = parse_diag_msg(&msgs[16..len]) {
+                        out.push(s);
+                    }
+                }
+            }
+            msgs = &msgs[(len + 3) & !3..];
+        }
+    }
+}
+
+/// `struct inet_diag_msg`: family, state, timer, retrans, id (48), expires,
+/// rqueue, wqueue, uid, inode.
+fn parse_diag_msg(m: &[u8]) -> Option<DiagSocket> {
+    if m.len() < 72 {
+        return None;
+    }
+    let family = m[0];
+    let state = m[1];
+    let id = &m[4..52];
+    let sport = u16::from_be_bytes([id[0], id[1]]);
+    let dport = u16::from_be_bytes([id[2], id[3]]);
+    let addr = |b: &[u8]| -> IpAddr {
+        if family == libc::AF_INET as u8 {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[..16]).unwrap()))
+        }
+    };
+    let cookie_lo = u32::from_ne_bytes(id[40..44].try_into().ok()?) as u64;
+    let cookie_hi = u32::from_ne_bytes(id[44..48].try_into().ok()?) as u64;
+    let inode = u32::from_ne_bytes(m[68..72].try_into().ok()?);
+    Some(DiagSocket {
+        cookie: cookie_hi << 32 | cookie_lo,
+        state,
+        family,
+        saddr: addr(&id[4..20]),
+        sport,
+        daddr: addr(&id[20..36]),
+        dport,
+        inode,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcOwner {
+    pub pid: u32,
+    pub comm: String,
+    /// cgroup v2 path (`0::` line of /proc/<pid>/cgroup).
+    pub cgroup: String,
+}
+
+/// Socket inode → owning process, from every `/proc/<pid>/fd`. Threads share
+/// the table, so only thread-group leaders are listed.
+pub fn socket_owners() -> HashMap<u32, ProcOwner> {
+    let mut owners = HashMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return owners };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        let mut owner: Option<ProcOwner> = None;
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+            let Some(inode) = target.to_str().and_then(|t| t.strip_prefix("socket:[")).and_then(|t| t.strip_suffix(']')).and_then(|t| t.parse::<u32>().ok()) else {
+                continue;
+            };
+            let o = owner.get_or_insert_with(|| ProcOwner {
+                pid,
+                comm: crate::identity::proc_comm(pid).unwrap_or_default(),
+                cgroup: proc_cgroup(pid).unwrap_or_default(),
+            });
+            owners.entry(inode).or_insert_with(|| o.clone());
+        }
+    }
+    owners
+}
+
+fn proc_cgroup(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_a_listening_socket_of_ours_with_owner() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let socks = tcp_sockets(1 << TCP_LISTEN).expect("sock_diag dump");
+        let me = socks.iter().find(|s| s.sport == port).expect("our listener in the dump");
+        assert_eq!(me.state, TCP_LISTEN);
+        assert_ne!(me.cookie, 0);
+        let owners = socket_owners();
+        assert_eq!(owners.get(&me.inode).map(|o| o.pid), Some(std::process::id()));
+    }
+}
+
+/// What the start-up scan found, ready for the aggregator.
+pub struct Scan {
+    pub sockets: Vec<crate::metrics::ExistingSocket>,
+    pub unowned: usize,
+}
+
+/// ESTABLISHED and CLOSE_WAIT sockets with owners, direction and endpoint.
+pub fn existing_sockets() -> io::Result<Scan> {
+    use crate::{events::endpoint_label, identity::container_of, metrics::LiveState};
+    let listening: std::collections::HashSet<u16> = tcp_sockets(1 << TCP_LISTEN)?.into_iter().map(|s| s.sport).collect();
+    let socks = tcp_sockets(1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT)?;
+    let owners = socket_owners();
+    let mut out = Vec::with_capacity(socks.len());
+    let mut unowned = 0;
+    for s in socks {
+        // inode 0: orphaned by its process already (being torn down).
+        let Some(owner) = owners.get(&s.inode).filter(|_| s.inode != 0) else {
+            unowned += 1;
+            continue;
+        };
+        let inbound = listening.contains(&s.sport);
+        let endpoint = if inbound { endpoint_label(&s.saddr.to_string(), s.sport) } else { endpoint_label(&s.daddr.to_string(), s.dport) };
+        out.push(crate::metrics::ExistingSocket {
+            cookie: s.cookie,
+            comm: owner.comm.clone(),
+            container: container_of(&owner.cgroup),
+            direction: if inbound { "inbound" } else { "outbound" },
+            endpoint,
+            state: if s.state == TCP_CLOSE_WAIT { LiveState::CloseWait } else { LiveState::Established },
+        });
+    }
+    Ok(Scan { sockets: out, unowned })
+}
+
+/// Cookies of every ESTABLISHED or CLOSE_WAIT socket now.
+pub fn open_cookies() -> io::Result<std::collections::HashSet<u64>> {
+    Ok(tcp_sockets(1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT)?.into_iter().map(|s| s.cookie).collect())
+}

@@ -1,0 +1,256 @@
+//! `sockprobe run` as a child process, scraped over HTTP, with real Go
+//! `net/http` programs as test subjects (tests/go/gohttp.go).
+mod support;
+
+use std::{
+    process::Command,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use support::*;
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop_process(child: &std::process::Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
+}
+
+/// 1. The seed's bug: check the status, close the body unread, 100 times.
+/// 2. The fix: drain the body; one connection carries all 100 requests.
+#[test]
+fn privileged_go_unread_bodies_then_drained_bodies() {
+    if !is_root() {
+        return;
+    }
+    let ns = NetNs::new("go");
+    let daemon = Daemon::start(&[]);
+    let (mut server, addr) = spawn_listening(&ns.prefix(), &go_program("t31-gosrv"), &["-mode", "server"]);
+    let url = format!("http://{addr}/");
+    let labels = [("comm", "t31-unread"), ("direction", "outbound"), ("endpoint", addr.as_str())];
+
+    let before = ns.tcpext("TCPAbortOnClose");
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns.name, &go_program("t31-unread"), "-mode", "unread", "-url", &url, "-n", "100"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = ns.tcpext("TCPAbortOnClose");
+    let delta = (after - before) as f64;
+    assert!(delta > 0.0, "the Go client should have caused aborts");
+    let mut text = String::new();
+    wait_until("unread closes to match TCPAbortOnClose", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_tcp_unread_closes_total", &labels) >= delta
+    });
+    assert_eq!(metric(&text, "sockprobe_tcp_unread_closes_total", &labels), delta, "vs TcpExt TCPAbortOnClose\n{text}");
+    assert!(metric(&text, "sockprobe_tcp_unread_bytes_total", &labels) > 0.0);
+    let opened = metric(&text, "sockprobe_tcp_connections_opened_total", &labels);
+    assert!((95.0..=100.0).contains(&opened), "about one connection per request, got {opened}");
+    let exchanges = metric(&text, "sockprobe_tcp_connection_exchanges_sum", &labels);
+    let conns = metric(&text, "sockprobe_tcp_connection_exchanges_count", &labels);
+    assert!(conns >= 95.0 && exchanges / conns < 1.1, "about 1 exchange per connection: {exchanges}/{conns}");
+
+    let drained = [("comm", "t31-drain"), ("direction", "outbound"), ("endpoint", addr.as_str())];
+    let unread_before = ns.tcpext("TCPAbortOnClose");
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns.name, &go_program("t31-drain"), "-mode", "drain", "-url", &url, "-n", "100"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the drained connection to close", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_tcp_connection_exchanges_count", &drained) >= 1.0
+    });
+    assert_eq!(ns.tcpext("TCPAbortOnClose"), unread_before, "draining must not abort");
+    assert_eq!(metric(&text, "sockprobe_tcp_unread_closes_total", &drained), 0.0, "{text}");
+    assert_eq!(metric(&text, "sockprobe_tcp_connections_opened_total", &drained), 1.0, "one reused connection\n{text}");
+    let sum = metric(&text, "sockprobe_tcp_connection_exchanges_sum", &drained);
+    assert!((98.0..=100.0).contains(&sum), "about 100 exchanges on it, got {sum}");
+    server.kill().ok();
+    server.wait().ok();
+}
+
+/// 3. Never-closed bodies against a 1 s idle timeout: CLOSE_WAIT piles up,
+/// the gauge agrees with `ss`, and the oldest age grows.
+#[test]
+fn privileged_go_leaked_bodies_build_close_wait() {
+    if !is_root() {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let (mut server, addr) = spawn_listening(&[], &go_program("t33-gosrv"), &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "1s"]);
+    let mut client = spawn(&[], &go_program("t33-leaky"), &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "50ms"]);
+    let pid = client.id();
+    wait_until("10 leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(pid) >= 10);
+    // Freeze the client; let the server time out its remaining connections.
+    stop_process(&client);
+    sleep(Duration::from_millis(1500));
+    let expected = ss_close_wait(pid) as f64;
+    let cw = [("comm", "t33-leaky"), ("state", "close_wait")];
+    let mut text = String::new();
+    wait_until("the gauge to agree with ss", Duration::from_secs(5), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_tcp_sockets", &cw) == expected
+    });
+    let oldest = [("comm", "t33-leaky")];
+    let first = metric(&text, "sockprobe_tcp_close_wait_oldest_seconds", &oldest);
+    sleep(Duration::from_secs(1));
+    let second = metric(&daemon.scrape(), "sockprobe_tcp_close_wait_oldest_seconds", &oldest);
+    assert!(first >= 1.0 && second >= first + 0.9, "oldest CLOSE_WAIT age should grow: {first} then {second}");
+    client.kill().ok();
+    client.wait().ok();
+    server.kill().ok();
+    server.wait().ok();
+}
+
+/// 4. A leak that began before sockprobe started is in the first scrape.
+#[test]
+fn privileged_close_wait_before_start_is_in_first_scrape() {
+    if !is_root() {
+        return;
+    }
+    let (mut server, addr) = spawn_listening(&[], &go_program("t34-gosrv"), &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "500ms"]);
+    let mut client = spawn(&[], &go_program("t34-leaky"), &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "50ms"]);
+    let pid = client.id();
+    wait_until("5 leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(pid) >= 5);
+    stop_process(&client);
+    sleep(Duration::from_millis(1000));
+    let expected = ss_close_wait(pid) as f64;
+    let daemon = Daemon::start(&[]);
+    let text = daemon.scrape();
+    let got = metric(&text, "sockprobe_tcp_sockets", &[("comm", "t34-leaky"), ("state", "close_wait"), ("direction", "outbound")]);
+    assert_eq!(got, expected, "first scrape vs ss\n{text}");
+    assert!(metric(&text, "sockprobe_tcp_close_wait_oldest_seconds", &[("comm", "t34-leaky")]) >= 0.0);
+    client.kill().ok();
+    client.wait().ok();
+    server.kill().ok();
+    server.wait().ok();
+}
+
+/// 5. The exposition is valid for a real Prometheus parser, every metric has
+/// HELP and TYPE, no series appears twice.
+#[test]
+fn privileged_exposition_is_valid() {
+    if !is_root() {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let mut server = Server::start(&[], "t35-server", &["--response", "3000", "--connections", "2"]);
+    client(&[], "t35-client", &["--connect", &server.addr, "--response", "3000", "--read", "10", "--connections", "2"]);
+    server.wait();
+    let mut text = String::new();
+    wait_until("unread closes", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_tcp_unread_closes_total", &[("comm", "t35-client")]) == 2.0
+    });
+    let (status, lint) = Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).output_with_stdin(&text);
+    assert!(status.success(), "promtool check metrics: {lint}\n{text}");
+
+    let mut seen = std::collections::HashSet::new();
+    let mut families = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            families.insert(rest.split_whitespace().next().unwrap().to_string());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let series = line.rsplit_once(' ').unwrap().0;
+            assert!(seen.insert(series.to_string()), "duplicate series {series}");
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f))).unwrap_or(name);
+            assert!(families.contains(family), "{name} has no TYPE");
+            assert!(text.contains(&format!("# HELP {family} ")), "{family} has no HELP");
+        }
+    }
+    for required in ["sockprobe_build_info", "sockprobe_probe_attached", "sockprobe_events_lost_total", "sockprobe_tracked_sockets"] {
+        assert!(families.contains(required), "{required} missing");
+    }
+}
+
+/// 6. 300 distinct endpoints: at most the cap plus `other`, and the overflow
+/// counter moves.
+#[test]
+fn privileged_endpoint_cardinality_is_capped() {
+    if !is_root() {
+        return;
+    }
+    let ns = NetNs::new("card");
+    let daemon = Daemon::start(&[]);
+    let mut server = Server::start(&ns.prefix(), "t36-server", &["--listen", "0.0.0.0:0", "--response", "10", "--connections", "300"]);
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    client(&ns.prefix(), "t36-client", &["--connect", &format!("127.0.0.1:{port}"), "--response", "10", "--spread", "300"]);
+    server.wait();
+    let mut text = String::new();
+    wait_until("300 closes", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_tcp_connections_closed_total", &[("comm", "t36-client")]) == 300.0
+    });
+    let series = series_of(&text, "sockprobe_tcp_connections_opened_total");
+    let mine: Vec<_> = series.iter().filter(|s| s.contains("comm=\"t36-client\"")).collect();
+    assert_eq!(mine.len(), 101, "cap (100) + other, got {}", mine.len());
+    assert!(mine.iter().any(|s| s.contains("endpoint=\"other\"")));
+    assert_eq!(metric(&text, "sockprobe_tcp_connections_opened_total", &[("comm", "t36-client"), ("endpoint", "other")]), 200.0);
+    assert!(metric(&text, "sockprobe_series_overflow_total", &[("metric", "sockprobe_tcp_connections_opened_total")]) >= 200.0);
+}
+
+/// SIGTERM: detach and exit 0 within 2 s; a second instance on the same
+/// address fails at once with one line.
+#[test]
+fn privileged_daemon_lifecycle() {
+    if !is_root() {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let (status, _) = http_get(&daemon.addr, "/").unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = http_get(&daemon.addr, "/nope").unwrap();
+    assert_eq!(status, 404);
+    let t = Instant::now();
+    let second = Command::new(SOCKPROBE).args(["run", "--web.listen-address", &daemon.addr]).output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "second instance must fail at once");
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("cannot listen on") && err.trim_end().lines().count() == 1, "{err}");
+    let (status, took) = daemon.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn bad_config_values_exit_2_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("sockprobe-cfg-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[metrics]\nmax-endpoints = 0\n").unwrap();
+    let out = Command::new(SOCKPROBE).args(["run", "--config.file", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metrics.max-endpoints") && err.trim_end().lines().count() == 1, "{err}");
+    let out = Command::new(SOCKPROBE).args(["run", "--metrics.series-ttl", "forever"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metrics.series-ttl 'forever'"));
+    let out = Command::new(SOCKPROBE).args(["run", "--config.file", "/nonexistent/sockprobe.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &str) -> (std::process::ExitStatus, String);
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &str) -> (std::process::ExitStatus, String) {
+        use std::io::Write;
+        let mut child = self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("promtool (Debian prometheus)");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}

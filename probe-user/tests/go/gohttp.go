@@ -1,0 +1,79 @@
+// gohttp: real Go net/http peers for sockprobe's tests, the way users meet
+// the bugs (see ../shared/seeds): a server, and a client that either drains
+// response bodies, closes them unread, or never closes them at all.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	mode := flag.String("mode", "server", "server | drain | unread | leak")
+	listen := flag.String("listen", "127.0.0.1:0", "server: address")
+	bodyBytes := flag.Int("body-bytes", 64*1024, "server: response body size")
+	idle := flag.Duration("idle-timeout", 0, "server: close idle keep-alive connections after this long")
+	url := flag.String("url", "", "client: URL to request")
+	n := flag.Int("n", 100, "client: requests (0 = until killed)")
+	interval := flag.Duration("interval", 0, "client: pause between requests")
+	flag.Parse()
+
+	if *mode == "server" {
+		body := bytes.Repeat([]byte("x"), *bodyBytes)
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("listening %s\n", ln.Addr())
+		srv := &http.Server{
+			IdleTimeout: *idle,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+				w.Write(body)
+			}),
+		}
+		srv.Serve(ln)
+		return
+	}
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	var leaked []*http.Response
+	for i := 0; *n == 0 || i < *n; i++ {
+		var resp *http.Response
+		var err error
+		if *mode == "leak" {
+			resp, err = client.Post(*url, "text/plain", bytes.NewReader([]byte("ping")))
+		} else {
+			resp, err = client.Get(*url)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		switch *mode {
+		case "drain":
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		case "unread":
+			// The seed's bug: look at the status, close the body unread.
+			if resp.StatusCode != http.StatusOK {
+				fmt.Fprintln(os.Stderr, "status", resp.StatusCode)
+			}
+			resp.Body.Close()
+		case "leak":
+			// Never closed: the connection cannot be reused, and once the
+			// server times it out it sits in CLOSE_WAIT.
+			leaked = append(leaked, resp)
+		}
+		time.Sleep(*interval)
+	}
+	fmt.Println("done", len(leaked))
+}
