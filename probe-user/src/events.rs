@@ -97,17 +97,32 @@ pub fn ephemeral_ports() -> (u16, u16) {
 pub struct Decoder {
     clock: Clock,
     cgroups: CgroupPaths,
+    /// `container` label per cgroup id (ids are never reused while the host runs).
+    containers: std::collections::HashMap<u64, String>,
     reasons: ResetReasons,
     ephemeral: (u16, u16),
 }
 
 impl Decoder {
     pub fn new(reasons: ResetReasons) -> Decoder {
-        Decoder { clock: Clock::new(), cgroups: CgroupPaths::new(), reasons, ephemeral: ephemeral_ports() }
+        Decoder {
+            clock: Clock::new(),
+            cgroups: CgroupPaths::new(),
+            containers: std::collections::HashMap::new(),
+            reasons,
+            ephemeral: ephemeral_ports(),
+        }
     }
 
     pub fn container(&mut self, cgroup_id: u64) -> String {
-        self.cgroups.path(cgroup_id).map(|p| container_of(&p)).unwrap_or_default()
+        if let Some(c) = self.containers.get(&cgroup_id) {
+            return c.clone();
+        }
+        // Unknown ids (a cgroup created and gone between scans) are not cached.
+        let Some(path) = self.cgroups.path(cgroup_id) else { return String::new() };
+        let c = container_of(&path);
+        self.containers.insert(cgroup_id, c.clone());
+        c
     }
 
     pub fn direction(&self, raw: u8, sport: u16) -> &'static str {

@@ -132,11 +132,12 @@ pub fn container_of(path: &str) -> String {
     if path.is_empty() || path == "/" {
         return String::new();
     }
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    // Some runtimes join components with ':' (`...pod<uid>.slice:cri-containerd:<id>`).
+    let parts: Vec<&str> = path.split(['/', ':']).filter(|p| !p.is_empty()).collect();
     // Kubernetes: a pod<uid> component, then the container's scope or id.
     if let Some(i) = parts.iter().position(|p| pod_uid(p).is_some()) {
         let uid = pod_uid(parts[i]).unwrap_or_default();
-        let id = parts.get(i + 1).and_then(|c| container_id(c)).unwrap_or_default();
+        let id = parts[i + 1..].iter().find_map(|c| container_id(c)).unwrap_or_default();
         return if id.is_empty() { format!("/k8s/pod-{uid}") } else { format!("/k8s/pod-{uid}/{}", &id[..12]) };
     }
     // Docker and other runtimes outside Kubernetes.
@@ -148,10 +149,11 @@ pub fn container_of(path: &str) -> String {
         }
     }
     // systemd: cut below the unit (a service's own sub-cgroups are the service).
-    if let Some(i) = parts.iter().position(|p| p.ends_with(".service") || p.ends_with(".scope")) {
-        return format!("/{}", parts[..=i].join("/"));
+    let dirs: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if let Some(i) = dirs.iter().position(|p| p.ends_with(".service") || p.ends_with(".scope")) {
+        return format!("/{}", dirs[..=i].join("/"));
     }
-    format!("/{}", parts.join("/"))
+    format!("/{}", dirs.join("/"))
 }
 
 fn runtime_of(component: &str) -> &'static str {
@@ -223,6 +225,11 @@ mod tests {
             "/k8s/pod-1b2c3d4e-0000-1111-2222-333344445555/0123456789ab"
         );
         assert_eq!(container_of(&format!("/machine.slice/libpod-{ID}.scope")), "/podman/0123456789ab");
+        assert_eq!(
+            container_of(&format!("/kubepods.slice/kubepods-pod1b2c3d4e_0000_1111_2222_333344445555.slice/crio-{ID}.scope")),
+            "/k8s/pod-1b2c3d4e-0000-1111-2222-333344445555/0123456789ab"
+        );
+        assert_eq!(container_of(&format!("/system.slice/containerd.service/kubepods-besteffort-pod1b2c3d4e_0000_1111_2222_333344445555.slice:cri-containerd:{ID}")), "/k8s/pod-1b2c3d4e-0000-1111-2222-333344445555/0123456789ab");
         assert_eq!(container_of("/user.slice/user-0.slice/session-3.scope"), "/user.slice/user-0.slice/session-3.scope");
         assert_eq!(container_of("/process_api/abc"), "/process_api/abc");
     }
