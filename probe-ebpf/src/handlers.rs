@@ -1,7 +1,10 @@
 //! What sockprobe does on each kind of kernel event, independent of the hook
 //! that delivered it. All `#[inline(always)]`: the verifier must see the
 //! BTF-typed `sk` of each program, and BPF-to-BPF calls would lose it.
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::bpf_ktime_get_ns,
+};
 use probe_common::{
     Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN,
     SHUTDOWN_MASK, SockState, flags,
@@ -45,10 +48,9 @@ fn new_state(sk: *const u8, cookie: u64, direction: Direction) -> Option<*mut So
         direction: direction as u8,
         last_io: 0,
         flags: 0,
-        state: kernel::sk_state(sk) as u8,
+        state: 0,
         _pad: [0; 6],
     };
-    kernel::read_endpoints(sk, &mut st);
     if SOCKETS.insert(key(sk), &st, BPF_ANY as u64).is_err() {
         maps::count(Counter::StateInsertFailed);
         return None;
@@ -83,8 +85,15 @@ fn emit(sk: *const u8, st: &SockState, kind: EventKind, value: u64, reason: u32)
         (*ev).kind = kind as u8;
         (*ev).direction = st.direction;
     }
-    entry.submit(0);
+    // Waking the reader costs an irq_work per event; let data pile up and
+    // wake only past a threshold. Userspace also polls on a short timer.
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if pending >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    entry.submit(flags as u64);
 }
+
+/// Queued bytes past which a submit wakes the reader (~500 events).
+const WAKEUP_BYTES: u64 = 64 * 1024;
 
 /// The owner is known now: emit an `open` that waited for it.
 #[inline(always)]
@@ -105,16 +114,21 @@ fn take_owner(sk: *const u8, st: &mut SockState) {
 #[inline(always)]
 pub fn on_state_change(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u64) {
     let s = layout!(states);
-    if !kernel::is_tcp(sk) {
-        return;
-    }
+    // Births check the protocol (SCTP and MPTCP share this tracepoint); a
+    // socket already in the map is known to be TCP.
     let st = if old == s.close && new == s.syn_sent {
+        if !kernel::is_tcp(sk) {
+            return;
+        }
         // connect(): process context, a new life for this sk.
         let Some(st) = new_state(sk, cookie(), Direction::Outbound) else { return };
         let st = unsafe { &mut *st };
         kernel::capture_owner(&mut st.owner);
         st
     } else if old == s.listen && new == s.syn_recv {
+        if !kernel::is_tcp(sk) {
+            return;
+        }
         // A child socket born in softirq: the owner is whoever accepts it.
         let Some(st) = new_state(sk, cookie(), Direction::Inbound) else { return };
         unsafe { &mut *st }
@@ -124,6 +138,9 @@ pub fn on_state_change(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u
         match SOCKETS.get_ptr_mut(key(sk)) {
             Some(st) => unsafe { &mut *st },
             None => {
+                if !kernel::is_tcp(sk) {
+                    return;
+                }
                 // Established before we attached: track it from here on.
                 let dir = if old == s.syn_sent {
                     Direction::Outbound
@@ -133,7 +150,9 @@ pub fn on_state_change(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u
                     Direction::Unknown
                 };
                 let Some(st) = new_state(sk, cookie(), dir) else { return };
-                unsafe { &mut *st }
+                let st = unsafe { &mut *st };
+                kernel::read_endpoints(sk, st);
+                st
             }
         }
     };
@@ -153,16 +172,16 @@ pub fn on_state_change(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u
     // close() and shutdown() run in the owner's context: the closer is current.
     // An abort from close() is recognised by sk_shutdown == SHUTDOWN_MASK, set by
     // __tcp_close before it; a RST received in softirq leaves it unset.
-    let shutdown = kernel::sk_shutdown(sk) as u8;
+    let closing = new == s.close && kernel::sk_shutdown(sk) as u8 == SHUTDOWN_MASK;
     let leaving_open = old == s.established || old == s.close_wait;
     if (old == s.established && new == s.fin_wait1)
         || (old == s.close_wait && new == s.last_ack)
-        || (leaving_open && new == s.close && shutdown == SHUTDOWN_MASK)
+        || (leaving_open && closing)
     {
         take_owner(sk, st);
     }
 
-    if new == s.close && shutdown == SHUTDOWN_MASK {
+    if closing {
         let fin_in = old == s.close_wait || old == s.closing || old == s.last_ack;
         let unread = kernel::unread_bytes(sk, fin_in);
         if unread > 0 {
@@ -240,6 +259,7 @@ pub fn on_io(sk: *const u8, dir: u8, ret: i64, msg_flags: u64, cookie: impl Fn()
                 return;
             }
             let Some(st) = new_state(sk, cookie(), Direction::Unknown) else { return };
+            kernel::read_endpoints(sk, unsafe { &mut *st });
             st
         }
     };

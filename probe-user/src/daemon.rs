@@ -107,9 +107,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
                     shared.agg.lock().unwrap().retain_live(&open);
                 }
             }
-            batch = events.next_batch(|rec| {
-                let ts = rec.ts_mono_ns;
-                shared.agg.lock().unwrap().observe(&rec, ts);
+            batch = events.next_raw_batch(|decoder, ev| {
+                shared.agg.lock().unwrap().observe(decoder, ev);
             }) => batch?,
         }
     }

@@ -74,7 +74,7 @@ pub fn comm_str(comm: &[u8]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-fn addr(family: u16, raw: &[u8; 16]) -> String {
+pub fn addr_string(family: u16, raw: &[u8; 16]) -> String {
     if family == AF_INET {
         IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])).to_string()
     } else {
@@ -125,6 +125,10 @@ impl Decoder {
         c
     }
 
+    pub fn reason_name(&self, value: u32) -> String {
+        self.reasons.name(value)
+    }
+
     pub fn direction(&self, raw: u8, sport: u16) -> &'static str {
         match Direction::from_u8(raw) {
             Direction::Outbound => "outbound",
@@ -144,9 +148,9 @@ impl Decoder {
             container: self.container(ev.owner.cgroup_id),
             cookie: ev.cookie,
             family: if ev.family == AF_INET { "ipv4" } else { "ipv6" },
-            saddr: addr(ev.family, &ev.saddr),
+            saddr: addr_string(ev.family, &ev.saddr),
             sport: ev.sport,
-            daddr: addr(ev.family, &ev.daddr),
+            daddr: addr_string(ev.family, &ev.daddr),
             dport: ev.dport,
             direction: self.direction(ev.direction, ev.sport),
             duration_ns: None,

@@ -7,12 +7,12 @@ use std::{
 };
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-    core::Collector,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, core::Collector,
 };
-use probe_common::EventKind;
+use probe_common::{Event, EventKind};
 
-use crate::events::Record;
+use crate::events::{Decoder, comm_str, endpoint_label};
 
 const PROC: [&str; 2] = ["comm", "container"];
 const CONN: [&str; 4] = ["comm", "container", "direction", "endpoint"];
@@ -157,21 +157,6 @@ impl Families {
             registry: r,
         }
     }
-
-    fn remove(&self, family: Family, labels: &[String]) {
-        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
-        let _ = match family {
-            Family::Opened => self.opened.remove_label_values(&l),
-            Family::Closed => self.closed.remove_label_values(&l),
-            Family::UnreadCloses => self.unread_closes.remove_label_values(&l),
-            Family::UnreadBytes => self.unread_bytes.remove_label_values(&l),
-            Family::ResetsSent => self.resets_sent.remove_label_values(&l),
-            Family::ResetsReceived => self.resets_received.remove_label_values(&l),
-            Family::Duration => self.duration.remove_label_values(&l),
-            Family::Exchanges => self.exchanges.remove_label_values(&l),
-            Family::CloseWaitDuration => self.close_wait_duration.remove_label_values(&l),
-        };
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -180,15 +165,64 @@ struct ProcKey {
     container: String,
 }
 
+/// One label set (comm, container, direction, endpoint) after folding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    proc: ProcKey,
+    direction: &'static str,
+    endpoint: String,
+}
+
+/// The kernel's identity of a label set, before any string is built: the
+/// per-event fast path is one hash lookup on this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RawKey {
+    comm: [u8; 16],
+    cgroup_id: u64,
+    inbound: bool,
+    family: u16,
+    addr: [u8; 16],
+    port: u16,
+}
+
+/// Metric handles of one label set, created on first use.
+struct Series {
+    key: SeriesKey,
+    raw_keys: Vec<RawKey>,
+    opened: Option<IntCounter>,
+    closed: Option<IntCounter>,
+    unread_closes: Option<IntCounter>,
+    unread_bytes: Option<IntCounter>,
+    resets_received: Option<IntCounter>,
+    resets_sent: Vec<(u32, String, IntCounter)>,
+    duration: Option<Histogram>,
+    exchanges: Option<Histogram>,
+    close_wait_duration: Option<Histogram>,
+    live: usize,
+    last_seen: Instant,
+}
+
+impl Series {
+    fn labels(&self) -> [&str; 4] {
+        [&self.key.proc.comm, &self.key.proc.container, self.key.direction, &self.key.endpoint]
+    }
+}
+
+fn counter<'a>(slot: &'a mut Option<IntCounter>, vec: &IntCounterVec, labels: &[&str]) -> &'a IntCounter {
+    slot.get_or_insert_with(|| vec.with_label_values(labels))
+}
+
+fn histogram<'a>(slot: &'a mut Option<Histogram>, vec: &HistogramVec, labels: &[&str]) -> &'a Histogram {
+    slot.get_or_insert_with(|| vec.with_label_values(labels))
+}
+
 #[derive(Default)]
 struct ProcState {
     endpoints: HashSet<String>,
-    folded: HashSet<(Family, String)>,
-    series: HashSet<(Family, Vec<String>)>,
-    last_seen: Option<Instant>,
+    slots: Vec<usize>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LiveState {
     Established,
     CloseWait,
@@ -203,11 +237,9 @@ impl LiveState {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct LiveSocket {
-    key: ProcKey,
-    direction: &'static str,
-    endpoint: String,
+    slot: usize,
     state: LiveState,
     /// Monotonic ns when CLOSE_WAIT began (or when first seen in it).
     close_wait_since: u64,
@@ -227,6 +259,10 @@ pub struct Aggregator {
     f: Families,
     max_endpoints: usize,
     ttl: Duration,
+    by_raw: HashMap<RawKey, usize>,
+    by_key: HashMap<SeriesKey, usize>,
+    slots: Vec<Option<Series>>,
+    free: Vec<usize>,
     procs: HashMap<ProcKey, ProcState>,
     live: HashMap<u64, LiveSocket>,
     events_lost_seen: u64,
@@ -236,138 +272,188 @@ impl Aggregator {
     pub fn new(max_endpoints: u32, ttl: Duration, version: &str, kernel: &str) -> Aggregator {
         let f = Families::new();
         f.build_info.with_label_values(&[version, kernel]).set(1);
-        Aggregator { f, max_endpoints: max_endpoints as usize, ttl, procs: HashMap::new(), live: HashMap::new(), events_lost_seen: 0 }
+        Aggregator {
+            f,
+            max_endpoints: max_endpoints as usize,
+            ttl,
+            by_raw: HashMap::new(),
+            by_key: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            procs: HashMap::new(),
+            live: HashMap::new(),
+            events_lost_seen: 0,
+        }
     }
 
     pub fn set_probe(&self, probe: &str, attached: bool) {
         self.f.probe_attached.with_label_values(&[probe]).set(attached as i64);
     }
 
-    fn key(comm: &str, container: &str) -> ProcKey {
+    /// The slot of a label set, created (with endpoint folding) if new.
+    fn slot_for(&mut self, comm: &str, container: String, direction: &'static str, endpoint: String, family: Family) -> usize {
         let comm = if comm.is_empty() { UNKNOWN_COMM } else { comm };
-        ProcKey { comm: comm.to_string(), container: container.to_string() }
-    }
-
-    /// The endpoint label for this process, folded past the cap.
-    fn endpoint(&mut self, key: &ProcKey, endpoint: String, family: Family) -> String {
-        let p = self.procs.entry(key.clone()).or_default();
-        p.last_seen = Some(Instant::now());
-        if p.endpoints.contains(&endpoint) {
-            return endpoint;
-        }
-        if p.endpoints.len() < self.max_endpoints {
+        let proc = ProcKey { comm: comm.to_string(), container };
+        let p = self.procs.entry(proc.clone()).or_default();
+        let endpoint = if p.endpoints.contains(&endpoint) || p.endpoints.len() < self.max_endpoints {
             p.endpoints.insert(endpoint.clone());
-            return endpoint;
-        }
-        if p.folded.insert((family, endpoint)) {
+            endpoint
+        } else {
             self.f.series_overflow.with_label_values(&[family.name()]).inc();
-        }
-        OTHER_ENDPOINT.to_string()
-    }
-
-    fn labels(&mut self, key: &ProcKey, r: &Record, family: Family) -> Vec<String> {
-        let endpoint = self.endpoint(key, r.endpoint(), family);
-        vec![key.comm.clone(), key.container.clone(), r.direction.to_string(), endpoint]
-    }
-
-    fn remember(&mut self, key: &ProcKey, family: Family, labels: &[String]) {
-        if let Some(p) = self.procs.get_mut(key) {
-            p.series.insert((family, labels.to_vec()));
-        }
-    }
-
-    pub fn observe(&mut self, r: &Record, ts_mono_ns: u64) {
-        let Some(kind) = r.kind else { return };
-        let key = Self::key(&r.comm, &r.container);
-        let (family, extra) = match kind {
-            EventKind::Open => (Family::Opened, None),
-            EventKind::Close => (Family::Closed, None),
-            EventKind::UnreadClose => (Family::UnreadCloses, None),
-            EventKind::ResetSent => (Family::ResetsSent, r.reason.clone()),
-            EventKind::ResetReceived => (Family::ResetsReceived, None),
-            EventKind::CloseWait => (Family::CloseWaitDuration, None),
-            EventKind::CloseWaitEnd => (Family::CloseWaitDuration, None),
+            OTHER_ENDPOINT.to_string()
         };
-        let labels = self.labels(&key, r, family);
-        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let key = SeriesKey { proc, direction, endpoint };
+        if let Some(&slot) = self.by_key.get(&key) {
+            return slot;
+        }
+        let series = Series {
+            key: key.clone(),
+            raw_keys: Vec::new(),
+            opened: None,
+            closed: None,
+            unread_closes: None,
+            unread_bytes: None,
+            resets_received: None,
+            resets_sent: Vec::new(),
+            duration: None,
+            exchanges: None,
+            close_wait_duration: None,
+            live: 0,
+            last_seen: Instant::now(),
+        };
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(series);
+                i
+            }
+            None => {
+                self.slots.push(Some(series));
+                self.slots.len() - 1
+            }
+        };
+        self.by_key.insert(key.clone(), slot);
+        if let Some(p) = self.procs.get_mut(&key.proc) {
+            p.slots.push(slot);
+        }
+        slot
+    }
+
+    fn raw_slot(&mut self, decoder: &mut Decoder, ev: &Event, family: Family) -> usize {
+        let direction = decoder.direction(ev.direction, ev.sport);
+        let inbound = direction == "inbound";
+        let (addr, port) = if inbound { (ev.saddr, ev.sport) } else { (ev.daddr, ev.dport) };
+        let raw = RawKey { comm: ev.owner.comm, cgroup_id: ev.owner.cgroup_id, inbound, family: ev.family, addr, port };
+        if let Some(&slot) = self.by_raw.get(&raw) {
+            return slot;
+        }
+        let comm = comm_str(&ev.owner.comm);
+        let container = decoder.container(ev.owner.cgroup_id);
+        let ip = crate::events::addr_string(ev.family, &addr);
+        let slot = self.slot_for(&comm, container, direction, endpoint_label(&ip, port), family);
+        self.by_raw.insert(raw, slot);
+        if let Some(s) = self.slots[slot].as_mut() {
+            s.raw_keys.push(raw);
+        }
+        slot
+    }
+
+    /// Accounts one kernel event.
+    pub fn observe(&mut self, decoder: &mut Decoder, ev: &Event) {
+        let Some(kind) = EventKind::from_u8(ev.kind) else { return };
+        let family = match kind {
+            EventKind::Open => Family::Opened,
+            EventKind::Close => Family::Closed,
+            EventKind::UnreadClose => Family::UnreadCloses,
+            EventKind::ResetSent => Family::ResetsSent,
+            EventKind::ResetReceived => Family::ResetsReceived,
+            EventKind::CloseWait | EventKind::CloseWaitEnd => Family::CloseWaitDuration,
+        };
+        let slot = self.raw_slot(decoder, ev, family);
+        let f = &self.f;
+        let Some(s) = self.slots[slot].as_mut() else { return };
+        s.last_seen = Instant::now();
+        let labels = [s.key.proc.comm.as_str(), s.key.proc.container.as_str(), s.key.direction, s.key.endpoint.as_str()];
         match kind {
             EventKind::Open => {
-                self.f.opened.with_label_values(&l).inc();
-                self.remember(&key, Family::Opened, &labels);
-                self.track(r.cookie, &key, r.direction, &labels[3], LiveState::Established, 0);
+                counter(&mut s.opened, &f.opened, &labels).inc();
             }
             EventKind::Close => {
-                self.f.closed.with_label_values(&l).inc();
-                if let Some(d) = r.duration_ns.filter(|d| *d > 0) {
-                    self.f.duration.with_label_values(&l).observe(d as f64 / 1e9);
-                    self.remember(&key, Family::Duration, &labels);
+                counter(&mut s.closed, &f.closed, &labels).inc();
+                if ev.value > 0 {
+                    histogram(&mut s.duration, &f.duration, &labels).observe(ev.value as f64 / 1e9);
                 }
-                if let Some(e) = r.exchanges {
-                    self.f.exchanges.with_label_values(&l).observe(e as f64);
-                    self.remember(&key, Family::Exchanges, &labels);
-                }
-                self.remember(&key, Family::Closed, &labels);
-                if r.cookie != 0 {
-                    self.live.remove(&r.cookie);
-                }
+                histogram(&mut s.exchanges, &f.exchanges, &labels).observe(ev.exchanges as f64);
             }
             EventKind::UnreadClose => {
-                self.f.unread_closes.with_label_values(&l).inc();
-                self.f.unread_bytes.with_label_values(&l).inc_by(r.unread_bytes.unwrap_or(0));
-                self.remember(&key, Family::UnreadCloses, &labels);
-                self.remember(&key, Family::UnreadBytes, &labels);
+                counter(&mut s.unread_closes, &f.unread_closes, &labels).inc();
+                counter(&mut s.unread_bytes, &f.unread_bytes, &labels).inc_by(ev.value);
             }
-            EventKind::ResetSent => {
-                let mut with_reason = labels.clone();
-                with_reason.push(extra.unwrap_or_else(|| "unknown".into()));
-                let lr: Vec<&str> = with_reason.iter().map(String::as_str).collect();
-                self.f.resets_sent.with_label_values(&lr).inc();
-                self.remember(&key, Family::ResetsSent, &with_reason);
-            }
+            EventKind::ResetSent => match s.resets_sent.iter().find(|(r, _, _)| *r == ev.reason) {
+                Some((_, _, c)) => c.inc(),
+                None => {
+                    let name = decoder.reason_name(ev.reason);
+                    let c = f.resets_sent.with_label_values(&[labels[0], labels[1], labels[2], labels[3], &name]);
+                    c.inc();
+                    s.resets_sent.push((ev.reason, name, c));
+                }
+            },
             EventKind::ResetReceived => {
-                self.f.resets_received.with_label_values(&l).inc();
-                self.remember(&key, Family::ResetsReceived, &labels);
-            }
-            EventKind::CloseWait => {
-                self.track(r.cookie, &key, r.direction, &labels[3], LiveState::CloseWait, ts_mono_ns);
+                counter(&mut s.resets_received, &f.resets_received, &labels).inc();
             }
             EventKind::CloseWaitEnd => {
-                if let Some(age) = r.age_ns {
-                    self.f.close_wait_duration.with_label_values(&l).observe(age as f64 / 1e9);
-                    self.remember(&key, Family::CloseWaitDuration, &labels);
-                }
+                histogram(&mut s.close_wait_duration, &f.close_wait_duration, &labels).observe(ev.value as f64 / 1e9);
             }
+            EventKind::CloseWait => {}
+        }
+        match kind {
+            EventKind::Open => self.track(ev.cookie, slot, LiveState::Established, 0),
+            EventKind::CloseWait => self.track(ev.cookie, slot, LiveState::CloseWait, ev.ts_ns),
+            EventKind::Close => self.untrack(ev.cookie),
+            _ => {}
         }
     }
 
-    fn track(&mut self, cookie: u64, key: &ProcKey, direction: &'static str, endpoint: &str, state: LiveState, since: u64) {
+    fn track(&mut self, cookie: u64, slot: usize, state: LiveState, since: u64) {
         // Kprobe-only kernels report no cookie: no live gauges there.
         if cookie == 0 {
             return;
         }
-        let entry = self.live.entry(cookie).or_insert_with(|| LiveSocket {
-            key: key.clone(),
-            direction,
-            endpoint: endpoint.to_string(),
-            state,
-            close_wait_since: since,
-        });
-        if state == LiveState::CloseWait {
-            entry.state = LiveState::CloseWait;
-            entry.close_wait_since = since;
+        match self.live.get_mut(&cookie) {
+            Some(l) => {
+                if state == LiveState::CloseWait {
+                    l.state = state;
+                    l.close_wait_since = since;
+                }
+            }
+            None => {
+                self.live.insert(cookie, LiveSocket { slot, state, close_wait_since: since });
+                if let Some(s) = self.slots[slot].as_mut() {
+                    s.live += 1;
+                }
+            }
+        }
+    }
+
+    fn untrack(&mut self, cookie: u64) {
+        if let Some(l) = self.live.remove(&cookie)
+            && let Some(s) = self.slots[l.slot].as_mut()
+        {
+            s.live -= 1;
         }
     }
 
     /// Adds a socket that existed before sockprobe started.
-    pub fn add_existing(&mut self, s: ExistingSocket, now_mono_ns: u64) {
-        let key = Self::key(&s.comm, &s.container);
-        let endpoint = self.endpoint(&key, s.endpoint, Family::Opened);
-        self.track(s.cookie, &key, s.direction, &endpoint, s.state, now_mono_ns);
+    pub fn add_existing(&mut self, e: ExistingSocket, now_mono_ns: u64) {
+        let slot = self.slot_for(&e.comm, e.container, e.direction, e.endpoint, Family::Opened);
+        self.track(e.cookie, slot, e.state, now_mono_ns);
     }
 
     /// Drops live sockets the kernel no longer has (missed close events).
     pub fn retain_live(&mut self, existing: &HashSet<u64>) {
-        self.live.retain(|cookie, _| existing.contains(cookie));
+        let gone: Vec<u64> = self.live.keys().filter(|c| !existing.contains(c)).copied().collect();
+        for cookie in gone {
+            self.untrack(cookie);
+        }
     }
 
     pub fn live_sockets(&self) -> usize {
@@ -380,12 +466,21 @@ impl Aggregator {
         self.expire();
         self.f.sockets.reset();
         self.f.close_wait_oldest.reset();
+        let mut per_slot: HashMap<(usize, LiveState), i64> = HashMap::new();
         let mut oldest: HashMap<&ProcKey, u64> = HashMap::new();
-        for s in self.live.values() {
-            self.f.sockets.with_label_values(&[&s.key.comm, &s.key.container, s.direction, &s.endpoint, s.state.label()]).inc();
-            if s.state == LiveState::CloseWait {
-                let o = oldest.entry(&s.key).or_insert(s.close_wait_since);
-                *o = (*o).min(s.close_wait_since);
+        for l in self.live.values() {
+            *per_slot.entry((l.slot, l.state)).or_default() += 1;
+            if l.state == LiveState::CloseWait
+                && let Some(s) = self.slots[l.slot].as_ref()
+            {
+                let o = oldest.entry(&s.key.proc).or_insert(l.close_wait_since);
+                *o = (*o).min(l.close_wait_since);
+            }
+        }
+        for ((slot, state), n) in per_slot {
+            if let Some(s) = self.slots[slot].as_ref() {
+                let [c, k, d, e] = s.labels();
+                self.f.sockets.with_label_values(&[c, k, d, e, state.label()]).set(n);
             }
         }
         for (key, since) in oldest {
@@ -404,19 +499,51 @@ impl Aggregator {
 
     /// Forgets processes with no live socket and no event for `ttl`.
     fn expire(&mut self) {
-        let live_keys: HashSet<&ProcKey> = self.live.values().map(|s| &s.key).collect();
         let ttl = self.ttl;
+        let slots = &self.slots;
         let gone: Vec<ProcKey> = self
             .procs
             .iter()
-            .filter(|(k, p)| !live_keys.contains(k) && p.last_seen.is_none_or(|t| t.elapsed() > ttl))
+            .filter(|(_, p)| {
+                p.slots.iter().filter_map(|&i| slots[i].as_ref()).all(|s| s.live == 0 && s.last_seen.elapsed() > ttl)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
-            if let Some(p) = self.procs.remove(&k) {
-                for (family, labels) in &p.series {
-                    self.f.remove(*family, labels);
+            let Some(p) = self.procs.remove(&k) else { continue };
+            for i in p.slots {
+                let Some(s) = self.slots[i].take() else { continue };
+                let l = s.labels();
+                let f = &self.f;
+                let remove = [
+                    (s.opened.is_some(), &f.opened),
+                    (s.closed.is_some(), &f.closed),
+                    (s.unread_closes.is_some(), &f.unread_closes),
+                    (s.unread_bytes.is_some(), &f.unread_bytes),
+                    (s.resets_received.is_some(), &f.resets_received),
+                ];
+                for (present, vec) in remove {
+                    if present {
+                        let _ = vec.remove_label_values(&l);
+                    }
                 }
+                for (present, vec) in [
+                    (s.duration.is_some(), &f.duration),
+                    (s.exchanges.is_some(), &f.exchanges),
+                    (s.close_wait_duration.is_some(), &f.close_wait_duration),
+                ] {
+                    if present {
+                        let _ = vec.remove_label_values(&l);
+                    }
+                }
+                for (_, reason, _) in &s.resets_sent {
+                    let _ = f.resets_sent.remove_label_values(&[l[0], l[1], l[2], l[3], reason]);
+                }
+                for raw in &s.raw_keys {
+                    self.by_raw.remove(raw);
+                }
+                self.by_key.remove(&s.key);
+                self.free.push(i);
             }
         }
     }
@@ -424,40 +551,45 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use probe_common::{AF_INET, Direction, Owner, REASON_UNKNOWN};
 
-    fn record(kind: EventKind, comm: &str, dport: u16) -> Record {
-        Record {
-            ts: String::new(),
-            event: kind.name(),
-            pid: 1,
-            comm: comm.into(),
-            container: String::new(),
+    use super::*;
+    use crate::layout::ResetReasons;
+
+    fn event(kind: EventKind, comm: &str, dport: u16, ts_ns: u64) -> Event {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        Event {
+            ts_ns,
             cookie: dport as u64,
-            family: "ipv4",
-            saddr: "127.0.0.1".into(),
+            value: 1_000_000,
+            bytes_in: 1,
+            bytes_out: 1,
+            owner: Owner { cgroup_id: 0, tgid: 1, _pad: 0, comm: c },
+            exchanges: 1,
+            reason: REASON_UNKNOWN,
+            saddr: [0; 16],
+            daddr,
             sport: 40000,
-            daddr: "10.0.0.1".into(),
             dport,
-            direction: "outbound",
-            duration_ns: Some(1_000_000),
-            bytes_in: Some(1),
-            bytes_out: Some(1),
-            exchanges: Some(1),
-            unread_bytes: Some(10),
-            reason: Some("abort_on_close".into()),
-            age_ns: Some(1),
-            kind: Some(kind),
-            cgroup_id: 0,
-            ts_mono_ns: 0,
+            family: AF_INET,
+            kind: kind as u8,
+            direction: Direction::Outbound as u8,
         }
+    }
+
+    fn decoder() -> Decoder {
+        Decoder::new(ResetReasons::default())
     }
 
     #[test]
     fn endpoints_fold_past_the_cap_and_count() {
         let mut a = Aggregator::new(2, Duration::from_secs(600), "0", "k");
+        let mut d = decoder();
         for port in 1..=5 {
-            a.observe(&record(EventKind::Open, "c", port), 0);
+            a.observe(&mut d, &event(EventKind::Open, "c", port, 0));
         }
         let text = a.render(0, 0, 0);
         assert!(text.contains(r#"endpoint="10.0.0.1:1""#));
@@ -470,22 +602,27 @@ mod tests {
     #[test]
     fn gone_processes_expire() {
         let mut a = Aggregator::new(10, Duration::from_millis(1), "0", "k");
-        a.observe(&record(EventKind::Open, "short", 1), 0);
-        a.observe(&record(EventKind::Close, "short", 1), 0);
+        let mut d = decoder();
+        a.observe(&mut d, &event(EventKind::Open, "short", 1, 0));
+        a.observe(&mut d, &event(EventKind::Close, "short", 1, 0));
         std::thread::sleep(Duration::from_millis(5));
         let text = a.render(0, 0, 0);
         assert!(!text.contains("short"), "{text}");
+        // And it comes back cleanly.
+        a.observe(&mut d, &event(EventKind::Open, "short", 1, 0));
+        assert!(a.render(0, 0, 0).contains(r#"comm="short""#));
     }
 
     #[test]
     fn close_wait_gauges() {
         let mut a = Aggregator::new(10, Duration::from_secs(600), "0", "k");
-        a.observe(&record(EventKind::Open, "leaky", 7), 0);
-        a.observe(&record(EventKind::CloseWait, "leaky", 7), 1_000_000_000);
+        let mut d = decoder();
+        a.observe(&mut d, &event(EventKind::Open, "leaky", 7, 0));
+        a.observe(&mut d, &event(EventKind::CloseWait, "leaky", 7, 1_000_000_000));
         let text = a.render(4_000_000_000, 0, 0);
         assert!(text.contains(r#"sockprobe_tcp_sockets{comm="leaky",container="",direction="outbound",endpoint="10.0.0.1:7",state="close_wait"} 1"#), "{text}");
         assert!(text.contains(r#"sockprobe_tcp_close_wait_oldest_seconds{comm="leaky",container=""} 3"#), "{text}");
-        a.observe(&record(EventKind::Close, "leaky", 7), 0);
+        a.observe(&mut d, &event(EventKind::Close, "leaky", 7, 0));
         let text = a.render(5_000_000_000, 0, 0);
         assert!(!text.contains("state=\"close_wait\""), "{text}");
     }

@@ -128,7 +128,7 @@ fn ensure_test_tools() -> Result<()> {
     apt_install(&pkgs)
 }
 
-fn apt_install(packages: &[String]) -> Result<()> {
+pub fn apt_install(packages: &[String]) -> Result<()> {
     let missing: Vec<&String> = packages
         .iter()
         .filter(|p| !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_some_and(|s| s.contains("install ok installed")))

@@ -4,6 +4,7 @@
 //! (docs/development.md): nightly with rust-src, and bpf-linker built against
 //! an LLVM whose major version equals the nightly's. On Debian/Ubuntu missing
 //! pieces are installed; elsewhere the exact list is printed.
+mod bench;
 mod bootstrap;
 mod test;
 
@@ -30,6 +31,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build, then measure overhead and scale side by side (root; see docs/benchmarks.md).
+    Bench(bench::BenchArgs),
     /// Build, then run every test; privileged ones too when root.
     Test {
         /// Extra arguments for the test binaries (e.g. a name filter).
@@ -65,6 +68,12 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
                 .status()
                 .context("start sockprobe")?;
             Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+        }
+        Cmd::Bench(args) => {
+            bootstrap::ensure()?;
+            build()?;
+            bench::run(&args)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { args } => {
             bootstrap::ensure()?;

@@ -44,6 +44,15 @@ enum Role {
         #[arg(long, default_value_t = 1)]
         connections: u32,
     },
+    /// Hold --connections open loopback connections (both ends in this
+    /// process), the server side of --close-wait of them closed so the
+    /// client side sits in CLOSE_WAIT. Prints `ready`, then waits to be killed.
+    Hold {
+        #[arg(long, default_value_t = 1000)]
+        connections: u32,
+        #[arg(long, default_value_t = 0)]
+        close_wait: u32,
+    },
     /// Connect, make --requests exchanges, then close.
     Client {
         #[arg(long)]
@@ -154,6 +163,25 @@ fn client(
     Ok(())
 }
 
+fn hold(connections: u32, close_wait: u32) -> std::io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut held = Vec::with_capacity(2 * connections as usize);
+    for i in 0..connections {
+        let client = TcpStream::connect(addr)?;
+        let (server, _) = listener.accept()?;
+        held.push(client);
+        if i >= close_wait {
+            held.push(server);
+        } // else: dropped, FIN sent, the client side enters CLOSE_WAIT
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+    loop {
+        sleep(Duration::from_secs(3600));
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(name) = &cli.name {
@@ -165,6 +193,7 @@ fn main() -> ExitCode {
             std::io::stdout().flush()?;
             serve(l, response, close_after, connections)
         }),
+        Role::Hold { connections, close_wait } => hold(connections, close_wait),
         Role::Client { connect, requests, response, read, connections, spread, hold_ms, fork_close } => {
             let read = read.unwrap_or(response).min(response);
             (0..spread).flat_map(|i| (0..connections).map(move |_| i)).try_for_each(|i| {

@@ -1,0 +1,519 @@
+//! `cargo xtask bench`: sockprobe's cost, side by side in one run.
+//!
+//! Workloads (wrk against a local nginx): connection churn, keep-alive
+//! request/response, bulk transfer. Each round runs every workload with no
+//! tracer, with `sockprobe run`, and with an equivalent bpftrace script, in a
+//! rotating order; throughput is reported as a ratio to the same round's
+//! baseline. Kernel cost per event comes from `kernel.bpf_stats_enabled`.
+//! Then saturation and scale. Results: target/bench/report.md.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::workspace_root;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Interleaved rounds per workload.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Open sockets for the scale phase (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    scale_sockets: u32,
+    /// Connections to churn through for the leak check (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    churn_total: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Tracer {
+    None,
+    Sockprobe,
+    Bpftrace,
+}
+
+impl Tracer {
+    fn name(self) -> &'static str {
+        match self {
+            Tracer::None => "none",
+            Tracer::Sockprobe => "sockprobe",
+            Tracer::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Workload {
+    Churn,
+    KeepAlive,
+    Bulk,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Churn => "churn (new connection per request)",
+            Workload::KeepAlive => "keep-alive request/response",
+            Workload::Bulk => "bulk transfer (16 MiB responses)",
+        }
+    }
+
+    /// wrk arguments: threads, connections, path, extra headers.
+    fn wrk_args(self, port: u16, seconds: u64) -> Vec<String> {
+        let url = |p: &str| format!("http://127.0.0.1:{port}/{p}");
+        let mut a: Vec<String> = vec!["-t1".into(), format!("-d{seconds}s")];
+        match self {
+            Workload::Churn => a.extend(["-c16".into(), "-H".into(), "Connection: close".into(), url("small")]),
+            Workload::KeepAlive => a.extend(["-c16".into(), url("small")]),
+            Workload::Bulk => a.extend(["-c2".into(), url("bulk")]),
+        }
+        a
+    }
+}
+
+const BPFTRACE_SCRIPT: &str = r#"
+tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
+  if (args->newstate == 2) { @owner[args->skaddr] = pid; }
+  if (args->newstate == 1) { @birth[args->skaddr] = nsecs; @opened[comm] = count(); }
+  if (args->oldstate == 1 && args->newstate != 1) { @closed[comm] = count(); }
+  if (args->newstate == 8) { @cw[args->skaddr] = nsecs; }
+}
+tracepoint:sock:sock_send_length /args->protocol == 6 && args->ret > 0/ { @out[args->sk] = sum(args->ret); @last[args->sk] = 1; }
+tracepoint:sock:sock_recv_length /args->protocol == 6 && args->ret > 0/ { @in[args->sk] = sum(args->ret); @last[args->sk] = 2; }
+tracepoint:tcp:tcp_send_reset { @rst_sent[comm] = count(); }
+tracepoint:tcp:tcp_receive_reset { @rst_recv = count(); }
+tracepoint:tcp:tcp_destroy_sock {
+  delete(@owner[args->skaddr]); delete(@birth[args->skaddr]); delete(@cw[args->skaddr]);
+  delete(@out[args->skaddr]); delete(@in[args->skaddr]); delete(@last[args->skaddr]);
+}
+"#;
+
+/// A BPF program's counters from `bpftool prog show -j`.
+#[derive(Clone, Debug, Default)]
+struct ProgStat {
+    name: String,
+    run_time_ns: u64,
+    run_cnt: u64,
+}
+
+fn bpf_programs() -> Result<HashMap<u64, ProgStat>> {
+    let out = Command::new("bpftool").args(["prog", "show", "-j"]).output().context("bpftool")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Small JSON subset: objects with id/name/run_time_ns/run_cnt.
+    let mut progs = HashMap::new();
+    for obj in text.split("},{") {
+        let field = |k: &str| -> Option<String> {
+            let i = obj.find(&format!("\"{k}\":"))? + k.len() + 3;
+            let rest = &obj[i..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim_matches('"').to_string())
+        };
+        let Some(id) = field("id").and_then(|v| v.parse().ok()) else { continue };
+        progs.insert(
+            id,
+            ProgStat {
+                name: field("name").unwrap_or_default(),
+                run_time_ns: field("run_time_ns").and_then(|v| v.parse().ok()).unwrap_or(0),
+                run_cnt: field("run_cnt").and_then(|v| v.parse().ok()).unwrap_or(0),
+            },
+        );
+    }
+    Ok(progs)
+}
+
+struct Running {
+    child: Child,
+    tracer: Tracer,
+    progs: HashSet<u64>,
+    metrics_addr: Option<String>,
+}
+
+fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
+    if tracer == Tracer::None {
+        return Ok(None);
+    }
+    let before: HashSet<u64> = bpf_programs()?.into_keys().collect();
+    let (child, metrics_addr) = match tracer {
+        Tracer::Sockprobe => {
+            let addr = "127.0.0.1:19741".to_string();
+            let child = Command::new(workspace_root().join("target/release/sockprobe"))
+                .args(["run", "--log.level", "warn", "--web.listen-address", &addr])
+                .spawn()
+                .context("start sockprobe")?;
+            (child, Some(addr))
+        }
+        Tracer::Bpftrace => {
+            let script = dir.join("track.bt");
+            std::fs::write(&script, BPFTRACE_SCRIPT)?;
+            let child = Command::new("bpftrace")
+                .arg(&script)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("start bpftrace")?;
+            (child, None)
+        }
+        Tracer::None => unreachable!(),
+    };
+    // Attached once its programs exist (and, for sockprobe, /healthz says so).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: HashSet<u64> = bpf_programs()?.into_keys().collect();
+        let new: HashSet<u64> = now.difference(&before).copied().collect();
+        let healthy = match &metrics_addr {
+            Some(a) => http_get(a, "/healthz").is_some_and(|(s, _)| s == 200),
+            None => new.len() >= 6,
+        };
+        if healthy && !new.is_empty() {
+            sleep(Duration::from_millis(300));
+            let now: HashSet<u64> = bpf_programs()?.into_keys().collect();
+            let progs = now.difference(&before).copied().collect();
+            return Ok(Some(Running { child, tracer, progs, metrics_addr }));
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not attach within 60 s", tracer.name());
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    let status = r.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// utime + stime in seconds, and peak RSS in KiB, of a process.
+fn proc_usage(pid: u32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let hz = 100.0; // USER_HZ on Linux
+    let cpu = (ticks(11) + ticks(12)) / hz;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    };
+    (cpu, kib("VmHWM:"), kib("VmRSS:"))
+}
+
+struct Sample {
+    workload: Workload,
+    tracer: Tracer,
+    round: usize,
+    req_per_s: f64,
+}
+
+#[derive(Default)]
+struct CostAcc {
+    by_prog: BTreeMap<(Tracer, String), (u64, u64)>,
+    daemon_cpu_s: f64,
+    daemon_events: u64,
+    daemon_records: f64,
+    daemon_peak_rss_kib: u64,
+    events_lost: f64,
+}
+
+fn run_wrk(workload: Workload, port: u16, seconds: u64) -> Result<f64> {
+    let out = Command::new("wrk").args(workload.wrk_args(port, seconds)).output().context("wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
+}
+
+fn stop(r: Running, acc: &mut CostAcc) -> Result<()> {
+    let after = bpf_programs()?;
+    let mut events = 0;
+    for id in &r.progs {
+        if let Some(p) = after.get(id) {
+            let e = acc.by_prog.entry((r.tracer, p.name.clone())).or_default();
+            e.0 += p.run_time_ns;
+            e.1 += p.run_cnt;
+            events += p.run_cnt;
+        }
+    }
+    let pid = r.child.id();
+    if let Some(addr) = &r.metrics_addr {
+        let (cpu, hwm, _) = proc_usage(pid);
+        acc.daemon_cpu_s += cpu;
+        acc.daemon_events += events;
+        acc.daemon_peak_rss_kib = acc.daemon_peak_rss_kib.max(hwm);
+        if let Some((_, text)) = http_get(addr, "/metrics") {
+            acc.events_lost += metric(&text, "sockprobe_events_lost_total");
+            acc.daemon_records += ["opened", "closed"].iter().map(|k| metric(&text, &format!("sockprobe_tcp_connections_{k}_total"))).sum::<f64>();
+        }
+    }
+    signal(pid, 2);
+    let mut child = r.child;
+    child.wait()?;
+    Ok(())
+}
+
+fn signal(pid: u32, sig: i32) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(dir: &Path) -> Result<Nginx> {
+    let port = 18080;
+    let html = dir.join("html");
+    std::fs::create_dir_all(&html)?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    std::fs::write(html.join("small"), vec![b'x'; 128])?;
+    std::fs::write(html.join("bulk"), vec![b'x'; 16 << 20])?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; error_log {}/logs/error.log; pid {}/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; keepalive_requests 1000000; sendfile on;\n\
+               server {{ listen 127.0.0.1:{port} backlog=4096 reuseport; root {}; }} }}\n",
+            dir.display(),
+            dir.display(),
+            html.display()
+        ),
+    )?;
+    let child = Command::new("nginx").args(["-c"]).arg(&conf).args(["-p"]).arg(dir).spawn().context("nginx")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nginx did not start");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Ok(Nginx { child, port })
+}
+
+fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mid = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    (mid, v[0], v[v.len() - 1])
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    crate::bootstrap::apt_install(&["wrk".into(), "nginx-light".into(), "bpftrace".into(), "bpftool".into()])?;
+    // bpftrace 0.17 looks for tracepoints under debugfs.
+    if !Path::new("/sys/kernel/debug/tracing/events").exists() {
+        let _ = Command::new("mount").args(["-t", "debugfs", "none", "/sys/kernel/debug"]).status();
+    }
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable kernel.bpf_stats_enabled (needs root)")?;
+    let dir: PathBuf = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let nginx = start_nginx(&dir)?;
+
+    let tracers = [Tracer::None, Tracer::Sockprobe, Tracer::Bpftrace];
+    let workloads = [Workload::Churn, Workload::KeepAlive, Workload::Bulk];
+    let mut samples = Vec::new();
+    let mut acc = CostAcc::default();
+    for round in 0..args.rounds {
+        for w in workloads {
+            for i in 0..tracers.len() {
+                let t = tracers[(i + round) % tracers.len()];
+                let running = start_tracer(t, &dir)?;
+                let rps = run_wrk(w, nginx.port, args.seconds)?;
+                eprintln!("round {round} {:<40} {:<10} {rps:>12.0} req/s", w.name(), t.name());
+                samples.push(Sample { workload: w, tracer: t, round, req_per_s: rps });
+                if let Some(r) = running {
+                    stop(r, &mut acc)?;
+                }
+            }
+        }
+    }
+
+    let mut report = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_default();
+    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let _ = writeln!(report, "Machine: {} cores, {cpu}; kernel {}; {date}", num_cpus(), kernel.trim());
+    let _ = writeln!(
+        report,
+        "Command: `cargo xtask bench --rounds {} --seconds {}` (wrk 1 thread vs nginx 1 worker on loopback)\n",
+        args.rounds, args.seconds
+    );
+    let _ = writeln!(report, "| workload | baseline req/s (median) | sockprobe / baseline | bpftrace / baseline |");
+    let _ = writeln!(report, "|---|---|---|---|");
+    for w in workloads {
+        let base: HashMap<usize, f64> = samples.iter().filter(|s| s.workload == w && s.tracer == Tracer::None).map(|s| (s.round, s.req_per_s)).collect();
+        let (base_med, _, _) = median_and_spread(base.values().copied().collect());
+        let ratio = |t: Tracer| {
+            let v: Vec<f64> = samples.iter().filter(|s| s.workload == w && s.tracer == t).map(|s| s.req_per_s / base[&s.round]).collect();
+            let (m, lo, hi) = median_and_spread(v);
+            format!("{:.1}% ({:.1}–{:.1}%)", m * 100.0, lo * 100.0, hi * 100.0)
+        };
+        let _ = writeln!(report, "| {} | {:.0} | {} | {} |", w.name(), base_med, ratio(Tracer::Sockprobe), ratio(Tracer::Bpftrace));
+    }
+    let _ = writeln!(report, "\nRatios: median over {} rounds, (min–max) in parentheses; each ratio uses its own round's baseline.\n", args.rounds);
+    let _ = writeln!(report, "Kernel cost per event (`kernel.bpf_stats_enabled`, run_time_ns / run_cnt over all workloads):\n");
+    let _ = writeln!(report, "| tracer | program | events | ns/event |");
+    let _ = writeln!(report, "|---|---|---|---|");
+    let mut totals: BTreeMap<Tracer, (u64, u64)> = BTreeMap::new();
+    for ((t, name), (ns, cnt)) in &acc.by_prog {
+        if *cnt == 0 {
+            continue;
+        }
+        let _ = writeln!(report, "| {} | {name} | {cnt} | {:.0} |", t.name(), *ns as f64 / *cnt as f64);
+        let e = totals.entry(*t).or_default();
+        e.0 += ns;
+        e.1 += cnt;
+    }
+    for (t, (ns, cnt)) in &totals {
+        let _ = writeln!(report, "| {} | **all programs** | {cnt} | **{:.0}** |", t.name(), *ns as f64 / (*cnt).max(1) as f64);
+    }
+    let _ = writeln!(
+        report,
+        "\nDaemon: {:.2} CPU-seconds per million kernel events ({:.2} s for {} events; {:.0} connection records); peak RSS {:.1} MiB; events lost: {}.",
+        acc.daemon_cpu_s / (acc.daemon_events.max(1) as f64 / 1e6),
+        acc.daemon_cpu_s,
+        acc.daemon_events,
+        acc.daemon_records,
+        acc.daemon_peak_rss_kib as f64 / 1024.0,
+        acc.events_lost
+    );
+    let churn_max = samples.iter().filter(|s| s.workload == Workload::Churn && s.tracer == Tracer::Sockprobe).map(|s| s.req_per_s).fold(0.0, f64::max);
+    let _ = writeln!(report, "\nSaturation: highest churn rate with sockprobe attached: {churn_max:.0} connections/s (wrk, 16 connections); events lost over all runs: {}.", acc.events_lost);
+
+    if args.scale_sockets > 0 {
+        scale(args.scale_sockets, &mut report)?;
+    }
+    if args.churn_total > 0 {
+        churn_leak(args.churn_total, nginx.port, &mut report)?;
+    }
+    drop(nginx);
+    std::fs::write(dir.join("report.md"), &report)?;
+    println!("{report}\n(written to {})", dir.join("report.md").display());
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// RSS and kernel map use with `sockets` open sockets; half the connections
+/// have their server side closed, so a quarter of all sockets sit in CLOSE_WAIT.
+fn scale(sockets: u32, report: &mut String) -> Result<()> {
+    let peer = workspace_root().join("target/release/sockprobe-peer");
+    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"))?.context("sockprobe")?;
+    let addr = sp.metrics_addr.clone().unwrap();
+    let pid = sp.child.id();
+    let (_, _, rss_idle) = proc_usage(pid);
+    // One process holds at most ~9000 connections (fd limit 20000 here).
+    let per = 9000u32;
+    let connections = sockets.div_ceil(2);
+    let mut holders = Vec::new();
+    let mut left = connections;
+    while left > 0 {
+        let n = left.min(per);
+        let mut c = Command::new(&peer)
+            .args(["--name", "bench-holder", "hold", "--connections", &n.to_string(), "--close-wait", &(n / 2).to_string()])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut line)?;
+        if line.trim() != "ready" {
+            bail!("holder failed: {line}");
+        }
+        holders.push(c);
+        left -= n;
+    }
+    sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    let text = http_get(&addr, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    let scrape = t.elapsed();
+    let (_, hwm, rss) = proc_usage(pid);
+    let tracked = metric(&text, "sockprobe_tracked_sockets");
+    let live: f64 = text.lines().filter(|l| l.starts_with("sockprobe_tcp_sockets{")).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum();
+    for mut h in holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    sleep(Duration::from_secs(3));
+    let text_after = http_get(&addr, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    let tracked_after = metric(&text_after, "sockprobe_tracked_sockets");
+    let (_, _, rss_after) = proc_usage(pid);
+    let lost = metric(&text_after, "sockprobe_events_lost_total");
+    let _ = writeln!(
+        report,
+        "\nScale: {} sockets held open ({} connections, both ends; a quarter of all sockets in CLOSE_WAIT): \
+         daemon RSS {:.1} MiB (idle before: {:.1} MiB, peak {:.1} MiB), kernel map entries {tracked:.0}, sockets in gauges {live:.0}, \
+         scrape of /metrics {:.0} ms. After closing them all: map entries {tracked_after:.0}, RSS {:.1} MiB, events lost {lost}.",
+        connections * 2,
+        connections,
+        rss as f64 / 1024.0,
+        rss_idle as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        scrape.as_secs_f64() * 1000.0,
+        rss_after as f64 / 1024.0,
+    );
+    let mut acc = CostAcc::default();
+    stop(sp, &mut acc)
+}
+
+/// Churns `total` connections through nginx with sockprobe attached: map and
+/// RSS must come back down.
+fn churn_leak(total: u64, port: u16, report: &mut String) -> Result<()> {
+    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"))?.context("sockprobe")?;
+    let addr = sp.metrics_addr.clone().unwrap();
+    let pid = sp.child.id();
+    let t = Instant::now();
+    let mut done = 0.0;
+    let mut rss_samples = Vec::new();
+    while done < total as f64 {
+        let rps = run_wrk(Workload::Churn, port, 10)?;
+        done += rps * 10.0;
+        rss_samples.push(proc_usage(pid).2);
+    }
+    sleep(Duration::from_secs(2));
+    let text = http_get(&addr, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    let opened = metric(&text, "sockprobe_tcp_connections_opened_total");
+    let _ = writeln!(
+        report,
+        "\nChurn leak check: {opened:.0} connections opened in {:.0} s with sockprobe attached; kernel map entries afterwards {:.0}; \
+         daemon RSS per 10 s slice (MiB): {}; events lost {}.",
+        t.elapsed().as_secs_f64(),
+        metric(&text, "sockprobe_tracked_sockets"),
+        rss_samples.iter().map(|k| format!("{:.1}", *k as f64 / 1024.0)).collect::<Vec<_>>().join(", "),
+        metric(&text, "sockprobe_events_lost_total"),
+    );
+    let mut acc = CostAcc::default();
+    stop(sp, &mut acc)
+}
