@@ -30,7 +30,7 @@ fn privileged_unread_close_matches_kernel_counter() {
         select(ev, "unread_close", "t1-client").len() >= M as usize && select(ev, "reset_received", "t1-server").len() >= M as usize
     });
     // Let stragglers arrive, so "exactly M" is checked, not "at least M".
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(scaled(Duration::from_millis(200)));
     let events = tracer.stop();
     let unread = select(&events, "unread_close", "t1-client");
     assert_eq!(unread.len() as u64, after - before, "unread_close events vs TcpExt TCPAbortOnClose delta; events:\n{}", dump(&events));
@@ -42,7 +42,9 @@ fn privileged_unread_close_matches_kernel_counter() {
         assert_eq!(format!("{}:{}", e["daddr"].as_str().unwrap(), e["dport"]), server.addr, "{e}");
     }
     let resets = select(&events, "reset_sent", "t1-client");
-    assert!(resets.iter().all(|e| e["reason"] == "abort_on_close"), "reset reasons: {}", dump(&events));
+    assert_eq!(resets.len(), M as usize, "{}", dump(&events));
+    let expected: &[&str] = if kernel_has_reset_reasons() { &["abort_on_close"] } else { &["unknown", "not_specified"] };
+    assert!(resets.iter().all(|e| expected.iter().any(|r| e["reason"] == *r)), "reset reasons, expected {expected:?}: {}", dump(&events));
     assert_eq!(select(&events, "reset_received", "t1-server").len(), M as usize);
 }
 
@@ -59,7 +61,7 @@ fn privileged_full_read_closes_cleanly() {
     tracer.wait_for("both closes", WAIT, |ev| {
         !select(ev, "close", "t2-client").is_empty() && !select(ev, "close", "t2-server").is_empty()
     });
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(scaled(Duration::from_millis(200)));
     let events = tracer.stop();
     assert!(select(&events, "unread_close", "t2-client").is_empty(), "{}", dump(&events));
     assert!(select(&events, "reset_sent", "t2-client").is_empty(), "{}", dump(&events));
@@ -111,7 +113,8 @@ fn privileged_close_wait_attributed_with_age() {
     assert_eq!(u64_of(entered[0], "pid"), pid as u64);
     let end = select(&events, "close_wait_end", "t4-client")[0];
     let age = u64_of(end, "age_ns");
-    assert!((900_000_000..5_000_000_000).contains(&age), "CLOSE_WAIT age {age} ns, expected about 1 s: {end}");
+    let upper = scaled(Duration::from_secs(5)).as_nanos() as u64;
+    assert!((900_000_000..upper).contains(&age), "CLOSE_WAIT age {age} ns, expected about 1 s: {end}");
     assert_eq!(u64_of(end, "cookie"), u64_of(entered[0], "cookie"));
     assert!(events.iter().all(|e| e["event"] == "close_wait" || e["event"] == "close_wait_end"), "--event filter leaked");
 }

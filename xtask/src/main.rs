@@ -6,6 +6,7 @@
 //! pieces are installed; elsewhere the exact list is printed.
 mod bench;
 mod bootstrap;
+mod kernels;
 mod test;
 
 use std::process::{Command, ExitCode};
@@ -33,6 +34,9 @@ enum Cmd {
     },
     /// Build, then measure overhead and scale side by side (root; see docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// Build, then boot Debian's 6.1 and 6.12 kernels in QEMU and run the
+    /// privileged scenarios inside (see docs/kernels.md).
+    Kernels(kernels::KernelArgs),
     /// Build, then run every test; privileged ones too when root.
     Test {
         /// Extra arguments for the test binaries (e.g. a name filter).
@@ -73,6 +77,12 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             bootstrap::ensure()?;
             build()?;
             bench::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Kernels(args) => {
+            bootstrap::ensure()?;
+            build()?;
+            kernels::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { args } => {

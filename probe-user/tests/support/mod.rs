@@ -14,6 +14,20 @@ use serde_json::Value;
 pub const SOCKPROBE: &str = env!("CARGO_BIN_EXE_sockprobe");
 pub const PEER: &str = env!("CARGO_BIN_EXE_sockprobe-peer");
 
+/// Waits scale by `SOCKPROBE_TEST_TIME_SCALE` (e.g. 20 under QEMU's TCG).
+pub fn scaled(d: Duration) -> Duration {
+    let k: u32 = std::env::var("SOCKPROBE_TEST_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    d * k.max(1)
+}
+
+/// Whether this kernel names resets from close() (6.12+): expect
+/// `abort_on_close` there, `unknown`/`not_specified` before.
+pub fn kernel_has_reset_reasons() -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux")
+        .map(|b| b.windows(32).any(|w| w == b"SK_RST_REASON_TCP_ABORT_ON_CLOSE"))
+        .unwrap_or(false)
+}
+
 /// Privileged tests call this first: without root they report a skip.
 pub fn is_root() -> bool {
     if unsafe { libc::geteuid() } == 0 {
@@ -58,7 +72,7 @@ impl Tracer {
             }
         });
         ready_rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(scaled(Duration::from_secs(30)))
             .expect("sockprobe trace did not report attached probes within 30 s");
         Tracer { child, lines }
     }
@@ -69,7 +83,7 @@ impl Tracer {
 
     /// Waits until `pred` holds over the events seen so far.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         loop {
             let ev = self.events();
             if pred(&ev) {

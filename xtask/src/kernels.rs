@@ -1,0 +1,361 @@
+//! `cargo xtask kernels`: sockprobe on other kernels, for real.
+//!
+//! Boots Debian's cloud kernel packages under QEMU (TCG) with an initramfs
+//! that holds busybox, `ip`, sockprobe, sockprobe-peer and the scenario test
+//! binary (at the same absolute paths as here, since the tests find the
+//! binaries by compile-time paths). Inside: `sockprobe check`, then every
+//! privileged scenario. Prints per kernel which probes attached and which
+//! scenario passed; the table goes to target/kernels/report.md.
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{bootstrap, cargo, workspace_root};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KernelArgs {
+    /// Kernel series to boot (Debian cloud images): repeatable; default 6.1 and 6.12.
+    #[arg(long = "kernel")]
+    kernels: Vec<String>,
+    /// Give up on a guest after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+}
+
+/// Debian package of the newest cloud image of a series, e.g. 6.1 →
+/// linux-image-6.1.0-NN-cloud-amd64.
+fn package_for(series: &str) -> Result<String> {
+    let out = Command::new("apt-cache").args(["search", "--names-only", &format!("^linux-image-{}", series.replace('.', "\\."))]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.ends_with("-cloud-amd64") && !n.contains("unsigned") && !n.contains("dbg"))
+        .filter(|n| {
+            // 6.1 must not match 6.12.
+            let rest = &n["linux-image-".len()..];
+            rest.strip_prefix(series).is_some_and(|r| r.starts_with(['.', '-', '+']))
+        })
+        .map(str::to_string)
+        .collect();
+    names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    names.pop().with_context(|| format!("no Debian cloud kernel package for {series} (apt-get update?)"))
+}
+
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Downloads and unpacks the package; returns the vmlinuz path.
+fn fetch_kernel(package: &str, dir: &Path) -> Result<PathBuf> {
+    let root = dir.join(package);
+    let boot = root.join("boot");
+    if let Some(v) = find_vmlinuz(&boot) {
+        return Ok(v);
+    }
+    std::fs::create_dir_all(&root)?;
+    let status = Command::new("apt-get").args(["download", package]).current_dir(dir).status()?;
+    if !status.success() {
+        bail!("apt-get download {package} failed");
+    }
+    let deb = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(package) && n.ends_with(".deb")))
+        .context("downloaded .deb not found")?;
+    let status = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root).status()?;
+    if !status.success() {
+        bail!("dpkg-deb -x {} failed", deb.display());
+    }
+    find_vmlinuz(&boot).context("no vmlinuz in the package")
+}
+
+fn find_vmlinuz(boot: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(boot).ok()?.flatten().map(|e| e.path()).find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz")))
+}
+
+/// A newc cpio archive, written by hand (no cpio needed).
+struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+    dirs: BTreeSet<String>,
+    files: BTreeSet<String>,
+}
+
+impl Cpio {
+    fn new() -> Cpio {
+        Cpio { out: Vec::new(), ino: 1, dirs: BTreeSet::new(), files: BTreeSet::new() }
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.node(name, mode, data, (0, 0));
+    }
+
+    /// One archive member; `rdev` for device nodes.
+    fn node(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
+        let name = name.trim_start_matches('/');
+        let header = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() + 1,
+            0
+        );
+        self.ino += 1;
+        self.out.extend_from_slice(header.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        while self.out.len() % 4 != 0 {
+            self.out.push(0);
+        }
+        self.out.extend_from_slice(data);
+        while self.out.len() % 4 != 0 {
+            self.out.push(0);
+        }
+    }
+
+    fn dir(&mut self, path: &str) {
+        let path = path.trim_start_matches('/').trim_end_matches('/');
+        let mut acc = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(part);
+            if self.dirs.insert(acc.clone()) {
+                let a = acc.clone();
+                self.entry(&a, 0o040755, &[]);
+            }
+        }
+    }
+
+    fn file(&mut self, path: &str, data: &[u8], mode: u32) {
+        if let Some((parent, _)) = path.trim_start_matches('/').rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.entry(path, 0o100000 | mode, data);
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) {
+        if let Some((parent, _)) = path.trim_start_matches('/').rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.entry(path, 0o120777, target.as_bytes());
+    }
+
+    /// A host binary at its own path, with the shared libraries it needs.
+    fn binary(&mut self, path: &Path) -> Result<()> {
+        let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        self.file(&path.to_string_lossy(), &data, 0o755);
+        let ldd = Command::new("ldd").arg(path).output()?;
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let lib = match line.split_once("=>") {
+                Some((_, rhs)) => rhs.split_whitespace().next(),
+                None => line.split_whitespace().next().filter(|l| l.starts_with('/')),
+            };
+            let Some(lib) = lib.filter(|l| l.starts_with('/')) else { continue };
+            if !self.files.insert(lib.to_string()) {
+                continue;
+            }
+            let bytes = std::fs::read(std::fs::canonicalize(lib)?)?;
+            self.file(lib, &bytes, 0o755);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.out
+    }
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tmpfs tmp /tmp
+mount -t devtmpfs dev /dev 2>/dev/null
+mount -t tmpfs run /run
+mkdir -p /run/netns /var /sys/fs/cgroup
+ln -s /run /var/run
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+ip link set lo up
+echo "@@kernel $(uname -r)"
+echo "@@check-begin"
+@SOCKPROBE@ check
+echo "@@check-end rc=$?"
+SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --test-threads=1 privileged_ 2>&1
+echo "@@tests-end rc=$?"
+poweroff -f
+"#;
+
+struct Outcome {
+    kernel: String,
+    probes: Vec<(String, String, String)>,
+    tests: Vec<(String, bool)>,
+    check_ok: bool,
+}
+
+fn scenario_binary() -> Result<PathBuf> {
+    let out = cargo()
+        .args(["test", "--release", "-p", "probe-user", "--test", "scenarios", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("build the scenario tests")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"executable\":\"") && l.contains("scenarios"))
+        .filter_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next().map(PathBuf::from))
+        .next_back()
+        .context("scenario test binary not found")
+}
+
+fn build_initramfs(dir: &Path) -> Result<PathBuf> {
+    let root = workspace_root();
+    let sockprobe = root.join("target/release/sockprobe");
+    let peer = root.join("target/release/sockprobe-peer");
+    let scenarios = scenario_binary()?;
+    let mut cpio = Cpio::new();
+    for d in ["proc", "sys", "tmp", "run", "dev", "etc", "sbin", "usr/bin", "usr/sbin", "root"] {
+        cpio.dir(d);
+    }
+    // The kernel opens /dev/console for init before anything is mounted.
+    cpio.node("dev/console", 0o020600, &[], (5, 1));
+    cpio.file("bin/busybox", &std::fs::read("/bin/busybox").context("busybox-static")?, 0o755);
+    let init = INIT.replace("@SOCKPROBE@", &sockprobe.to_string_lossy()).replace("@SCENARIOS@", &scenarios.to_string_lossy());
+    cpio.file("init", init.as_bytes(), 0o755);
+    cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644);
+    for bin in [sockprobe.as_path(), peer.as_path(), scenarios.as_path(), Path::new("/usr/sbin/ip")] {
+        cpio.binary(bin)?;
+    }
+    cpio.symlink("sbin/ip", "/usr/sbin/ip");
+    let path = dir.join("initramfs.cpio");
+    std::fs::write(&path, cpio.finish())?;
+    Ok(path)
+}
+
+fn boot(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outcome> {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 panic=-1 quiet lockdown=none rdinit=/init"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("qemu-system-x86_64 (Debian qemu-system-x86)")?;
+    let started = Instant::now();
+    let mut out = Outcome { kernel: String::new(), probes: Vec::new(), tests: Vec::new(), check_ok: false };
+    let mut in_check = false;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let left = timeout.checked_sub(started.elapsed()).unwrap_or_default();
+        let Ok(line) = rx.recv_timeout(left.max(Duration::from_millis(1))) else { break };
+        let line = line.trim_end_matches('\r').to_string();
+        println!("  | {line}");
+        let _ = std::io::stdout().flush();
+        if let Some(k) = line.strip_prefix("@@kernel ") {
+            out.kernel = k.to_string();
+        } else if line == "@@check-begin" {
+            in_check = true;
+        } else if let Some(rc) = line.strip_prefix("@@check-end rc=") {
+            in_check = false;
+            out.check_ok = rc == "0";
+        } else if in_check && line.starts_with("  ") {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() >= 3 {
+                let feature = cols[0].to_string();
+                let rest = line.trim_start()[feature.len()..].trim_start().to_string();
+                let (hooks, status) = split_status(&rest);
+                out.probes.push((feature, hooks, status));
+            }
+        } else if let Some(t) = line.strip_prefix("test ") {
+            if let Some((name, result)) = t.rsplit_once(" ... ") {
+                out.tests.push((name.to_string(), result.trim() == "ok"));
+            }
+        } else if line.starts_with("@@tests-end") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(out)
+}
+
+/// `tp_btf/x + tp_btf/y   attached  [min kernel ...]` → (hooks, status).
+fn split_status(rest: &str) -> (String, String) {
+    for key in ["attached", "available", "unavailable:"] {
+        if let Some(i) = rest.find(&format!(" {key}")) {
+            let status = rest[i..].trim();
+            let status = status.split("  [min kernel").next().unwrap_or(status).trim();
+            return (rest[..i].trim().to_string(), status.to_string());
+        }
+    }
+    (rest.to_string(), String::new())
+}
+
+pub fn run(args: &KernelArgs) -> Result<()> {
+    bootstrap::apt_install(&["qemu-system-x86".into(), "busybox-static".into()])?;
+    let dir = workspace_root().join("target/kernels");
+    std::fs::create_dir_all(&dir)?;
+    let initramfs = build_initramfs(&dir)?;
+    let series: Vec<String> = if args.kernels.is_empty() { vec!["6.1".into(), "6.12".into()] } else { args.kernels.clone() };
+    let mut report = String::new();
+    let mut all_ok = true;
+    for s in &series {
+        let package = package_for(s)?;
+        println!("== {package}");
+        let vmlinuz = fetch_kernel(&package, &dir)?;
+        let out = boot(&vmlinuz, &initramfs, Duration::from_secs(args.timeout))?;
+        let passed = out.tests.iter().filter(|(_, ok)| *ok).count();
+        let ok = out.check_ok && !out.tests.is_empty() && passed == out.tests.len();
+        all_ok &= ok;
+        let _ = writeln!(report, "\n### {} ({package})\n", if out.kernel.is_empty() { s.as_str() } else { &out.kernel });
+        let _ = writeln!(report, "`sockprobe check`: {}\n", if out.check_ok { "ok" } else { "FAILED" });
+        let _ = writeln!(report, "| feature | probe | result |\n|---|---|---|");
+        for (f, hooks, status) in &out.probes {
+            let _ = writeln!(report, "| {f} | {hooks} | {} |", status.replace('|', "/"));
+        }
+        let _ = writeln!(report, "\n| scenario | result |\n|---|---|");
+        for (name, ok) in &out.tests {
+            let _ = writeln!(report, "| {name} | {} |", if *ok { "pass" } else { "FAIL" });
+        }
+        println!("== {s}: check {}, {passed}/{} scenarios passed", if out.check_ok { "ok" } else { "FAILED" }, out.tests.len());
+    }
+    std::fs::write(dir.join("report.md"), &report)?;
+    println!("{report}\n(written to {})", dir.join("report.md").display());
+    if !all_ok {
+        bail!("some kernel failed a scenario or its check");
+    }
+    Ok(())
+}
