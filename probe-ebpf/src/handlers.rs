@@ -12,7 +12,7 @@ use probe_common::{
 
 use crate::{
     kernel::{self, layout},
-    maps::{self, EVENTS, SOCKETS},
+    maps::{self, EVENTS, LISTENERS, SOCKETS},
 };
 
 /// `MSG_PEEK` (uapi): peeked bytes stay queued, so they are not I/O yet.
@@ -116,6 +116,10 @@ pub fn on_state_change(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u
     let s = layout!(states);
     // Births check the protocol (SCTP and MPTCP share this tracepoint); a
     // socket already in the map is known to be TCP.
+    if new == s.listen || (old == s.listen && new != s.syn_recv) {
+        on_listener(sk, new == s.listen);
+        return;
+    }
     let st = if old == s.close && new == s.syn_sent {
         if !kernel::is_tcp(sk) {
             return;
@@ -129,10 +133,16 @@ pub fn on_state_change(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u
         if !kernel::is_tcp(sk) {
             return;
         }
-        // A child socket born in softirq: the owner is whoever accepts it.
+        // A child socket born in softirq: it starts with its listener's owner;
+        // the first I/O names the process that accepted it.
         let Some(st) = new_state(sk, cookie(), Direction::Inbound) else { return };
-        unsafe { &mut *st }
-    } else if new == s.listen || old == s.listen || new == s.syn_sent || old == s.close {
+        let st = unsafe { &mut *st };
+        kernel::read_endpoints(sk, st);
+        if let Some(owner) = unsafe { LISTENERS.get(st.sport as u32) } {
+            st.owner = *owner;
+        }
+        st
+    } else if new == s.syn_sent || old == s.close {
         return;
     } else {
         match SOCKETS.get_ptr_mut(key(sk)) {
@@ -209,6 +219,22 @@ pub fn on_state_change(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u
         emit(sk, st, EventKind::Close, duration, REASON_UNKNOWN);
     }
     st.state = new as u8;
+}
+
+/// listen() (process context) or a listener's close.
+#[inline(always)]
+fn on_listener(sk: *const u8, listening: bool) {
+    if !kernel::is_tcp(sk) {
+        return;
+    }
+    let port = u16::from_be(kernel::read::<u16>(sk, layout!(inet_sport), 0)) as u32;
+    if listening {
+        let mut owner = Owner { cgroup_id: 0, tgid: 0, _pad: 0, comm: [0; 16] };
+        kernel::capture_owner(&mut owner);
+        let _ = LISTENERS.insert(port, &owner, 0);
+    } else {
+        let _ = LISTENERS.remove(port);
+    }
 }
 
 /// `tcp_send_reset`. `active` = no incoming segment (skb NULL): we chose to reset.

@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use probe_common::{COUNTER_SLOTS, Counter, SockState};
+use probe_common::{COUNTER_SLOTS, Counter, Owner, SockState};
 
 /// Per-socket state keyed by `struct sock *`. LRU so a missed destroy cannot leak.
 #[map(name = "SOCKETS")]
@@ -14,6 +14,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Owner of each listening port, captured at listen() (process context):
+/// accepted sockets start with it, so idle accepted connections have an
+/// owner before their first I/O.
+#[map(name = "LISTENERS")]
+pub static LISTENERS: HashMap<u32, Owner> = HashMap::with_max_entries(8192, 0);
 
 /// kprobe fallback: `tcp_{send,recv}msg` arguments stashed from entry to return,
 /// keyed by pid_tgid.
