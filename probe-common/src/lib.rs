@@ -87,9 +87,6 @@ pub struct KernelLayout {
     pub rst_abort_on_close: u32,
     /// `IPPROTO_TCP`.
     pub ipproto_tcp: u32,
-    /// Index of `flags` among `tcp_recvmsg`'s arguments (4 before 5.19, 3 since).
-    pub tcp_recvmsg_flags_arg: u32,
-    pub _pad: u32,
 }
 
 impl KernelLayout {
@@ -126,8 +123,6 @@ impl KernelLayout {
         },
         rst_abort_on_close: REASON_UNKNOWN,
         ipproto_tcp: 0,
-        tcp_recvmsg_flags_arg: 3,
-        _pad: 0,
     };
 }
 

@@ -62,9 +62,6 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, Error> {
             .map(|v| v as u32)
             .unwrap_or(REASON_UNKNOWN),
         ipproto_tcp: enum_required(btf, "IPPROTO_TCP")?,
-        // 5.19 dropped `nonblock`: flags moved from the 5th to the 4th argument.
-        tcp_recvmsg_flags_arg: if btf.function_arity("tcp_recvmsg") == Some(6) { 4 } else { 3 },
-        _pad: 0,
     })
 }
 

@@ -95,6 +95,8 @@ pub enum Needs {
     Function(&'static str, u32),
     /// Kernel function present in BTF (any signature).
     AnyFunction(&'static str),
+    /// Kernel function with at most this many parameters.
+    MaxParams(&'static str, u32),
 }
 
 impl Needs {
@@ -108,6 +110,11 @@ impl Needs {
             Needs::Function(func, n) => match btf.function_arity(func) {
                 Some(a) if a == n => Ok(()),
                 Some(a) => Err(format!("{func}() takes {a} parameters here, this program expects {n}")),
+                None => Err(format!("{func}() not in this kernel's BTF")),
+            },
+            Needs::MaxParams(func, n) => match btf.function_arity(func) {
+                Some(a) if a <= n => Ok(()),
+                Some(a) => Err(format!("{func}() takes {a} parameters here, this program expects at most {n}")),
                 None => Err(format!("{func}() not in this kernel's BTF")),
             },
             Needs::AnyFunction(func) => match btf.function_arity(func) {
@@ -209,9 +216,21 @@ pub const PROBE_TABLE: &[Candidate] = &[
             ("kprobe_tcp_recvmsg", KProbe("tcp_recvmsg")),
             ("kretprobe_tcp_recvmsg", KRetProbe("tcp_recvmsg")),
         ],
-        needs: &[AnyFunction("tcp_sendmsg"), AnyFunction("tcp_recvmsg")],
+        needs: &[AnyFunction("tcp_sendmsg"), MaxParams("tcp_recvmsg", 5)],
+        min_kernel: "5.19 (kprobes)",
+        note: "replaces sock_{send,recv}_length; costlier (entry+return probes); flags are the 4th argument",
+    },
+    Candidate {
+        feature: Feature::AppIo,
+        programs: &[
+            ("kprobe_tcp_sendmsg", KProbe("tcp_sendmsg")),
+            ("kretprobe_tcp_sendmsg", KRetProbe("tcp_sendmsg")),
+            ("kprobe_tcp_recvmsg_nonblock", KProbe("tcp_recvmsg")),
+            ("kretprobe_tcp_recvmsg", KRetProbe("tcp_recvmsg")),
+        ],
+        needs: &[AnyFunction("tcp_sendmsg"), Function("tcp_recvmsg", 6)],
         min_kernel: "4.x (kprobes)",
-        note: "replaces sock_{send,recv}_length; costlier (entry+return probes)",
+        note: "as above, with tcp_recvmsg's pre-5.19 `nonblock` parameter",
     },
     Candidate {
         feature: Feature::ResetsSent,
@@ -412,7 +431,23 @@ fn shares_programs_with_attached(status: &[ProbeStatus], c: &Candidate) -> bool 
     })
 }
 
+/// Hook kinds named in `SOCKPROBE_SKIP_HOOKS` (e.g. `fentry,fexit`) are not
+/// tried: a diagnostic knob to exercise the fallbacks on kernels that would
+/// not choose them (the QEMU kernel matrix uses it).
+fn skipped(c: &Candidate) -> Option<String> {
+    let list = std::env::var("SOCKPROBE_SKIP_HOOKS").ok()?;
+    let kinds: Vec<&str> = list.split(',').map(str::trim).collect();
+    c.programs.iter().find_map(|(_, hook)| {
+        let kind = hook.to_string();
+        let kind = kind.split('/').next().unwrap_or("");
+        kinds.contains(&kind).then(|| format!("skipped: SOCKPROBE_SKIP_HOOKS={list}"))
+    })
+}
+
 fn try_attach(ebpf: &mut Ebpf, c: &Candidate, btf: &Btf, aya_btf: &AyaBtf) -> Result<(), String> {
+    if let Some(why) = skipped(c) {
+        return Err(why);
+    }
     for need in c.needs {
         need.check(btf)?;
     }
@@ -477,7 +512,9 @@ fn describe(e: &ProgramError) -> String {
             if !log.trim().is_empty() {
                 log::debug!("verifier log:\n{log}");
             }
-            let last = log.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("processed"));
+            // The verifier ends with statistics; the reason is the line before them.
+            let stats = ["processed ", "stack depth", "verification time", "mark_read"];
+            let last = log.lines().rev().map(str::trim).find(|l| !l.is_empty() && !stats.iter().any(|p| l.starts_with(p)));
             let hint = if io_error.raw_os_error() == Some(libc::EPERM) {
                 " (refused by kernel policy, e.g. lockdown or an LSM)"
             } else {

@@ -8,7 +8,6 @@ use aya_ebpf::{
 use super::cookie_of;
 use crate::{
     handlers::{self, RECV, SEND},
-    kernel::layout,
     maps::{IO_ARGS, IoArgs},
 };
 
@@ -100,10 +99,18 @@ pub fn kretprobe_tcp_sendmsg(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// `tcp_recvmsg(sk, msg, len, flags, ...)` entry, 5.19+. (The argument index
+/// cannot come from a global: the verifier refuses a ctx offset it cannot see.)
 #[kprobe]
 pub fn kprobe_tcp_recvmsg(ctx: ProbeContext) -> u32 {
-    let flags = if layout!(tcp_recvmsg_flags_arg) == 4 { ctx.arg::<i32>(4) } else { ctx.arg::<i32>(3) };
-    stash(ctx.arg(0), flags.unwrap_or(0) as u64);
+    stash(ctx.arg(0), ctx.arg::<i32>(3).unwrap_or(0) as u64);
+    0
+}
+
+/// `tcp_recvmsg(sk, msg, len, nonblock, flags, addr_len)` entry, before 5.19.
+#[kprobe]
+pub fn kprobe_tcp_recvmsg_nonblock(ctx: ProbeContext) -> u32 {
+    stash(ctx.arg(0), ctx.arg::<i32>(4).unwrap_or(0) as u64);
     0
 }
 
