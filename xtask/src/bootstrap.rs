@@ -118,7 +118,22 @@ fn ensure_bpf_linker(llvm: u32) -> Result<()> {
     }
 }
 
+/// Python tools the deployment tests use, from PyPI.
+const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate")];
+
+fn ensure_pip_tools() -> Result<()> {
+    for (bin, package) in PIP_TOOLS {
+        if which(bin).is_none() {
+            eprintln!("xtask: pip install {package}");
+            run(Command::new("python3").args(["-m", "pip", "install", "--quiet", package]))
+                .with_context(|| format!("pip install {package}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn ensure_test_tools() -> Result<()> {
+    ensure_pip_tools()?;
     let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(bin, _)| which(bin).is_none() && !Path::new("/usr/sbin").join(bin).exists() && !Path::new("/sbin").join(bin).exists()).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());

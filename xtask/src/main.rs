@@ -37,6 +37,12 @@ enum Cmd {
     /// Build, then boot Debian's 6.1 and 6.12 kernels in QEMU and run the
     /// privileged scenarios inside (see docs/kernels.md).
     Kernels(kernels::KernelArgs),
+    /// Build, then install the binary, the systemd unit and a default config
+    /// (under --root, default /; see docs/install.md).
+    Install {
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+    },
     /// Build, then run every test; privileged ones too when root.
     Test {
         /// Extra arguments for the test binaries (e.g. a name filter).
@@ -85,6 +91,12 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             kernels::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Install { root } => {
+            bootstrap::ensure()?;
+            build()?;
+            install(&root)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Test { args } => {
             bootstrap::ensure()?;
             build()?;
@@ -103,6 +115,34 @@ pub fn cargo() -> Command {
     c.current_dir(workspace_root());
     c.env("PATH", bootstrap::path_with_cargo_bin());
     c
+}
+
+/// Binary to /usr/local/bin, unit to /etc/systemd/system, config to
+/// /etc/sockprobe (kept if present); then `systemctl daemon-reload` on a live
+/// systemd host.
+fn install(root: &std::path::Path) -> Result<()> {
+    let ws = workspace_root();
+    let copy = |from: &str, to: &str, mode: u32, keep: bool| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dest = root.join(to.trim_start_matches('/'));
+        if keep && dest.exists() {
+            println!("kept {}", dest.display());
+            return Ok(());
+        }
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        std::fs::copy(ws.join(from), &dest).with_context(|| format!("install {}", dest.display()))?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+        println!("installed {}", dest.display());
+        Ok(())
+    };
+    copy("target/release/sockprobe", "/usr/local/bin/sockprobe", 0o755, false)?;
+    copy("deploy/systemd/sockprobe.service", "/etc/systemd/system/sockprobe.service", 0o644, false)?;
+    copy("deploy/sockprobe.toml", "/etc/sockprobe/sockprobe.toml", 0o644, true)?;
+    if root == std::path::Path::new("/") && std::path::Path::new("/run/systemd/system").exists() {
+        let _ = Command::new("systemctl").arg("daemon-reload").status();
+        println!("next: systemctl enable --now sockprobe");
+    }
+    Ok(())
 }
 
 fn build() -> Result<()> {

@@ -1,0 +1,88 @@
+//! The deployment files are checked by the tools that will consume them:
+//! systemd, kustomize + the Kubernetes schemas, promtool, and the dashboard
+//! against the metric names sockprobe exports.
+mod support;
+
+use std::{path::Path, process::Command};
+
+use support::SOCKPROBE;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (cargo xtask test installs the tool)"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sockprobe-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn systemd_unit_verifies_and_is_hardened() {
+    let unit = std::fs::read_to_string(format!("{ROOT}/deploy/systemd/sockprobe.service")).unwrap();
+    let dir = temp_dir("unit");
+    // verify wants the binary to exist: point it at the one just built.
+    let path = dir.join("sockprobe.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/sockprobe", SOCKPROBE)).unwrap();
+    let out = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+    assert!(!out.contains("sockprobe.service:"), "systemd-analyze verify complains:\n{out}");
+    let security = run(Command::new("systemd-analyze").args(["security", "--offline=yes"]).arg(&path));
+    let score: f64 = security
+        .lines()
+        .find_map(|l| l.split("sockprobe.service: ").nth(1))
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{security}"));
+    // docs/operations.md reports this score; keep the unit at least "OK".
+    assert!(score <= 3.0, "exposure {score} regressed:\n{security}");
+    for needed in ["CapabilityBoundingSet=CAP_BPF CAP_PERFMON", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "Restart=on-failure"] {
+        assert!(unit.contains(needed), "{needed} missing from the unit");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn kubernetes_base_renders_and_validates() {
+    let rendered = run(Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/kubernetes")]));
+    for kind in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service", "PodMonitor", "ConfigMap"] {
+        assert!(rendered.contains(&format!("kind: {kind}\n")), "{kind} missing from the rendered base");
+    }
+    assert!(rendered.contains("hostPID: true") && rendered.contains("privileged: false"));
+    let dir = temp_dir("k8s");
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    let out = run(Command::new("kubernetes-validate").arg("--strict").arg(&file));
+    assert!(!out.contains("ERROR"), "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn alert_rules_pass_their_unit_tests() {
+    let dir = format!("{ROOT}/deploy/prometheus");
+    run(Command::new("promtool").args(["check", "rules", "alerts.yml"]).current_dir(&dir));
+    let out = run(Command::new("promtool").args(["test", "rules", "alerts_test.yml"]).current_dir(&dir));
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// Every metric the dashboard and the alerts query is one sockprobe exports.
+#[test]
+fn dashboard_and_alerts_use_only_exported_metrics() {
+    let docs = std::fs::read_to_string(format!("{ROOT}/docs/metrics.md")).unwrap();
+    for file in ["deploy/grafana/sockprobe.json", "deploy/prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(Path::new(ROOT).join(file)).unwrap();
+        if file.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&text).expect("dashboard is JSON");
+        }
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("sockprobe_") {
+            let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[i + name.len()..];
+            let family = ["_sum", "_count", "_bucket"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
+            assert!(docs.contains(&format!("`{family}`")), "{file} uses {name}, which docs/metrics.md does not document");
+        }
+    }
+}
