@@ -20,6 +20,7 @@ use crate::{
     probes::{KernelStats, MapSizes, Outcome, Probes},
     scan, shutdown,
     stream::EventStream,
+    web_config::WebConfig,
 };
 
 /// How often live sockets are reconciled with the kernel's socket table
@@ -34,12 +35,10 @@ struct Shared {
 }
 
 pub async fn run(cfg: RunConfig) -> Result<(), Error> {
-    if let Some(path) = &cfg.web_config_file {
-        return Err(Error::Config(format!(
-            "--web.config.file {}: TLS and basic auth are not supported yet; serve on 127.0.0.1 or put a proxy in front",
-            path.display()
-        )));
-    }
+    let web = Arc::new(match &cfg.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::none(),
+    });
     // Bind before attaching anything: a second instance fails here, at once.
     let listener = std::net::TcpListener::bind(cfg.listen_address).map_err(|e| {
         Error::io(format!("cannot listen on {} (another sockprobe running? see --web.listen-address)", cfg.listen_address), e)
@@ -59,8 +58,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
         let s = handler_state.clone();
         async move { respond(&s, &path) }
     });
-    tokio::spawn(http::serve(listener, handler));
-    log::info!("listening on http://{}{}", cfg.listen_address, cfg.telemetry_path);
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
+    tokio::spawn(http::serve(listener, handler, web));
+    log::info!("listening on {scheme}://{}{}", cfg.listen_address, cfg.telemetry_path);
 
     let sizes = MapSizes { max_sockets: cfg.max_sockets, ring_buffer_bytes: cfg.ring_buffer_bytes };
     let mut probes = tokio::task::spawn_blocking(move || Probes::attach(sizes))

@@ -3,9 +3,11 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
 };
+
+use crate::web_config::WebConfig;
 
 pub struct Response {
     pub status: u16,
@@ -23,6 +25,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         503 => "Service Unavailable",
@@ -32,23 +35,35 @@ fn reason(status: u16) -> &'static str {
 
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Serves until the listener fails; `handler(path)` answers GET/HEAD requests.
-pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>)
+/// Serves until the listener fails; `handler(path)` answers GET/HEAD
+/// requests, behind TLS and basic auth when `web` asks for them.
+pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>, web: Arc<WebConfig>)
 where
     H: Fn(String) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send,
 {
+    let acceptor = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let handler = handler.clone();
+        let (handler, web, acceptor) = (handler.clone(), web.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(30), handle(stream, handler)).await;
+            let work = async {
+                match acceptor {
+                    Some(a) => match a.accept(stream).await {
+                        Ok(tls) => handle(tls, handler, &web).await,
+                        Err(e) => Err(e),
+                    },
+                    None => handle(stream, handler, &web).await,
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(30), work).await;
         });
     }
 }
 
-async fn handle<H, F>(mut stream: TcpStream, handler: Arc<H>) -> std::io::Result<()>
+async fn handle<S, H, F>(mut stream: S, handler: Arc<H>, web: &WebConfig) -> std::io::Result<()>
 where
+    S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(String) -> F,
     F: Future<Output = Response>,
 {
@@ -65,13 +80,19 @@ where
     let mut parts = text.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("").to_string();
+    let authorization = text
+        .lines()
+        .skip(1)
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim()));
     let resp = match method {
+        _ if !web.authorized(authorization) => Response::text(401, "unauthorized\n"),
         "GET" | "HEAD" => handler(path).await,
         "" => Response::text(400, "bad request\n"),
         _ => Response::text(405, "only GET and HEAD\n"),
     };
+    let challenge = if resp.status == 401 { "WWW-Authenticate: Basic realm=\"sockprobe\"\r\n" } else { "" };
     let header = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,

@@ -19,5 +19,6 @@ pub mod scan;
 pub mod shutdown;
 pub mod stream;
 pub mod trace;
+pub mod web_config;
 
 pub use error::Error;

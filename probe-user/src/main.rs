@@ -61,7 +61,8 @@ struct RunArgs {
     /// Path of the metrics [default: /metrics].
     #[arg(long = "web.telemetry-path")]
     telemetry_path: Option<String>,
-    /// TLS/basic-auth file in the Prometheus exporter-toolkit format (not supported yet).
+    /// TLS and basic-auth settings, in the Prometheus exporter-toolkit
+    /// web-config format (tls_server_config, basic_auth_users).
     #[arg(long = "web.config.file")]
     web_config_file: Option<PathBuf>,
     /// Distinct `endpoint` label values per (comm, container); the rest are

@@ -254,3 +254,65 @@ impl OutputWithStdin for Command {
         (out.status, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
+
+/// `--web.config.file`: TLS with a real client (curl), basic auth with the
+/// right and a wrong password.
+#[test]
+fn privileged_tls_and_basic_auth() {
+    if !is_root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sockprobe-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.join("server.key"))
+        .arg("-out")
+        .arg(dir.join("server.crt"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    // bcrypt of "s3cret", cost 10.
+    let hash = "$2y$10$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa";
+    let web = dir.join("web.yml");
+    std::fs::write(&web, format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prom: '{hash}'\n")).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(SOCKPROBE)
+        .args(["run", "--web.listen-address", &addr, "--web.config.file"])
+        .arg(&web)
+        .spawn()
+        .unwrap();
+    let curl = |user: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(dir.join("server.crt"))
+            .args(["-u", user, &format!("https://{addr}/healthz")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until("healthy over TLS", Duration::from_secs(30), || curl("prom:s3cret") == "200");
+    assert_eq!(curl("prom:wrong"), "401");
+    assert_eq!(curl("nobody:s3cret"), "401");
+    // Plain HTTP on a TLS port gets nothing useful.
+    assert_ne!(http_get(&addr, "/healthz").map(|(s, _)| s), Some(200));
+    child.kill().ok();
+    child.wait().ok();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_web_config_exits_2() {
+    let dir = std::env::temp_dir().join(format!("sockprobe-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let web = dir.join("web.yml");
+    std::fs::write(&web, "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n").unwrap();
+    let out = Command::new(SOCKPROBE).args(["run", "--web.listen-address", "127.0.0.1:0", "--web.config.file"]).arg(&web).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid --web.config.file") && err.contains("missing.crt") && err.trim_end().lines().count() == 1, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
