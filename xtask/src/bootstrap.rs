@@ -10,9 +10,20 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
 /// Debian packages the tests use besides the toolchain.
 /// (command, package): Go `net/http` programs are the daemon tests' subjects,
-/// promtool checks the exposition.
+/// promtool checks the exposition and the alert rules, a real Prometheus
+/// scrapes the daemon, openssl and curl test TLS, systemd-analyze the unit.
 const TEST_TOOLS: &[(&str, &str)] =
-    &[("ip", "iproute2"), ("setpriv", "util-linux"), ("ss", "iproute2"), ("go", "golang-go"), ("promtool", "prometheus")];
+    &[
+        ("ip", "iproute2"),
+        ("setpriv", "util-linux"),
+        ("ss", "iproute2"),
+        ("go", "golang-go"),
+        ("promtool", "prometheus"),
+        ("prometheus", "prometheus"),
+        ("openssl", "openssl"),
+        ("curl", "curl"),
+        ("systemd-analyze", "systemd"),
+    ];
 
 pub fn ensure() -> Result<()> {
     let nightly_llvm = ensure_nightly()?;

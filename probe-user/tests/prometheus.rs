@@ -1,0 +1,103 @@
+//! End to end: a real Prometheus server (Debian's `prometheus`) scrapes
+//! `sockprobe run` while a Go client leaks CLOSE_WAIT sockets; its HTTP API
+//! shows the series and our CLOSE_WAIT alert firing.
+mod support;
+
+use std::{
+    process::{Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::*;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn api(addr: &str, path: &str) -> Option<Value> {
+    let (status, body) = http_get(addr, path)?;
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_str(&body).ok()
+}
+
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
+    if !is_root() {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let dir = std::env::temp_dir().join(format!("sockprobe-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Our rules, with windows and `for:` shortened so a test can see them fire.
+    let rules = std::fs::read_to_string(format!("{ROOT}/deploy/prometheus/alerts.yml"))
+        .unwrap()
+        .replace("for: 15m", "for: 0s")
+        .replace("[15m:1m]", "[20s:1s]")
+        .replace("{state=\"close_wait\"}) > 10", "{state=\"close_wait\"}) > 2");
+    std::fs::write(dir.join("alerts.yml"), rules).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
+             scrape_configs:\n  - job_name: sockprobe\n    static_configs:\n      - targets: ['{}']\n",
+            daemon.addr
+        ),
+    )
+    .unwrap();
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package; cargo xtask test installs it)");
+
+    let (mut server, addr) = spawn_listening(&[], &go_program("t61-gosrv"), &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "1s"]);
+    let mut client = spawn(&[], &go_program("t61-leaky"), &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "100ms"]);
+
+    let query = encode("sockprobe_tcp_sockets{comm=\"t61-leaky\",state=\"close_wait\"}");
+    let value = poll("the CLOSE_WAIT series in Prometheus", Duration::from_secs(60), || {
+        let v = api(&prom_addr, &format!("/api/v1/query?query={query}"))?;
+        let n: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
+        (n > 0.0).then_some(n)
+    });
+    assert!(value > 0.0);
+    let alert = poll("SockprobeCloseWaitGrowing firing", Duration::from_secs(90), || {
+        let v = api(&prom_addr, "/api/v1/alerts")?;
+        v["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "SockprobeCloseWaitGrowing" && a["labels"]["comm"] == "t61-leaky" && a["state"] == "firing")
+            .cloned()
+    });
+    assert_eq!(alert["labels"]["severity"], "warning", "{alert}");
+    for c in [&mut client, &mut server, &mut prom] {
+        c.kill().ok();
+        c.wait().ok();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
