@@ -18,6 +18,8 @@ pub struct Overrides {
     pub max_sockets: Option<u32>,
     pub ring_buffer_bytes: Option<u32>,
     pub log_level: Option<String>,
+    pub kubernetes_api_url: Option<String>,
+    pub kubernetes_node_name: Option<String>,
 }
 
 /// The file, as written. Unknown keys are errors (a typo must not be ignored).
@@ -32,6 +34,15 @@ struct File {
     probe: ProbeFile,
     #[serde(default)]
     log: LogFile,
+    #[serde(default)]
+    kubernetes: KubernetesFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct KubernetesFile {
+    api_url: Option<String>,
+    node_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +86,10 @@ pub struct RunConfig {
     pub max_sockets: u32,
     pub ring_buffer_bytes: u32,
     pub log_level: String,
+    /// Kubernetes API for pod names; default: in-cluster when running in a pod.
+    pub kubernetes_api_url: Option<String>,
+    /// This node's name for the pod list; default: `$NODE_NAME`.
+    pub kubernetes_node_name: Option<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
@@ -124,7 +139,15 @@ impl RunConfig {
         if !LOG_LEVELS.contains(&log_level.as_str()) {
             return Err(Error::Config(format!("invalid log.level '{log_level}': expected one of {}", LOG_LEVELS.join(", "))));
         }
+        let kubernetes_api_url = flags.kubernetes_api_url.or(f.kubernetes.api_url);
+        if let Some(u) = &kubernetes_api_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(Error::Config(format!("invalid kubernetes.api-url '{u}': expected https://HOST:PORT")));
+        }
         Ok(RunConfig {
+            kubernetes_api_url,
+            kubernetes_node_name: flags.kubernetes_node_name.or(f.kubernetes.node_name),
             listen_address,
             telemetry_path,
             web_config_file: flags.web_config_file.or(f.web.config_file),

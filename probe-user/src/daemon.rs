@@ -16,6 +16,7 @@ use crate::{
     error::Error,
     http::{self, Response},
     identity::Clock,
+    k8s::{ApiConfig, PodNames},
     metrics::Aggregator,
     probes::{KernelStats, MapSizes, Outcome, Probes},
     scan, shutdown,
@@ -76,6 +77,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
         }
     }
     let mut events = EventStream::new(&mut probes)?;
+    let pods = PodNames::default();
+    if let Some(api) = ApiConfig::in_cluster(cfg.kubernetes_api_url.clone(), cfg.kubernetes_node_name.clone()) {
+        spawn_pod_refresh(api, pods.clone()).await;
+        events.decoder().set_pods(pods.clone());
+    }
     *shared.stats.lock().unwrap() = Some(probes.take_stats()?);
 
     // Probes first, then the scan: a socket closing in between is seen by
@@ -86,7 +92,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
             let n = found.sockets.len();
             let now = Clock::monotonic_now_ns();
             let mut agg = shared.agg.lock().unwrap();
-            for s in found.sockets {
+            for mut s in found.sockets {
+                s.container = pods.resolve(&s.container);
                 agg.add_existing(s, now);
             }
             log::info!("start-up scan: {n} existing sockets ({} without owner) in {:?}", found.unowned, started.elapsed());
@@ -120,6 +127,31 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     shared.stats.lock().unwrap().take();
     drop(probes);
     Ok(())
+}
+
+/// How often the pod list of this node is fetched again.
+const POD_REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// First fetch now (so the first scrape has pod names), then every 30 s.
+/// Failures keep the cgroup-derived names and are logged, never fatal.
+async fn spawn_pod_refresh(api: ApiConfig, pods: PodNames) {
+    let refresh = move |api: ApiConfig, pods: PodNames| async move {
+        tokio::task::spawn_blocking(move || pods.refresh(&api)).await.unwrap_or_else(|e| Err(Error::Load(e.to_string())))
+    };
+    match refresh(api.clone(), pods.clone()).await {
+        Ok(n) => log::info!("Kubernetes API {}: {n} containers on node {}", api.url, api.node),
+        Err(e) => log::warn!("{e}; containers keep their cgroup-derived names"),
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POD_REFRESH_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresh(api.clone(), pods.clone()).await {
+                log::debug!("{e}");
+            }
+        }
+    });
 }
 
 fn respond(s: &Shared, path: &str) -> Response {

@@ -99,6 +99,7 @@ pub struct Decoder {
     cgroups: CgroupPaths,
     /// `container` label per cgroup id (ids are never reused while the host runs).
     containers: std::collections::HashMap<u64, String>,
+    pods: crate::k8s::PodNames,
     reasons: ResetReasons,
     ephemeral: (u16, u16),
 }
@@ -109,6 +110,7 @@ impl Decoder {
             clock: Clock::new(),
             cgroups: CgroupPaths::new(),
             containers: std::collections::HashMap::new(),
+            pods: Default::default(),
             reasons,
             ephemeral: ephemeral_ports(),
         }
@@ -120,9 +122,17 @@ impl Decoder {
         }
         // Unknown ids (a cgroup created and gone between scans) are not cached.
         let Some(path) = self.cgroups.path(cgroup_id) else { return String::new() };
-        let c = container_of(&path);
-        self.containers.insert(cgroup_id, c.clone());
+        let c = self.pods.resolve(&container_of(&path));
+        // A pod the API has not named yet may be named at the next refresh.
+        if !c.starts_with("/k8s/pod-") {
+            self.containers.insert(cgroup_id, c.clone());
+        }
         c
+    }
+
+    /// Names Kubernetes containers through the API (DaemonSet mode).
+    pub fn set_pods(&mut self, pods: crate::k8s::PodNames) {
+        self.pods = pods;
     }
 
     pub fn reason_name(&self, value: u32) -> String {

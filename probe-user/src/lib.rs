@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod identity;
+pub mod k8s;
 pub mod layout;
 pub mod metrics;
 pub mod privileges;

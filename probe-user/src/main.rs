@@ -72,6 +72,13 @@ struct RunArgs {
     /// Drop the series of a process with no socket and no event for this long [default: 10m].
     #[arg(long = "metrics.series-ttl")]
     series_ttl: Option<String>,
+    /// Kubernetes API server, to name pods' containers /k8s/<namespace>/<pod>/<container>
+    /// [default: in-cluster (KUBERNETES_SERVICE_HOST) when running in a pod].
+    #[arg(long = "kubernetes.api-url")]
+    kubernetes_api_url: Option<String>,
+    /// This node's name, to list only its pods [default: $NODE_NAME].
+    #[arg(long = "kubernetes.node-name")]
+    kubernetes_node_name: Option<String>,
     #[command(flatten)]
     probe: ProbeArgs,
 }
@@ -135,6 +142,8 @@ fn main() -> ExitCode {
                 max_sockets: args.probe.max_sockets,
                 ring_buffer_bytes: args.probe.ring_buffer_bytes,
                 log_level: cli.log_level,
+                kubernetes_api_url: args.kubernetes_api_url,
+                kubernetes_node_name: args.kubernetes_node_name,
             };
             let cfg = match RunConfig::load(args.config_file.as_deref(), flags) {
                 Ok(c) => c,
