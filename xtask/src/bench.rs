@@ -40,6 +40,11 @@ enum Tracer {
     None,
     Sockprobe,
     Bpftrace,
+    /// Empty programs on the same six tracepoints: what merely running a
+    /// program costs per event here, bpf_stats' own clock reads included.
+    /// (Classic tracepoints: this bpftrace has no raw tracepoints, and a
+    /// classic one sets up a record first, so it bounds the floor from above.)
+    Floor,
 }
 
 impl Tracer {
@@ -48,6 +53,7 @@ impl Tracer {
             Tracer::None => "none",
             Tracer::Sockprobe => "sockprobe",
             Tracer::Bpftrace => "bpftrace",
+            Tracer::Floor => "empty-programs",
         }
     }
 }
@@ -97,6 +103,10 @@ tracepoint:tcp:tcp_destroy_sock {
   delete(@out[args->skaddr]); delete(@in[args->skaddr]); delete(@last[args->skaddr]);
 }
 "#;
+
+const FLOOR_SCRIPT: &str = "tracepoint:sock:inet_sock_set_state {} tracepoint:sock:sock_send_length {} \
+tracepoint:sock:sock_recv_length {} tracepoint:tcp:tcp_send_reset {} tracepoint:tcp:tcp_receive_reset {} \
+tracepoint:tcp:tcp_destroy_sock {}";
 
 /// A BPF program's counters from `bpftool prog show -j`.
 #[derive(Clone, Debug, Default)]
@@ -152,9 +162,9 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
                 .context("start sockprobe")?;
             (child, Some(addr))
         }
-        Tracer::Bpftrace => {
+        Tracer::Bpftrace | Tracer::Floor => {
             let script = dir.join("track.bt");
-            std::fs::write(&script, BPFTRACE_SCRIPT)?;
+            std::fs::write(&script, if tracer == Tracer::Floor { FLOOR_SCRIPT } else { BPFTRACE_SCRIPT })?;
             let child = Command::new("bpftrace")
                 .arg(&script)
                 .stdout(Stdio::null())
@@ -359,7 +369,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     set_bpf_stats(true)?;
     for w in workloads {
-        for t in [Tracer::Sockprobe, Tracer::Bpftrace] {
+        for t in [Tracer::Sockprobe, Tracer::Bpftrace, Tracer::Floor] {
             let running = start_tracer(t, &dir)?;
             run_wrk(w, nginx.port, args.seconds)?;
             if let Some(r) = running {
