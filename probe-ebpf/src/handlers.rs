@@ -6,8 +6,7 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
 };
 use probe_common::{
-    Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN,
-    SHUTDOWN_MASK, SockState, flags,
+    Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN, SHUTDOWN_MASK, SockState, flags,
 };
 
 use crate::{
@@ -31,7 +30,7 @@ fn key(sk: *const u8) -> u64 {
 /// Creates (or at birth, replaces) the state of `sk`.
 #[inline(always)]
 fn new_state(sk: *const u8, cookie: u64, direction: Direction) -> Option<*mut SockState> {
-    let mut st = SockState {
+    let st = SockState {
         cookie,
         birth_ns: 0,
         close_wait_ns: 0,
@@ -209,10 +208,7 @@ pub fn on_state_change(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u
         emit(sk, st, EventKind::CloseWaitEnd, age, REASON_UNKNOWN);
     }
 
-    if leaving_open
-        && (new == s.fin_wait1 || new == s.last_ack || new == s.close)
-        && st.flags & flags::CLOSED == 0
-    {
+    if leaving_open && (new == s.fin_wait1 || new == s.last_ack || new == s.close) && st.flags & flags::CLOSED == 0 {
         flush_pending_open(sk, st);
         st.flags |= flags::CLOSED;
         let duration = if st.birth_ns != 0 { t.saturating_sub(st.birth_ns) } else { 0 };
@@ -250,10 +246,8 @@ pub fn on_reset_sent(sk: *const u8, active: bool, reason: u32) {
         let abort_on_close = layout!(rst_abort_on_close);
         // Kernels without reasons (or 6.10/6.11, which report 0) rely on the
         // close-path signature alone.
-        let is_abort = reason == REASON_UNKNOWN
-            || abort_on_close == REASON_UNKNOWN
-            || reason == abort_on_close
-            || reason == 0;
+        let is_abort =
+            reason == REASON_UNKNOWN || abort_on_close == REASON_UNKNOWN || reason == abort_on_close || reason == 0;
         if active && is_abort {
             emit(sk, st, EventKind::UnreadClose, st.pending_unread as u64, reason);
         }
@@ -315,5 +309,5 @@ pub fn on_close_entry(sk: *const u8) {
     take_owner(sk, unsafe { &mut *st });
 }
 
-pub use probe_common::IO_SEND as SEND;
 pub use probe_common::IO_RECV as RECV;
+pub use probe_common::IO_SEND as SEND;

@@ -1,7 +1,7 @@
 //! Reading kernel memory at offsets that userspace resolved from BTF.
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-    bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_buf,
 };
 use probe_common::{AF_INET, AF_INET6, Field, KernelLayout, NO_OFFSET, Owner, SockState};
 

@@ -41,15 +41,38 @@ pub struct Member {
 pub enum Type {
     /// Placeholder for id 0 (`void`) and kinds we never look into.
     Other,
-    Int { name: String, size: u32 },
-    Ptr { target: u32 },
-    Array { elem: u32, len: u32 },
-    Struct { name: String, size: u32, members: Vec<Member> },
+    Int {
+        name: String,
+        size: u32,
+    },
+    Ptr {
+        target: u32,
+    },
+    Array {
+        elem: u32,
+        len: u32,
+    },
+    Struct {
+        name: String,
+        size: u32,
+        members: Vec<Member>,
+    },
     /// A typedef or a qualifier (const, volatile, ...): see through it.
-    Alias { name: String, target: u32 },
-    Enum { name: String, values: Vec<(String, i64)> },
-    Func { name: String, proto: u32 },
-    FuncProto { params: u32 },
+    Alias {
+        name: String,
+        target: u32,
+    },
+    Enum {
+        name: String,
+        values: Vec<(String, i64)>,
+    },
+    Func {
+        name: String,
+        proto: u32,
+    },
+    FuncProto {
+        params: u32,
+    },
 }
 
 /// A member's location inside its outermost struct.
@@ -67,9 +90,7 @@ pub struct Btf {
 }
 
 fn u16_at(b: &[u8], off: usize) -> Result<u16, Error> {
-    b.get(off..off + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| Error::Btf("truncated BTF".into()))
+    b.get(off..off + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).ok_or_else(|| Error::Btf("truncated BTF".into()))
 }
 
 fn u32_at(b: &[u8], off: usize) -> Result<u32, Error> {
@@ -148,12 +169,7 @@ impl Btf {
                         pos += 12;
                         let (bit_offset, bitfield_size) =
                             if kind_flag { (m_off & 0xff_ffff, m_off >> 24) } else { (m_off, 0) };
-                        members.push(Member {
-                            name: name(m_name),
-                            type_id: m_type,
-                            bit_offset,
-                            bitfield_size,
-                        });
+                        members.push(Member { name: name(m_name), type_id: m_type, bit_offset, bitfield_size });
                     }
                     Type::Struct { name: name(name_off), size: size_or_type, members }
                 }
@@ -248,9 +264,11 @@ impl Btf {
     }
 
     fn struct_named(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name)?.iter().copied().find(|&id| {
-            matches!(self.ty(id), Type::Struct { members, .. } if !members.is_empty())
-        })
+        self.by_name
+            .get(name)?
+            .iter()
+            .copied()
+            .find(|&id| matches!(self.ty(id), Type::Struct { members, .. } if !members.is_empty()))
     }
 
     /// Finds `name` among the members of struct/union `id`, looking through
@@ -282,11 +300,8 @@ impl Btf {
             last = Some(m);
         }
         let m = last?;
-        let (bits, is_bitfield) = if m.bitfield_size != 0 {
-            (m.bitfield_size, true)
-        } else {
-            (self.size_of(m.type_id) * 8, false)
-        };
+        let (bits, is_bitfield) =
+            if m.bitfield_size != 0 { (m.bitfield_size, true) } else { (self.size_of(m.type_id) * 8, false) };
         Some(MemberLocation { bit_offset, bits, is_bitfield })
     }
 

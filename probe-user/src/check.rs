@@ -4,13 +4,14 @@ use std::fmt::Write as _;
 use crate::{
     btf::Btf,
     error::Error,
-    layout,
-    privileges,
+    layout, privileges,
     probes::{Feature, MapSizes, Outcome, PROBE_TABLE, Probes},
 };
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Logs, at start of `run`/`trace`, which probes attached and what is lost.
@@ -86,7 +87,12 @@ pub fn run() -> Result<bool, Error> {
                     Outcome::Standby => "available (standby: an earlier candidate is used)".to_string(),
                     Outcome::Unavailable(why) => format!("unavailable: {why}"),
                 };
-                println!("  {:<16} {:<58} {outcome}  [min kernel {}]", s.candidate.feature.name(), s.candidate.hooks(), s.candidate.min_kernel);
+                println!(
+                    "  {:<16} {:<58} {outcome}  [min kernel {}]",
+                    s.candidate.feature.name(),
+                    s.candidate.hooks(),
+                    s.candidate.min_kernel
+                );
             }
             let lost: Vec<_> = Feature::ALL.iter().filter(|f| !probes.attached(**f)).collect();
             for f in &lost {

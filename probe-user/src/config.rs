@@ -110,7 +110,9 @@ impl RunConfig {
         };
         let listen = flags.listen_address.or(f.web.listen_address).unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen_address = listen.parse::<SocketAddr>().map_err(|_| {
-            Error::Config(format!("invalid web.listen-address '{listen}': expected IP:PORT, e.g. 0.0.0.0:9741 or [::]:9741"))
+            Error::Config(format!(
+                "invalid web.listen-address '{listen}': expected IP:PORT, e.g. 0.0.0.0:9741 or [::]:9741"
+            ))
         })?;
         let telemetry_path = flags.telemetry_path.or(f.web.telemetry_path).unwrap_or_else(|| "/metrics".into());
         if !telemetry_path.starts_with('/') || telemetry_path == "/" || telemetry_path == "/healthz" {
@@ -123,8 +125,9 @@ impl RunConfig {
             return Err(Error::Config("invalid metrics.max-endpoints 0: expected 1 or more".into()));
         }
         let ttl = flags.series_ttl.or(f.metrics.series_ttl).unwrap_or_else(|| "10m".into());
-        let series_ttl = parse_duration(&ttl)
-            .ok_or_else(|| Error::Config(format!("invalid metrics.series-ttl '{ttl}': expected a duration like 90s, 10m, 1h")))?;
+        let series_ttl = parse_duration(&ttl).ok_or_else(|| {
+            Error::Config(format!("invalid metrics.series-ttl '{ttl}': expected a duration like 90s, 10m, 1h"))
+        })?;
         let max_sockets = flags.max_sockets.or(f.probe.max_sockets).unwrap_or(131_072);
         if !(1024..=16_777_216).contains(&max_sockets) {
             return Err(Error::Config(format!("invalid probe.max-sockets {max_sockets}: expected 1024 to 16777216")));
@@ -137,7 +140,10 @@ impl RunConfig {
         }
         let log_level = flags.log_level.or(f.log.level).unwrap_or_else(|| "info".into());
         if !LOG_LEVELS.contains(&log_level.as_str()) {
-            return Err(Error::Config(format!("invalid log.level '{log_level}': expected one of {}", LOG_LEVELS.join(", "))));
+            return Err(Error::Config(format!(
+                "invalid log.level '{log_level}': expected one of {}",
+                LOG_LEVELS.join(", ")
+            )));
         }
         let kubernetes_api_url = flags.kubernetes_api_url.or(f.kubernetes.api_url);
         if let Some(u) = &kubernetes_api_url
@@ -195,7 +201,11 @@ mod tests {
         pub fn write(text: &str) -> TempPath {
             use std::sync::atomic::{AtomicU32, Ordering};
             static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!("sockprobe-cfg-{}-{}.toml", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+            let p = std::env::temp_dir().join(format!(
+                "sockprobe-cfg-{}-{}.toml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
             std::fs::write(&p, text).unwrap();
             TempPath(p)
         }
@@ -212,7 +222,8 @@ mod tests {
 
     #[test]
     fn flag_beats_file() {
-        let f = file("[web]\nlisten-address = \"127.0.0.1:1234\"\ntelemetry-path = \"/m\"\n[metrics]\nmax-endpoints = 7\n");
+        let f =
+            file("[web]\nlisten-address = \"127.0.0.1:1234\"\ntelemetry-path = \"/m\"\n[metrics]\nmax-endpoints = 7\n");
         let flags = Overrides { listen_address: Some("127.0.0.1:999".into()), ..Default::default() };
         let c = RunConfig::load(Some(&f.0), flags).unwrap();
         assert_eq!(c.listen_address.port(), 999);
@@ -228,9 +239,13 @@ mod tests {
         let f = file("[web]\nlisten-adress = \"x\"\n");
         let e = RunConfig::load(Some(&f.0), Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("listen-adress"), "{e}");
-        let e = RunConfig::load(None, Overrides { listen_address: Some("nope".into()), ..Default::default() }).unwrap_err().to_string();
+        let e = RunConfig::load(None, Overrides { listen_address: Some("nope".into()), ..Default::default() })
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("web.listen-address 'nope'"), "{e}");
-        let e = RunConfig::load(Some(std::path::Path::new("/nonexistent.toml")), Overrides::default()).unwrap_err().to_string();
+        let e = RunConfig::load(Some(std::path::Path::new("/nonexistent.toml")), Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read --config.file"), "{e}");
     }
 

@@ -42,7 +42,10 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     });
     // Bind before attaching anything: a second instance fails here, at once.
     let listener = std::net::TcpListener::bind(cfg.listen_address).map_err(|e| {
-        Error::io(format!("cannot listen on {} (another sockprobe running? see --web.listen-address)", cfg.listen_address), e)
+        Error::io(
+            format!("cannot listen on {} (another sockprobe running? see --web.listen-address)", cfg.listen_address),
+            e,
+        )
     })?;
     listener.set_nonblocking(true).map_err(|e| Error::io("listener", e))?;
     let listener = TcpListener::from_std(listener).map_err(|e| Error::io("listener", e))?;
@@ -96,7 +99,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
                 s.container = pods.resolve(&s.container);
                 agg.add_existing(s, now);
             }
-            log::info!("start-up scan: {n} existing sockets ({} without owner) in {:?}", found.unowned, started.elapsed());
+            log::info!(
+                "start-up scan: {n} existing sockets ({} without owner) in {:?}",
+                found.unowned,
+                started.elapsed()
+            );
         }
         Err(e) => log::warn!("start-up scan failed, existing sockets appear as they change: {e}"),
     }
@@ -136,7 +143,9 @@ const POD_REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Failures keep the cgroup-derived names and are logged, never fatal.
 async fn spawn_pod_refresh(api: ApiConfig, pods: PodNames) {
     let refresh = move |api: ApiConfig, pods: PodNames| async move {
-        tokio::task::spawn_blocking(move || pods.refresh(&api)).await.unwrap_or_else(|e| Err(Error::Load(e.to_string())))
+        tokio::task::spawn_blocking(move || pods.refresh(&api))
+            .await
+            .unwrap_or_else(|e| Err(Error::Load(e.to_string())))
     };
     match refresh(api.clone(), pods.clone()).await {
         Ok(n) => log::info!("Kubernetes API {}: {n} containers on node {}", api.url, api.node),

@@ -10,7 +10,9 @@ pub enum Error {
     #[error("kernel BTF unusable: {0}")]
     Btf(String),
 
-    #[error("this kernel's BTF lacks {0}; sockprobe cannot read sockets safely here (please report the kernel version)")]
+    #[error(
+        "this kernel's BTF lacks {0}; sockprobe cannot read sockets safely here (please report the kernel version)"
+    )]
     Layout(String),
 
     #[error("cannot load sockprobe's eBPF object: {0}")]

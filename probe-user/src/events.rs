@@ -42,17 +42,16 @@ pub struct Record {
     /// Internal: the event kind, not printed (`event` carries its name).
     #[serde(skip)]
     pub kind: Option<EventKind>,
-    #[serde(skip)]
-    pub cgroup_id: u64,
-    /// Kernel monotonic time of the event.
-    #[serde(skip)]
-    pub ts_mono_ns: u64,
 }
 
 impl Record {
     /// `ip:port` of the service side (contract.md, label `endpoint`).
     pub fn endpoint(&self) -> String {
-        if self.direction == "inbound" { endpoint_label(&self.saddr, self.sport) } else { endpoint_label(&self.daddr, self.dport) }
+        if self.direction == "inbound" {
+            endpoint_label(&self.saddr, self.sport)
+        } else {
+            endpoint_label(&self.daddr, self.dport)
+        }
     }
 }
 
@@ -171,8 +170,6 @@ impl Decoder {
             reason: None,
             age_ns: None,
             kind: Some(kind),
-            cgroup_id: ev.owner.cgroup_id,
-            ts_mono_ns: ev.ts_ns,
         };
         match kind {
             EventKind::Close => {

@@ -80,10 +80,9 @@ where
     let mut parts = text.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("").to_string();
-    let authorization = text
-        .lines()
-        .skip(1)
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim()));
+    let authorization = text.lines().skip(1).find_map(|l| {
+        l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim())
+    });
     let resp = match method {
         _ if !web.authorized(authorization) => Response::text(401, "unauthorized\n"),
         "GET" | "HEAD" => handler(path).await,

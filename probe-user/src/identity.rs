@@ -55,12 +55,7 @@ pub fn rfc3339_ns(unix_ns: i128) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod / 60 % 60, sod % 60)
 }
 
 /// Maps cgroup ids (the cgroup v2 directory's inode number) to paths.
@@ -226,11 +221,21 @@ mod tests {
         );
         assert_eq!(container_of(&format!("/machine.slice/libpod-{ID}.scope")), "/podman/0123456789ab");
         assert_eq!(
-            container_of(&format!("/kubepods.slice/kubepods-pod1b2c3d4e_0000_1111_2222_333344445555.slice/crio-{ID}.scope")),
+            container_of(&format!(
+                "/kubepods.slice/kubepods-pod1b2c3d4e_0000_1111_2222_333344445555.slice/crio-{ID}.scope"
+            )),
             "/k8s/pod-1b2c3d4e-0000-1111-2222-333344445555/0123456789ab"
         );
-        assert_eq!(container_of(&format!("/system.slice/containerd.service/kubepods-besteffort-pod1b2c3d4e_0000_1111_2222_333344445555.slice:cri-containerd:{ID}")), "/k8s/pod-1b2c3d4e-0000-1111-2222-333344445555/0123456789ab");
-        assert_eq!(container_of("/user.slice/user-0.slice/session-3.scope"), "/user.slice/user-0.slice/session-3.scope");
+        assert_eq!(
+            container_of(&format!(
+                "/system.slice/containerd.service/kubepods-besteffort-pod1b2c3d4e_0000_1111_2222_333344445555.slice:cri-containerd:{ID}"
+            )),
+            "/k8s/pod-1b2c3d4e-0000-1111-2222-333344445555/0123456789ab"
+        );
+        assert_eq!(
+            container_of("/user.slice/user-0.slice/session-3.scope"),
+            "/user.slice/user-0.slice/session-3.scope"
+        );
         assert_eq!(container_of("/process_api/abc"), "/process_api/abc");
     }
 }

@@ -109,14 +109,21 @@ impl PodNames {
     pub fn refresh(&self, api: &ApiConfig) -> Result<usize, Error> {
         let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}", api.node);
         let body = get(api, &path)?;
-        let list: PodList = serde_json::from_slice(&body).map_err(|e| Error::Config(format!("Kubernetes API: unexpected pod list: {e}")))?;
+        let list: PodList = serde_json::from_slice(&body)
+            .map_err(|e| Error::Config(format!("Kubernetes API: unexpected pod list: {e}")))?;
         let mut map = HashMap::new();
         for pod in list.items {
             let status = pod.status.unwrap_or_default();
-            let all = status.container_statuses.iter().chain(&status.init_container_statuses).chain(&status.ephemeral_container_statuses);
+            let all = status
+                .container_statuses
+                .iter()
+                .chain(&status.init_container_statuses)
+                .chain(&status.ephemeral_container_statuses);
             for c in all {
                 // containerd://<64 hex>, cri-o://..., docker://...
-                let Some(id) = c.container_id.as_deref().and_then(|i| i.split_once("://")).map(|(_, id)| id) else { continue };
+                let Some(id) = c.container_id.as_deref().and_then(|i| i.split_once("://")).map(|(_, id)| id) else {
+                    continue;
+                };
                 if id.len() < 12 {
                     continue;
                 }
@@ -147,7 +154,9 @@ fn get(api: &ApiConfig, path: &str) -> Result<Vec<u8>, Error> {
     let tcp = TcpStream::connect(hostport).map_err(|e| err(&e))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| err(&e))?;
     let auth = api.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Accept: application/json\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Accept: application/json\r\nConnection: close\r\n\r\n"
+    );
     let mut raw = Vec::new();
     if tls {
         let mut roots = rustls::RootCertStore::empty();
@@ -183,7 +192,9 @@ fn parse_response(raw: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("HTTP {status}"));
     }
     let body = &raw[end + 4..];
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+    });
     if !chunked {
         return Ok(body.to_vec());
     }
@@ -192,7 +203,8 @@ fn parse_response(raw: &[u8]) -> Result<Vec<u8>, String> {
     loop {
         let mut size_line = String::new();
         reader.read_line(&mut size_line).map_err(|e| e.to_string())?;
-        let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| "bad chunk size")?;
+        let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| "bad chunk size")?;
         if size == 0 {
             return Ok(out);
         }

@@ -123,7 +123,11 @@ fn main() -> ExitCode {
                 }
             };
             // Same validation as `run`, for the shared probe flags.
-            let flags = Overrides { max_sockets: args.probe.max_sockets, ring_buffer_bytes: args.probe.ring_buffer_bytes, ..Default::default() };
+            let flags = Overrides {
+                max_sockets: args.probe.max_sockets,
+                ring_buffer_bytes: args.probe.ring_buffer_bytes,
+                ..Default::default()
+            };
             let cfg = match RunConfig::load(None, flags) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
@@ -176,9 +180,16 @@ fn block_on(fut: impl std::future::Future<Output = Result<(), Error>>) -> ExitCo
 /// (clap's first) plus where to look, and exit code 2.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = e.print();
-        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     let text = e.render().to_string();
     let first = text.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ");

@@ -6,11 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use probe_common::{Event, EventKind};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder, core::Collector,
 };
-use probe_common::{Event, EventKind};
 
 use crate::events::{Decoder, comm_str, endpoint_label};
 
@@ -79,7 +79,9 @@ fn register<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
 impl Families {
     fn new() -> Families {
         let r = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| register(&r, IntCounterVec::new(Opts::new(name, help), labels).unwrap());
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntCounterVec::new(Opts::new(name, help), labels).unwrap())
+        };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             register(&r, HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &CONN).unwrap())
         };
@@ -97,7 +99,11 @@ impl Families {
                 "RSTs this host sent on the process's connections, by kernel reason.",
                 &["comm", "container", "direction", "endpoint", "reason"],
             ),
-            resets_received: counter(Family::ResetsReceived.name(), "RSTs received on the process's connections.", &CONN),
+            resets_received: counter(
+                Family::ResetsReceived.name(),
+                "RSTs received on the process's connections.",
+                &CONN,
+            ),
             duration: histogram(
                 Family::Duration.name(),
                 "Time from ESTABLISHED to the application's close.",
@@ -134,22 +140,39 @@ impl Families {
             ),
             build_info: register(
                 &r,
-                IntGaugeVec::new(Opts::new("sockprobe_build_info", "sockprobe version and the kernel it runs on; always 1."), &["version", "kernel"])
-                    .unwrap(),
+                IntGaugeVec::new(
+                    Opts::new("sockprobe_build_info", "sockprobe version and the kernel it runs on; always 1."),
+                    &["version", "kernel"],
+                )
+                .unwrap(),
             ),
             probe_attached: register(
                 &r,
-                IntGaugeVec::new(Opts::new("sockprobe_probe_attached", "1 if the probe is attached, 0 if not."), &["probe"]).unwrap(),
+                IntGaugeVec::new(
+                    Opts::new("sockprobe_probe_attached", "1 if the probe is attached, 0 if not."),
+                    &["probe"],
+                )
+                .unwrap(),
             ),
             events_lost: register(
                 &r,
-                IntCounter::new("sockprobe_events_lost_total", "Events the kernel side could not hand over (ring buffer full).").unwrap(),
+                IntCounter::new(
+                    "sockprobe_events_lost_total",
+                    "Events the kernel side could not hand over (ring buffer full).",
+                )
+                .unwrap(),
             ),
-            tracked_sockets: register(&r, IntGauge::new("sockprobe_tracked_sockets", "Sockets held in kernel state now.").unwrap()),
+            tracked_sockets: register(
+                &r,
+                IntGauge::new("sockprobe_tracked_sockets", "Sockets held in kernel state now.").unwrap(),
+            ),
             series_overflow: register(
                 &r,
                 IntCounterVec::new(
-                    Opts::new("sockprobe_series_overflow_total", "Label sets folded into endpoint=\"other\" by the per-process endpoint cap."),
+                    Opts::new(
+                        "sockprobe_series_overflow_total",
+                        "Label sets folded into endpoint=\"other\" by the per-process endpoint cap.",
+                    ),
                     &["metric"],
                 )
                 .unwrap(),
@@ -291,7 +314,14 @@ impl Aggregator {
     }
 
     /// The slot of a label set, created (with endpoint folding) if new.
-    fn slot_for(&mut self, comm: &str, container: String, direction: &'static str, endpoint: String, family: Family) -> usize {
+    fn slot_for(
+        &mut self,
+        comm: &str,
+        container: String,
+        direction: &'static str,
+        endpoint: String,
+        family: Family,
+    ) -> usize {
         let comm = if comm.is_empty() { UNKNOWN_COMM } else { comm };
         let proc = ProcKey { comm: comm.to_string(), container };
         let p = self.procs.entry(proc.clone()).or_default();
@@ -372,7 +402,8 @@ impl Aggregator {
         let f = &self.f;
         let Some(s) = self.slots[slot].as_mut() else { return };
         s.last_seen = Instant::now();
-        let labels = [s.key.proc.comm.as_str(), s.key.proc.container.as_str(), s.key.direction, s.key.endpoint.as_str()];
+        let labels =
+            [s.key.proc.comm.as_str(), s.key.proc.container.as_str(), s.key.direction, s.key.endpoint.as_str()];
         match kind {
             EventKind::Open => {
                 counter(&mut s.opened, &f.opened, &labels).inc();
@@ -454,10 +485,6 @@ impl Aggregator {
         for cookie in gone {
             self.untrack(cookie);
         }
-    }
-
-    pub fn live_sockets(&self) -> usize {
-        self.live.len()
     }
 
     /// Recomputes gauges and self-metrics, expires stale label sets, and
@@ -596,7 +623,10 @@ mod tests {
         assert!(text.contains(r#"endpoint="10.0.0.1:2""#));
         assert!(!text.contains(r#"endpoint="10.0.0.1:3""#));
         assert!(text.contains(r#"sockprobe_tcp_connections_opened_total{comm="c",container="",direction="outbound",endpoint="other"} 3"#), "{text}");
-        assert!(text.contains(r#"sockprobe_series_overflow_total{metric="sockprobe_tcp_connections_opened_total"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"sockprobe_series_overflow_total{metric="sockprobe_tcp_connections_opened_total"} 3"#),
+            "{text}"
+        );
     }
 
     #[test]

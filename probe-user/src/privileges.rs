@@ -10,9 +10,7 @@ pub fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .unwrap_or(0)
 }
@@ -26,7 +24,10 @@ pub fn describe(caps: u64) -> String {
     let names = [(CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")];
     let held: Vec<_> = names.iter().filter(|(c, _)| has(caps, *c)).map(|(_, n)| *n).collect();
     let uid = unsafe { libc::geteuid() };
-    format!("euid {uid}, holds {}", if held.is_empty() { "none of CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN".into() } else { held.join(", ") })
+    format!(
+        "euid {uid}, holds {}",
+        if held.is_empty() { "none of CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN".into() } else { held.join(", ") }
+    )
 }
 
 pub fn sufficient(caps: u64) -> bool {
@@ -35,11 +36,7 @@ pub fn sufficient(caps: u64) -> bool {
 
 pub fn require() -> Result<(), Error> {
     let caps = effective_caps();
-    if sufficient(caps) {
-        Ok(())
-    } else {
-        Err(Error::Privileges(describe(caps)))
-    }
+    if sufficient(caps) { Ok(()) } else { Err(Error::Privileges(describe(caps))) }
 }
 
 #[cfg(test)]

@@ -180,30 +180,21 @@ pub const PROBE_TABLE: &[Candidate] = &[
     },
     Candidate {
         feature: Feature::AppIo,
-        programs: &[
-            ("fexit_tcp_sendmsg", FExit("tcp_sendmsg")),
-            ("fexit_tcp_recvmsg_4", FExit("tcp_recvmsg")),
-        ],
+        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg_4", FExit("tcp_recvmsg"))],
         needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 4)],
         min_kernel: "6.x (tcp_recvmsg without addr_len)",
         note: "replaces sock_{send,recv}_length (TCP only, misses splice)",
     },
     Candidate {
         feature: Feature::AppIo,
-        programs: &[
-            ("fexit_tcp_sendmsg", FExit("tcp_sendmsg")),
-            ("fexit_tcp_recvmsg", FExit("tcp_recvmsg")),
-        ],
+        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg", FExit("tcp_recvmsg"))],
         needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 5)],
         min_kernel: "5.19",
         note: "replaces sock_{send,recv}_length (TCP only, misses splice)",
     },
     Candidate {
         feature: Feature::AppIo,
-        programs: &[
-            ("fexit_tcp_sendmsg", FExit("tcp_sendmsg")),
-            ("fexit_tcp_recvmsg_nonblock", FExit("tcp_recvmsg")),
-        ],
+        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg_nonblock", FExit("tcp_recvmsg"))],
         needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 6)],
         min_kernel: "5.5",
         note: "as above, tcp_recvmsg with its pre-5.19 `nonblock` parameter",
@@ -426,9 +417,10 @@ impl KernelStats {
 }
 
 fn shares_programs_with_attached(status: &[ProbeStatus], c: &Candidate) -> bool {
-    status.iter().filter(|s| s.outcome == Outcome::Attached).any(|s| {
-        s.candidate.programs.iter().any(|(n, _)| c.programs.iter().any(|(m, _)| m == n))
-    })
+    status
+        .iter()
+        .filter(|s| s.outcome == Outcome::Attached)
+        .any(|s| s.candidate.programs.iter().any(|(n, _)| c.programs.iter().any(|(m, _)| m == n)))
 }
 
 /// Hook kinds named in `SOCKPROBE_SKIP_HOOKS` (e.g. `fentry,fexit`) are not
@@ -514,7 +506,8 @@ fn describe(e: &ProgramError) -> String {
             }
             // The verifier ends with statistics; the reason is the line before them.
             let stats = ["processed ", "stack depth", "verification time", "mark_read"];
-            let last = log.lines().rev().map(str::trim).find(|l| !l.is_empty() && !stats.iter().any(|p| l.starts_with(p)));
+            let last =
+                log.lines().rev().map(str::trim).find(|l| !l.is_empty() && !stats.iter().any(|p| l.starts_with(p)));
             let hint = if io_error.raw_os_error() == Some(libc::EPERM) {
                 " (refused by kernel policy, e.g. lockdown or an LSM)"
             } else {

@@ -146,7 +146,12 @@ pub fn socket_owners() -> HashMap<u32, ProcOwner> {
         let mut owner: Option<ProcOwner> = None;
         for fd in fds.flatten() {
             let Ok(target) = std::fs::read_link(fd.path()) else { continue };
-            let Some(inode) = target.to_str().and_then(|t| t.strip_prefix("socket:[")).and_then(|t| t.strip_suffix(']')).and_then(|t| t.parse::<u32>().ok()) else {
+            let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u32>().ok())
+            else {
                 continue;
             };
             let o = owner.get_or_insert_with(|| ProcOwner {
@@ -165,23 +170,6 @@ fn proc_cgroup(pid: u32) -> Option<String> {
     text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lists_a_listening_socket_of_ours_with_owner() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let socks = tcp_sockets(1 << TCP_LISTEN).expect("sock_diag dump");
-        let me = socks.iter().find(|s| s.sport == port).expect("our listener in the dump");
-        assert_eq!(me.state, TCP_LISTEN);
-        assert_ne!(me.cookie, 0);
-        let owners = socket_owners();
-        assert_eq!(owners.get(&me.inode).map(|o| o.pid), Some(std::process::id()));
-    }
-}
-
 /// What the start-up scan found, ready for the aggregator.
 pub struct Scan {
     pub sockets: Vec<crate::metrics::ExistingSocket>,
@@ -191,7 +179,8 @@ pub struct Scan {
 /// ESTABLISHED and CLOSE_WAIT sockets with owners, direction and endpoint.
 pub fn existing_sockets() -> io::Result<Scan> {
     use crate::{events::endpoint_label, identity::container_of, metrics::LiveState};
-    let listening: std::collections::HashSet<u16> = tcp_sockets(1 << TCP_LISTEN)?.into_iter().map(|s| s.sport).collect();
+    let listening: std::collections::HashSet<u16> =
+        tcp_sockets(1 << TCP_LISTEN)?.into_iter().map(|s| s.sport).collect();
     let socks = tcp_sockets(1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT)?;
     let owners = socket_owners();
     let mut out = Vec::with_capacity(socks.len());
@@ -203,7 +192,11 @@ pub fn existing_sockets() -> io::Result<Scan> {
             continue;
         };
         let inbound = listening.contains(&s.sport);
-        let endpoint = if inbound { endpoint_label(&s.saddr.to_string(), s.sport) } else { endpoint_label(&s.daddr.to_string(), s.dport) };
+        let endpoint = if inbound {
+            endpoint_label(&s.saddr.to_string(), s.sport)
+        } else {
+            endpoint_label(&s.daddr.to_string(), s.dport)
+        };
         out.push(crate::metrics::ExistingSocket {
             cookie: s.cookie,
             comm: owner.comm.clone(),
@@ -219,4 +212,21 @@ pub fn existing_sockets() -> io::Result<Scan> {
 /// Cookies of every ESTABLISHED or CLOSE_WAIT socket now.
 pub fn open_cookies() -> io::Result<std::collections::HashSet<u64>> {
     Ok(tcp_sockets(1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT)?.into_iter().map(|s| s.cookie).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_a_listening_socket_of_ours_with_owner() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let socks = tcp_sockets(1 << TCP_LISTEN).expect("sock_diag dump");
+        let me = socks.iter().find(|s| s.sport == port).expect("our listener in the dump");
+        assert_eq!(me.state, TCP_LISTEN);
+        assert_ne!(me.cookie, 0);
+        let owners = socket_owners();
+        assert_eq!(owners.get(&me.inode).map(|o| o.pid), Some(std::process::id()));
+    }
 }

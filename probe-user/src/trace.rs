@@ -1,7 +1,6 @@
 //! `sockprobe trace`: events as JSON lines on stdout.
 use std::io::Write;
 
-use probe_common::{Counter, EventKind};
 use crate::{
     error::Error,
     events::Record,
@@ -9,6 +8,7 @@ use crate::{
     shutdown,
     stream::EventStream,
 };
+use probe_common::{Counter, EventKind};
 
 /// Which events to print. Empty lists match everything.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +21,7 @@ pub struct Filter {
 impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
         (self.pids.is_empty() || self.pids.contains(&r.pid))
-            && (self.comms.is_empty() || self.comms.iter().any(|c| *c == r.comm))
+            && (self.comms.is_empty() || self.comms.contains(&r.comm))
             && (self.events.is_empty() || r.kind.is_some_and(|k| self.events.contains(&k)))
     }
 }

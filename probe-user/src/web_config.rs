@@ -58,7 +58,8 @@ impl WebConfig {
     }
 
     pub fn load(path: &Path) -> Result<WebConfig, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read --web.config.file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read --web.config.file {}: {e}", path.display())))?;
         let f: File = serde_yaml::from_str(&text).map_err(|e| bad(path, e.to_string().replace('\n', " ")))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let tls = match f.tls_server_config {
@@ -73,7 +74,8 @@ impl WebConfig {
                 let cert_path = dir.join(&t.cert_file);
                 let key_path = dir.join(&t.key_file);
                 let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(
-                    std::fs::File::open(&cert_path).map_err(|e| bad(path, format!("cert_file {}: {e}", cert_path.display())))?,
+                    std::fs::File::open(&cert_path)
+                        .map_err(|e| bad(path, format!("cert_file {}: {e}", cert_path.display())))?,
                 ))
                 .collect::<Result<_, _>>()
                 .map_err(|e| bad(path, format!("cert_file {}: {e}", cert_path.display())))?;
@@ -81,18 +83,23 @@ impl WebConfig {
                     return Err(bad(path, format!("cert_file {}: no PEM certificate", cert_path.display())));
                 }
                 let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-                    std::fs::File::open(&key_path).map_err(|e| bad(path, format!("key_file {}: {e}", key_path.display())))?,
+                    std::fs::File::open(&key_path)
+                        .map_err(|e| bad(path, format!("key_file {}: {e}", key_path.display())))?,
                 ))
                 .map_err(|e| bad(path, format!("key_file {}: {e}", key_path.display())))?
                 .ok_or_else(|| bad(path, format!("key_file {}: no PEM private key", key_path.display())))?;
-                let versions: &[&rustls::SupportedProtocolVersion] =
-                    if t.min_version.as_deref() == Some("TLS13") { &[&rustls::version::TLS13] } else { rustls::DEFAULT_VERSIONS };
-                let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_protocol_versions(versions)
-                    .map_err(|e| bad(path, e))?
-                    .with_no_client_auth()
-                    .with_single_cert(certs, key)
-                    .map_err(|e| bad(path, format!("certificate and key: {e}")))?;
+                let versions: &[&rustls::SupportedProtocolVersion] = if t.min_version.as_deref() == Some("TLS13") {
+                    &[&rustls::version::TLS13]
+                } else {
+                    rustls::DEFAULT_VERSIONS
+                };
+                let config =
+                    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                        .with_protocol_versions(versions)
+                        .map_err(|e| bad(path, e))?
+                        .with_no_client_auth()
+                        .with_single_cert(certs, key)
+                        .map_err(|e| bad(path, format!("certificate and key: {e}")))?;
                 Some(Arc::new(config))
             }
         };
@@ -167,7 +174,11 @@ mod tests {
     #[test]
     fn basic_auth() {
         let hash = bcrypt::hash("secret", 4).unwrap();
-        let w = WebConfig { tls: None, users: HashMap::from([("alice".to_string(), hash)]), accepted: Mutex::new(HashSet::new()) };
+        let w = WebConfig {
+            tls: None,
+            users: HashMap::from([("alice".to_string(), hash)]),
+            accepted: Mutex::new(HashSet::new()),
+        };
         assert!(w.authorized(Some("Basic YWxpY2U6c2VjcmV0")));
         assert!(w.authorized(Some("Basic YWxpY2U6c2VjcmV0")), "cached");
         assert!(!w.authorized(Some("Basic YWxpY2U6d3Jvbmc=")), "alice:wrong");

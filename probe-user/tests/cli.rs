@@ -73,7 +73,9 @@ fn privileged_check_reports_every_probe() {
     let out = sockprobe(&["check"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "check failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
-    let line = |hook: &str| text.lines().find(|l| l.contains(hook)).unwrap_or_else(|| panic!("{hook} not reported:\n{text}")).to_string();
+    let line = |hook: &str| {
+        text.lines().find(|l| l.contains(hook)).unwrap_or_else(|| panic!("{hook} not reported:\n{text}")).to_string()
+    };
     assert!(line("tp_btf/inet_sock_set_state").contains("attached"), "{text}");
     // Fallbacks are tried and reported either way, never fatal.
     let reported = |l: String| l.contains("unavailable:") || l.contains("available (standby") || l.contains("attached");

@@ -22,8 +22,8 @@ fn stop_process(child: &std::process::Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
 }
 
-/// 1. The seed's bug: check the status, close the body unread, 100 times.
-/// 2. The fix: drain the body; one connection carries all 100 requests.
+/// Scenario 1: The seed's bug: check the status, close the body unread, 100 times.
+/// Scenario 2: The fix: drain the body; one connection carries all 100 requests.
 #[test]
 fn privileged_go_unread_bodies_then_drained_bodies() {
     if !is_root() {
@@ -79,7 +79,7 @@ fn privileged_go_unread_bodies_then_drained_bodies() {
     server.wait().ok();
 }
 
-/// 3. Never-closed bodies against a 1 s idle timeout: CLOSE_WAIT piles up,
+/// Scenario 3: Never-closed bodies against a 1 s idle timeout: CLOSE_WAIT piles up,
 /// the gauge agrees with `ss`, and the oldest age grows.
 #[test]
 fn privileged_go_leaked_bodies_build_close_wait() {
@@ -87,8 +87,16 @@ fn privileged_go_leaked_bodies_build_close_wait() {
         return;
     }
     let daemon = Daemon::start(&[]);
-    let (mut server, addr) = spawn_listening(&[], &go_program("t33-gosrv"), &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "1s"]);
-    let mut client = spawn(&[], &go_program("t33-leaky"), &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "50ms"]);
+    let (mut server, addr) = spawn_listening(
+        &[],
+        &go_program("t33-gosrv"),
+        &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "1s"],
+    );
+    let mut client = spawn(
+        &[],
+        &go_program("t33-leaky"),
+        &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "50ms"],
+    );
     let pid = client.id();
     wait_until("10 leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(pid) >= 10);
     // Freeze the client; let the server time out its remaining connections.
@@ -112,14 +120,22 @@ fn privileged_go_leaked_bodies_build_close_wait() {
     server.wait().ok();
 }
 
-/// 4. A leak that began before sockprobe started is in the first scrape.
+/// Scenario 4: A leak that began before sockprobe started is in the first scrape.
 #[test]
 fn privileged_close_wait_before_start_is_in_first_scrape() {
     if !is_root() {
         return;
     }
-    let (mut server, addr) = spawn_listening(&[], &go_program("t34-gosrv"), &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "500ms"]);
-    let mut client = spawn(&[], &go_program("t34-leaky"), &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "50ms"]);
+    let (mut server, addr) = spawn_listening(
+        &[],
+        &go_program("t34-gosrv"),
+        &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "500ms"],
+    );
+    let mut client = spawn(
+        &[],
+        &go_program("t34-leaky"),
+        &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "50ms"],
+    );
     let pid = client.id();
     wait_until("5 leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(pid) >= 5);
     stop_process(&client);
@@ -127,7 +143,11 @@ fn privileged_close_wait_before_start_is_in_first_scrape() {
     let expected = ss_close_wait(pid) as f64;
     let daemon = Daemon::start(&[]);
     let text = daemon.scrape();
-    let got = metric(&text, "sockprobe_tcp_sockets", &[("comm", "t34-leaky"), ("state", "close_wait"), ("direction", "outbound")]);
+    let got = metric(
+        &text,
+        "sockprobe_tcp_sockets",
+        &[("comm", "t34-leaky"), ("state", "close_wait"), ("direction", "outbound")],
+    );
     assert_eq!(got, expected, "first scrape vs ss\n{text}");
     assert!(metric(&text, "sockprobe_tcp_close_wait_oldest_seconds", &[("comm", "t34-leaky")]) >= 0.0);
     client.kill().ok();
@@ -136,7 +156,7 @@ fn privileged_close_wait_before_start_is_in_first_scrape() {
     server.wait().ok();
 }
 
-/// 5. The exposition is valid for a real Prometheus parser, every metric has
+/// Scenario 5: The exposition is valid for a real Prometheus parser, every metric has
 /// HELP and TYPE, no series appears twice.
 #[test]
 fn privileged_exposition_is_valid() {
@@ -152,7 +172,10 @@ fn privileged_exposition_is_valid() {
         text = daemon.scrape();
         metric(&text, "sockprobe_tcp_unread_closes_total", &[("comm", "t35-client")]) == 2.0
     });
-    let (status, lint) = Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).output_with_stdin(&text);
+    let (status, lint) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(&text);
     assert!(status.success(), "promtool check metrics: {lint}\n{text}");
 
     let mut seen = std::collections::HashSet::new();
@@ -164,17 +187,22 @@ fn privileged_exposition_is_valid() {
             let series = line.rsplit_once(' ').unwrap().0;
             assert!(seen.insert(series.to_string()), "duplicate series {series}");
             let name = series.split('{').next().unwrap();
-            let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f))).unwrap_or(name);
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
+                .unwrap_or(name);
             assert!(families.contains(family), "{name} has no TYPE");
             assert!(text.contains(&format!("# HELP {family} ")), "{family} has no HELP");
         }
     }
-    for required in ["sockprobe_build_info", "sockprobe_probe_attached", "sockprobe_events_lost_total", "sockprobe_tracked_sockets"] {
+    for required in
+        ["sockprobe_build_info", "sockprobe_probe_attached", "sockprobe_events_lost_total", "sockprobe_tracked_sockets"]
+    {
         assert!(families.contains(required), "{required} missing");
     }
 }
 
-/// 6. 300 distinct endpoints: at most the cap plus `other`, and the overflow
+/// Scenario 6: 300 distinct endpoints: at most the cap plus `other`, and the overflow
 /// counter moves.
 #[test]
 fn privileged_endpoint_cardinality_is_capped() {
@@ -183,9 +211,17 @@ fn privileged_endpoint_cardinality_is_capped() {
     }
     let ns = NetNs::new("card");
     let daemon = Daemon::start(&[]);
-    let mut server = Server::start(&ns.prefix(), "t36-server", &["--listen", "0.0.0.0:0", "--response", "10", "--connections", "300"]);
+    let mut server = Server::start(
+        &ns.prefix(),
+        "t36-server",
+        &["--listen", "0.0.0.0:0", "--response", "10", "--connections", "300"],
+    );
     let port = server.addr.rsplit(':').next().unwrap().to_string();
-    client(&ns.prefix(), "t36-client", &["--connect", &format!("127.0.0.1:{port}"), "--response", "10", "--spread", "300"]);
+    client(
+        &ns.prefix(),
+        "t36-client",
+        &["--connect", &format!("127.0.0.1:{port}"), "--response", "10", "--spread", "300"],
+    );
     server.wait();
     let mut text = String::new();
     wait_until("300 closes", Duration::from_secs(10), || {
@@ -196,8 +232,14 @@ fn privileged_endpoint_cardinality_is_capped() {
     let mine: Vec<_> = series.iter().filter(|s| s.contains("comm=\"t36-client\"")).collect();
     assert_eq!(mine.len(), 101, "cap (100) + other, got {}", mine.len());
     assert!(mine.iter().any(|s| s.contains("endpoint=\"other\"")));
-    assert_eq!(metric(&text, "sockprobe_tcp_connections_opened_total", &[("comm", "t36-client"), ("endpoint", "other")]), 200.0);
-    assert!(metric(&text, "sockprobe_series_overflow_total", &[("metric", "sockprobe_tcp_connections_opened_total")]) >= 200.0);
+    assert_eq!(
+        metric(&text, "sockprobe_tcp_connections_opened_total", &[("comm", "t36-client"), ("endpoint", "other")]),
+        200.0
+    );
+    assert!(
+        metric(&text, "sockprobe_series_overflow_total", &[("metric", "sockprobe_tcp_connections_opened_total")])
+            >= 200.0
+    );
 }
 
 /// SIGTERM: detach and exit 0 within 2 s; a second instance on the same
@@ -248,7 +290,11 @@ trait OutputWithStdin {
 impl OutputWithStdin for Command {
     fn output_with_stdin(&mut self, input: &str) -> (std::process::ExitStatus, String) {
         use std::io::Write;
-        let mut child = self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("promtool (Debian prometheus)");
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian prometheus)");
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         (out.status, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -265,7 +311,19 @@ fn privileged_tls_and_basic_auth() {
     let dir = std::env::temp_dir().join(format!("sockprobe-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
         .arg("-keyout")
         .arg(dir.join("server.key"))
         .arg("-out")
@@ -277,7 +335,13 @@ fn privileged_tls_and_basic_auth() {
     // bcrypt of "s3cret", cost 10.
     let hash = "$2y$10$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa";
     let web = dir.join("web.yml");
-    std::fs::write(&web, format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prom: '{hash}'\n")).unwrap();
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prom: '{hash}'\n"
+        ),
+    )
+    .unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(SOCKPROBE)
@@ -310,9 +374,16 @@ fn bad_web_config_exits_2() {
     std::fs::create_dir_all(&dir).unwrap();
     let web = dir.join("web.yml");
     std::fs::write(&web, "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n").unwrap();
-    let out = Command::new(SOCKPROBE).args(["run", "--web.listen-address", "127.0.0.1:0", "--web.config.file"]).arg(&web).output().unwrap();
+    let out = Command::new(SOCKPROBE)
+        .args(["run", "--web.listen-address", "127.0.0.1:0", "--web.config.file"])
+        .arg(&web)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid --web.config.file") && err.contains("missing.crt") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("invalid --web.config.file") && err.contains("missing.crt") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -39,7 +39,14 @@ fn systemd_unit_verifies_and_is_hardened() {
         .unwrap_or_else(|| panic!("no exposure score in:\n{security}"));
     // docs/operations.md reports this score; keep the unit at least "OK".
     assert!(score <= 3.0, "exposure {score} regressed:\n{security}");
-    for needed in ["CapabilityBoundingSet=CAP_BPF CAP_PERFMON", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "Restart=on-failure"] {
+    for needed in [
+        "CapabilityBoundingSet=CAP_BPF CAP_PERFMON",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "Restart=on-failure",
+    ] {
         assert!(unit.contains(needed), "{needed} missing from the unit");
     }
     std::fs::remove_dir_all(dir).ok();
@@ -48,7 +55,16 @@ fn systemd_unit_verifies_and_is_hardened() {
 #[test]
 fn kubernetes_base_renders_and_validates() {
     let rendered = run(Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/kubernetes")]));
-    for kind in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service", "PodMonitor", "ConfigMap"] {
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+        "Service",
+        "PodMonitor",
+        "ConfigMap",
+    ] {
         assert!(rendered.contains(&format!("kind: {kind}\n")), "{kind} missing from the rendered base");
     }
     assert!(rendered.contains("hostPID: true") && rendered.contains("privileged: false"));
@@ -82,7 +98,10 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
             let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             rest = &rest[i + name.len()..];
             let family = ["_sum", "_count", "_bucket"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
-            assert!(docs.contains(&format!("`{family}`")), "{file} uses {name}, which docs/metrics.md does not document");
+            assert!(
+                docs.contains(&format!("`{family}`")),
+                "{file} uses {name}, which docs/metrics.md does not document"
+            );
         }
     }
 }

@@ -52,7 +52,9 @@ fn unreachable_api_keeps_the_cgroup_names() {
     pods.refresh(&ApiConfig { url, node: "node-1".into(), token: None, ca_file: None }).unwrap();
     // The API goes away: refresh fails, the names learned so far stay.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let err = pods.refresh(&ApiConfig { url: format!("http://{closed}"), node: "node-1".into(), token: None, ca_file: None }).unwrap_err();
+    let err = pods
+        .refresh(&ApiConfig { url: format!("http://{closed}"), node: "node-1".into(), token: None, ca_file: None })
+        .unwrap_err();
     assert!(err.to_string().contains("Kubernetes API"), "{err}");
     assert_eq!(pods.len(), 3);
     let fresh = PodNames::default();

@@ -76,8 +76,16 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
         .spawn()
         .expect("prometheus (Debian package; cargo xtask test installs it)");
 
-    let (mut server, addr) = spawn_listening(&[], &go_program("t61-gosrv"), &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "1s"]);
-    let mut client = spawn(&[], &go_program("t61-leaky"), &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "100ms"]);
+    let (mut server, addr) = spawn_listening(
+        &[],
+        &go_program("t61-gosrv"),
+        &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "1s"],
+    );
+    let mut client = spawn(
+        &[],
+        &go_program("t61-leaky"),
+        &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "100ms"],
+    );
 
     let query = encode("sockprobe_tcp_sockets{comm=\"t61-leaky\",state=\"close_wait\"}");
     let value = poll("the CLOSE_WAIT series in Prometheus", Duration::from_secs(60), || {
@@ -91,7 +99,11 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
         v["data"]["alerts"]
             .as_array()?
             .iter()
-            .find(|a| a["labels"]["alertname"] == "SockprobeCloseWaitGrowing" && a["labels"]["comm"] == "t61-leaky" && a["state"] == "firing")
+            .find(|a| {
+                a["labels"]["alertname"] == "SockprobeCloseWaitGrowing"
+                    && a["labels"]["comm"] == "t61-leaky"
+                    && a["state"] == "firing"
+            })
             .cloned()
     });
     assert_eq!(alert["labels"]["severity"], "warning", "{alert}");

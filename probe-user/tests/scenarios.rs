@@ -23,17 +23,27 @@ fn privileged_unread_close_matches_kernel_counter() {
     let tracer = Tracer::start(&[]);
     let before = ns.tcpext("TCPAbortOnClose");
     let mut server = Server::start(&ns.prefix(), "t1-server", &["--response", "5000", "--connections", &M.to_string()]);
-    let pid = client(&ns.prefix(), "t1-client", &["--connect", &server.addr, "--response", "5000", "--read", "1200", "--connections", &M.to_string()]);
+    let pid = client(
+        &ns.prefix(),
+        "t1-client",
+        &["--connect", &server.addr, "--response", "5000", "--read", "1200", "--connections", &M.to_string()],
+    );
     server.wait();
     let after = ns.tcpext("TCPAbortOnClose");
     tracer.wait_for("M unread_close and reset_received", WAIT, |ev| {
-        select(ev, "unread_close", "t1-client").len() >= M as usize && select(ev, "reset_received", "t1-server").len() >= M as usize
+        select(ev, "unread_close", "t1-client").len() >= M as usize
+            && select(ev, "reset_received", "t1-server").len() >= M as usize
     });
     // Let stragglers arrive, so "exactly M" is checked, not "at least M".
     std::thread::sleep(scaled(Duration::from_millis(200)));
     let events = tracer.stop();
     let unread = select(&events, "unread_close", "t1-client");
-    assert_eq!(unread.len() as u64, after - before, "unread_close events vs TcpExt TCPAbortOnClose delta; events:\n{}", dump(&events));
+    assert_eq!(
+        unread.len() as u64,
+        after - before,
+        "unread_close events vs TcpExt TCPAbortOnClose delta; events:\n{}",
+        dump(&events)
+    );
     assert_eq!(unread.len(), M as usize);
     for e in &unread {
         assert_eq!(u64_of(e, "unread_bytes"), 5000 - 1200, "{e}");
@@ -43,8 +53,13 @@ fn privileged_unread_close_matches_kernel_counter() {
     }
     let resets = select(&events, "reset_sent", "t1-client");
     assert_eq!(resets.len(), M as usize, "{}", dump(&events));
-    let expected: &[&str] = if kernel_has_reset_reasons() { &["abort_on_close"] } else { &["unknown", "not_specified"] };
-    assert!(resets.iter().all(|e| expected.iter().any(|r| e["reason"] == *r)), "reset reasons, expected {expected:?}: {}", dump(&events));
+    let expected: &[&str] =
+        if kernel_has_reset_reasons() { &["abort_on_close"] } else { &["unknown", "not_specified"] };
+    assert!(
+        resets.iter().all(|e| expected.iter().any(|r| e["reason"] == *r)),
+        "reset reasons, expected {expected:?}: {}",
+        dump(&events)
+    );
     assert_eq!(select(&events, "reset_received", "t1-server").len(), M as usize);
 }
 
@@ -93,7 +108,11 @@ fn privileged_exchanges_counted_on_both_ends() {
     assert_eq!(client_close["direction"], "outbound");
     assert_eq!(server_close["direction"], "inbound");
     assert_ne!(u64_of(client_close, "cookie"), u64_of(server_close, "cookie"), "two sockets, two cookies");
-    assert!(events.iter().all(|e| e["comm"] == "t3-client" || e["comm"] == "t3-server"), "--comm filter leaked:\n{}", dump(&events));
+    assert!(
+        events.iter().all(|e| e["comm"] == "t3-client" || e["comm"] == "t3-server"),
+        "--comm filter leaked:\n{}",
+        dump(&events)
+    );
 }
 
 /// Scenario 4: the server closes first; the client sits in CLOSE_WAIT for
@@ -116,7 +135,10 @@ fn privileged_close_wait_attributed_with_age() {
     let upper = scaled(Duration::from_secs(5)).as_nanos() as u64;
     assert!((900_000_000..upper).contains(&age), "CLOSE_WAIT age {age} ns, expected about 1 s: {end}");
     assert_eq!(u64_of(end, "cookie"), u64_of(entered[0], "cookie"));
-    assert!(events.iter().all(|e| e["event"] == "close_wait" || e["event"] == "close_wait_end"), "--event filter leaked");
+    assert!(
+        events.iter().all(|e| e["event"] == "close_wait" || e["event"] == "close_wait_end"),
+        "--event filter leaked"
+    );
 }
 
 /// Scenario 5: scenario 1 over IPv6 loopback.
@@ -146,9 +168,14 @@ fn privileged_close_attributed_to_forked_child() {
     }
     let tracer = Tracer::start(&[]);
     let mut server = Server::start(&[], "t6-server", &["--response", "2000"]);
-    let parent = client(&[], "t6-parent", &["--connect", &server.addr, "--response", "2000", "--read", "500", "--fork-close", "t6-child"]);
+    let parent = client(
+        &[],
+        "t6-parent",
+        &["--connect", &server.addr, "--response", "2000", "--read", "500", "--fork-close", "t6-child"],
+    );
     server.wait();
-    let events = tracer.wait_for("the child's unread_close", WAIT, |ev| !select(ev, "unread_close", "t6-child").is_empty());
+    let events =
+        tracer.wait_for("the child's unread_close", WAIT, |ev| !select(ev, "unread_close", "t6-child").is_empty());
     let open = select(&events, "open", "t6-parent");
     assert_eq!(open.len(), 1, "connect was the parent's:\n{}", dump(&events));
     let e = select(&events, "unread_close", "t6-child")[0];

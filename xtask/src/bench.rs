@@ -224,7 +224,11 @@ fn proc_usage(pid: u32) -> (f64, u64, u64) {
     let cpu = (ticks(11) + ticks(12)) / hz;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| {
-        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
     };
     (cpu, kib("VmHWM:"), kib("VmRSS:"))
 }
@@ -274,7 +278,10 @@ fn stop(r: Running, acc: &mut CostAcc) -> Result<()> {
         acc.daemon_peak_rss_kib = acc.daemon_peak_rss_kib.max(hwm);
         if let Some((_, text)) = http_get(addr, "/metrics") {
             acc.events_lost += metric(&text, "sockprobe_events_lost_total");
-            acc.daemon_records += ["opened", "closed"].iter().map(|k| metric(&text, &format!("sockprobe_tcp_connections_{k}_total"))).sum::<f64>();
+            acc.daemon_records += ["opened", "closed"]
+                .iter()
+                .map(|k| metric(&text, &format!("sockprobe_tcp_connections_{k}_total")))
+                .sum::<f64>();
         }
     }
     signal(pid, 2);
@@ -386,7 +393,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .lines()
         .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
         .unwrap_or_default();
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let _ = writeln!(report, "Machine: {} cores, {cpu}; kernel {}; {date}", num_cpus(), kernel.trim());
     let _ = writeln!(
         report,
@@ -396,16 +407,35 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let _ = writeln!(report, "| workload | baseline req/s (median) | sockprobe / baseline | bpftrace / baseline |");
     let _ = writeln!(report, "|---|---|---|---|");
     for w in workloads {
-        let base: HashMap<usize, f64> = samples.iter().filter(|s| s.workload == w && s.tracer == Tracer::None).map(|s| (s.round, s.req_per_s)).collect();
+        let base: HashMap<usize, f64> = samples
+            .iter()
+            .filter(|s| s.workload == w && s.tracer == Tracer::None)
+            .map(|s| (s.round, s.req_per_s))
+            .collect();
         let (base_med, _, _) = median_and_spread(base.values().copied().collect());
         let ratio = |t: Tracer| {
-            let v: Vec<f64> = samples.iter().filter(|s| s.workload == w && s.tracer == t).map(|s| s.req_per_s / base[&s.round]).collect();
+            let v: Vec<f64> = samples
+                .iter()
+                .filter(|s| s.workload == w && s.tracer == t)
+                .map(|s| s.req_per_s / base[&s.round])
+                .collect();
             let (m, lo, hi) = median_and_spread(v);
             format!("{:.1}% ({:.1}–{:.1}%)", m * 100.0, lo * 100.0, hi * 100.0)
         };
-        let _ = writeln!(report, "| {} | {:.0} | {} | {} |", w.name(), base_med, ratio(Tracer::Sockprobe), ratio(Tracer::Bpftrace));
+        let _ = writeln!(
+            report,
+            "| {} | {:.0} | {} | {} |",
+            w.name(),
+            base_med,
+            ratio(Tracer::Sockprobe),
+            ratio(Tracer::Bpftrace)
+        );
     }
-    let _ = writeln!(report, "\nRatios: median over {} rounds, (min–max) in parentheses; each ratio uses its own round's baseline.\n", args.rounds);
+    let _ = writeln!(
+        report,
+        "\nRatios: median over {} rounds, (min–max) in parentheses; each ratio uses its own round's baseline.\n",
+        args.rounds
+    );
     let _ = writeln!(
         report,
         "Throughput rounds ran with `kernel.bpf_stats_enabled=0`. Kernel cost per event: one more pass per workload with it on \
@@ -424,7 +454,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         e.1 += cnt;
     }
     for (t, (ns, cnt)) in &totals {
-        let _ = writeln!(report, "| {} | **all programs** | {cnt} | **{:.0}** |", t.name(), *ns as f64 / (*cnt).max(1) as f64);
+        let _ = writeln!(
+            report,
+            "| {} | **all programs** | {cnt} | **{:.0}** |",
+            t.name(),
+            *ns as f64 / (*cnt).max(1) as f64
+        );
     }
     let _ = writeln!(
         report,
@@ -436,8 +471,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         acc.daemon_peak_rss_kib as f64 / 1024.0,
         acc.events_lost
     );
-    let churn_max = samples.iter().filter(|s| s.workload == Workload::Churn && s.tracer == Tracer::Sockprobe).map(|s| s.req_per_s).fold(0.0, f64::max);
-    let _ = writeln!(report, "\nSaturation: highest churn rate with sockprobe attached: {churn_max:.0} connections/s (wrk, 16 connections); events lost over all runs: {}.", acc.events_lost);
+    let churn_max = samples
+        .iter()
+        .filter(|s| s.workload == Workload::Churn && s.tracer == Tracer::Sockprobe)
+        .map(|s| s.req_per_s)
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        report,
+        "\nSaturation: highest churn rate with sockprobe attached: {churn_max:.0} connections/s (wrk, 16 connections); events lost over all runs: {}.",
+        acc.events_lost
+    );
 
     if args.scale_sockets > 0 {
         scale(args.scale_sockets, &mut report)?;
@@ -452,7 +495,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 fn set_bpf_stats(on: bool) -> Result<()> {
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" }).context("set kernel.bpf_stats_enabled (needs root)")
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" })
+        .context("set kernel.bpf_stats_enabled (needs root)")
 }
 
 fn num_cpus() -> usize {
@@ -475,7 +519,15 @@ fn scale(sockets: u32, report: &mut String) -> Result<()> {
     while left > 0 {
         let n = left.min(per);
         let mut c = Command::new(&peer)
-            .args(["--name", "bench-holder", "hold", "--connections", &n.to_string(), "--close-wait", &(n / 2).to_string()])
+            .args([
+                "--name",
+                "bench-holder",
+                "hold",
+                "--connections",
+                &n.to_string(),
+                "--close-wait",
+                &(n / 2).to_string(),
+            ])
             .stdout(Stdio::piped())
             .spawn()?;
         let mut line = String::new();
@@ -492,7 +544,11 @@ fn scale(sockets: u32, report: &mut String) -> Result<()> {
     let scrape = t.elapsed();
     let (_, hwm, rss) = proc_usage(pid);
     let tracked = metric(&text, "sockprobe_tracked_sockets");
-    let live: f64 = text.lines().filter(|l| l.starts_with("sockprobe_tcp_sockets{")).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum();
+    let live: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("sockprobe_tcp_sockets{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
     for mut h in holders {
         let _ = h.kill();
         let _ = h.wait();

@@ -12,18 +12,17 @@ const NIGHTLY: &str = "nightly";
 /// (command, package): Go `net/http` programs are the daemon tests' subjects,
 /// promtool checks the exposition and the alert rules, a real Prometheus
 /// scrapes the daemon, openssl and curl test TLS, systemd-analyze the unit.
-const TEST_TOOLS: &[(&str, &str)] =
-    &[
-        ("ip", "iproute2"),
-        ("setpriv", "util-linux"),
-        ("ss", "iproute2"),
-        ("go", "golang-go"),
-        ("promtool", "prometheus"),
-        ("prometheus", "prometheus"),
-        ("openssl", "openssl"),
-        ("curl", "curl"),
-        ("systemd-analyze", "systemd"),
-    ];
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("setpriv", "util-linux"),
+    ("ss", "iproute2"),
+    ("go", "golang-go"),
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
+    ("openssl", "openssl"),
+    ("curl", "curl"),
+    ("systemd-analyze", "systemd"),
+];
 
 pub fn ensure() -> Result<()> {
     let nightly_llvm = ensure_nightly()?;
@@ -69,15 +68,27 @@ fn is_root() -> bool {
 /// Nightly with rust-src (for `-Z build-std`); returns its LLVM major.
 fn ensure_nightly() -> Result<u32> {
     if which("rustup").is_none() {
-        bail!("rustup not found: install it (https://rustup.rs), then `rustup toolchain install nightly --component rust-src`");
+        bail!(
+            "rustup not found: install it (https://rustup.rs), then `rustup toolchain install nightly --component rust-src`"
+        );
     }
-    let has_nightly = output(Command::new("rustup").args(["toolchain", "list"])).is_some_and(|s| s.lines().any(|l| l.starts_with("nightly")));
+    let has_nightly = output(Command::new("rustup").args(["toolchain", "list"]))
+        .is_some_and(|s| s.lines().any(|l| l.starts_with("nightly")));
     if !has_nightly {
         eprintln!("xtask: installing the nightly toolchain (needed to build the eBPF object)");
-        run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src"]))
-            .context("install nightly: run `rustup toolchain install nightly --component rust-src`")?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))
+        .context("install nightly: run `rustup toolchain install nightly --component rust-src`")?;
     }
-    let sysroot = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"])).context("rustc +nightly")?;
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"])).context("rustc +nightly")?;
     if !Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core").exists() {
         eprintln!("xtask: adding rust-src to nightly");
         run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
@@ -112,14 +123,25 @@ fn ensure_bpf_linker(llvm: u32) -> Result<()> {
         }
         _ => eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (about 3 minutes)"),
     }
-    let packages = [format!("llvm-{llvm}-dev"), format!("libpolly-{llvm}-dev"), "libzstd-dev".into(), "zlib1g-dev".into()];
+    let packages =
+        [format!("llvm-{llvm}-dev"), format!("libpolly-{llvm}-dev"), "libzstd-dev".into(), "zlib1g-dev".into()];
     let prefix = PathBuf::from(format!("/usr/lib/llvm-{llvm}"));
     if !prefix.join("bin/llvm-config").exists() {
         apt_install(&packages)?;
     }
-    let path = std::env::join_paths(std::iter::once(prefix.join("bin")).chain(std::env::split_paths(&path_with_cargo_bin())))?;
+    let path =
+        std::env::join_paths(std::iter::once(prefix.join("bin")).chain(std::env::split_paths(&path_with_cargo_bin())))?;
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", &format!("llvm-{llvm}"), "--force"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm}"),
+            "--force",
+        ])
         .env("LLVM_PREFIX", &prefix)
         .env("PATH", path))
     .context("cargo install bpf-linker")?;
@@ -145,7 +167,13 @@ fn ensure_pip_tools() -> Result<()> {
 
 fn ensure_test_tools() -> Result<()> {
     ensure_pip_tools()?;
-    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(bin, _)| which(bin).is_none() && !Path::new("/usr/sbin").join(bin).exists() && !Path::new("/sbin").join(bin).exists()).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(bin, _)| {
+            which(bin).is_none() && !Path::new("/usr/sbin").join(bin).exists() && !Path::new("/sbin").join(bin).exists()
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -157,7 +185,10 @@ fn ensure_test_tools() -> Result<()> {
 pub fn apt_install(packages: &[String]) -> Result<()> {
     let missing: Vec<&String> = packages
         .iter()
-        .filter(|p| !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_some_and(|s| s.contains("install ok installed")))
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -171,7 +202,10 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
     }
     eprintln!("xtask: apt-get install {list}");
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(missing.iter().map(|s| s.as_str())).env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(missing.iter().map(|s| s.as_str()))
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

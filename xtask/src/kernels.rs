@@ -32,7 +32,9 @@ pub struct KernelArgs {
 /// Debian package of the newest cloud image of a series, e.g. 6.1 →
 /// linux-image-6.1.0-NN-cloud-amd64.
 fn package_for(series: &str) -> Result<String> {
-    let out = Command::new("apt-cache").args(["search", "--names-only", &format!("^linux-image-{}", series.replace('.', "\\."))]).output()?;
+    let out = Command::new("apt-cache")
+        .args(["search", "--names-only", &format!("^linux-image-{}", series.replace('.', "\\."))])
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut names: Vec<String> = text
         .lines()
@@ -45,7 +47,7 @@ fn package_for(series: &str) -> Result<String> {
         })
         .map(str::to_string)
         .collect();
-    names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    names.sort_by_key(|n| version_key(n));
     names.pop().with_context(|| format!("no Debian cloud kernel package for {series} (apt-get update?)"))
 }
 
@@ -78,7 +80,11 @@ fn fetch_kernel(package: &str, dir: &Path) -> Result<PathBuf> {
 }
 
 fn find_vmlinuz(boot: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(boot).ok()?.flatten().map(|e| e.path()).find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz")))
+    std::fs::read_dir(boot)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz")))
 }
 
 /// A newc cpio archive, written by hand (no cpio needed).
@@ -121,11 +127,11 @@ impl Cpio {
         self.out.extend_from_slice(header.as_bytes());
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(0);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
         self.out.extend_from_slice(data);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -390,7 +396,8 @@ pub fn matrix(kernels: &[String], timeout: u64) -> Result<(usize, usize)> {
     let dir = workspace_root().join("target/kernels");
     std::fs::create_dir_all(&dir)?;
     let initramfs = build_initramfs(&dir)?;
-    let series: Vec<String> = if args.kernels.is_empty() { vec!["6.1".into(), "6.12".into()] } else { args.kernels.clone() };
+    let series: Vec<String> =
+        if args.kernels.is_empty() { vec!["6.1".into(), "6.12".into()] } else { args.kernels.clone() };
     let mut report = String::new();
     let (mut total_passed, mut total_failed) = (0, 0);
     for s in &series {
@@ -401,7 +408,8 @@ pub fn matrix(kernels: &[String], timeout: u64) -> Result<(usize, usize)> {
         let passed = out.tests.iter().filter(|(_, ok)| *ok).count();
         total_passed += passed;
         total_failed += out.tests.len() - passed + usize::from(!out.check_ok || out.tests.is_empty());
-        let _ = writeln!(report, "\n### {} ({package})\n", if out.kernel.is_empty() { s.as_str() } else { &out.kernel });
+        let _ =
+            writeln!(report, "\n### {} ({package})\n", if out.kernel.is_empty() { s.as_str() } else { &out.kernel });
         let _ = writeln!(report, "`sockprobe check`: {}\n", if out.check_ok { "ok" } else { "FAILED" });
         let _ = writeln!(report, "| feature | probe | result |\n|---|---|---|");
         for (f, hooks, status) in &out.probes {
@@ -411,7 +419,11 @@ pub fn matrix(kernels: &[String], timeout: u64) -> Result<(usize, usize)> {
         for (name, ok) in &out.tests {
             let _ = writeln!(report, "| {name} | {} |", if *ok { "pass" } else { "FAIL" });
         }
-        println!("== {s}: check {}, {passed}/{} scenarios passed", if out.check_ok { "ok" } else { "FAILED" }, out.tests.len());
+        println!(
+            "== {s}: check {}, {passed}/{} scenarios passed",
+            if out.check_ok { "ok" } else { "FAILED" },
+            out.tests.len()
+        );
     }
     std::fs::write(dir.join("report.md"), &report)?;
     println!("{report}\n(written to {})", dir.join("report.md").display());

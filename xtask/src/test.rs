@@ -38,7 +38,8 @@ fn add_result_line(t: &mut Totals, line: &str) {
 
 fn count_privileged() -> Result<u64> {
     let out = cargo().args(["test", "--release", "--quiet", "--", "--list"]).output().context("list tests")?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(PRIVILEGED) && l.ends_with(": test")).count() as u64)
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(PRIVILEGED) && l.ends_with(": test")).count()
+        as u64)
 }
 
 pub fn run(extra: &[String]) -> Result<ExitCode> {
@@ -90,7 +91,10 @@ mod tests {
     #[test]
     fn sums_result_lines() {
         let mut t = Totals::default();
-        add_result_line(&mut t, "test result: ok. 10 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        add_result_line(
+            &mut t,
+            "test result: ok. 10 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        );
         add_result_line(&mut t, "test result: FAILED. 2 passed; 1 failed; 3 ignored; 0 measured; 0 filtered out");
         add_result_line(&mut t, "running 3 tests");
         assert_eq!(t, Totals { passed: 12, failed: 1, ignored: 3 });

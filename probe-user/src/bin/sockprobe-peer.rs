@@ -198,7 +198,9 @@ fn main() -> ExitCode {
             let read = read.unwrap_or(response).min(response);
             (0..spread).flat_map(|i| (0..connections).map(move |_| i)).try_for_each(|i| {
                 let addr = match connect {
-                    SocketAddr::V4(a) => SocketAddr::new(std::net::Ipv4Addr::from(u32::from(*a.ip()) + i).into(), a.port()),
+                    SocketAddr::V4(a) => {
+                        SocketAddr::new(std::net::Ipv4Addr::from(u32::from(*a.ip()) + i).into(), a.port())
+                    }
                     other => other,
                 };
                 client(addr, requests, response, read, Duration::from_millis(hold_ms), fork_close.as_deref())

@@ -67,7 +67,8 @@ impl Tracer {
         let stdout = child.stdout.take().unwrap();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("trace printed non-JSON {line:?}: {e}"));
+                let v: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("trace printed non-JSON {line:?}: {e}"));
                 sink.lock().unwrap().push(v);
             }
         });
@@ -133,7 +134,11 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn sockprobe-peer server");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("server prints its address");
-        let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected server output {line:?}")).to_string();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected server output {line:?}"))
+            .to_string();
         Server { child, addr }
     }
 
@@ -190,7 +195,10 @@ impl NetNs {
 
     /// A TcpExt counter from this namespace's `/proc/net/netstat`.
     pub fn tcpext(&self, counter: &str) -> u64 {
-        let out = Command::new("ip").args(["netns", "exec", &self.name, "cat", "/proc/net/netstat"]).output().expect("read netstat");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "cat", "/proc/net/netstat"])
+            .output()
+            .expect("read netstat");
         tcpext_counter(&String::from_utf8_lossy(&out.stdout), counter)
     }
 }
@@ -346,7 +354,8 @@ pub fn spawn_listening(prefix: &[&str], program: &str, args: &[&str]) -> (Child,
     let mut child = command(prefix, program).args(args).stdout(Stdio::piped()).spawn().expect("spawn server");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("server prints its address");
-    let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected output {line:?}")).to_string();
+    let addr =
+        line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected output {line:?}")).to_string();
     (child, addr)
 }
 
