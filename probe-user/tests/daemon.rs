@@ -18,10 +18,6 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn stop_process(child: &std::process::Child) {
-    unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
-}
-
 /// Scenario 1: The seed's bug: check the status, close the body unread, 100 times.
 /// Scenario 2: The fix: drain the body; one connection carries all 100 requests.
 #[test]
@@ -87,20 +83,11 @@ fn privileged_go_leaked_bodies_build_close_wait() {
         return;
     }
     let daemon = Daemon::start(&[]);
-    let (mut server, addr) = spawn_listening(
-        &[],
-        &go_program("t33-gosrv"),
-        &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "1s"],
-    );
-    let mut client = spawn(
-        &[],
-        &go_program("t33-leaky"),
-        &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "50ms"],
-    );
-    let pid = client.id();
+    let leak = GoLeak::start("t33", "1s", "50ms");
+    let pid = leak.client_pid();
     wait_until("10 leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(pid) >= 10);
     // Freeze the client; let the server time out its remaining connections.
-    stop_process(&client);
+    leak.freeze_client();
     sleep(Duration::from_millis(1500));
     let expected = ss_close_wait(pid) as f64;
     let cw = [("comm", "t33-leaky"), ("state", "close_wait")];
@@ -114,10 +101,6 @@ fn privileged_go_leaked_bodies_build_close_wait() {
     sleep(Duration::from_secs(1));
     let second = metric(&daemon.scrape(), "sockprobe_tcp_close_wait_oldest_seconds", &oldest);
     assert!(first >= 1.0 && second >= first + 0.9, "oldest CLOSE_WAIT age should grow: {first} then {second}");
-    client.kill().ok();
-    client.wait().ok();
-    server.kill().ok();
-    server.wait().ok();
 }
 
 /// Scenario 4: A leak that began before sockprobe started is in the first scrape.
@@ -126,19 +109,10 @@ fn privileged_close_wait_before_start_is_in_first_scrape() {
     if !is_root() {
         return;
     }
-    let (mut server, addr) = spawn_listening(
-        &[],
-        &go_program("t34-gosrv"),
-        &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "500ms"],
-    );
-    let mut client = spawn(
-        &[],
-        &go_program("t34-leaky"),
-        &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "50ms"],
-    );
-    let pid = client.id();
+    let leak = GoLeak::start("t34", "500ms", "50ms");
+    let pid = leak.client_pid();
     wait_until("5 leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(pid) >= 5);
-    stop_process(&client);
+    leak.freeze_client();
     sleep(Duration::from_millis(1000));
     let expected = ss_close_wait(pid) as f64;
     let daemon = Daemon::start(&[]);
@@ -150,10 +124,6 @@ fn privileged_close_wait_before_start_is_in_first_scrape() {
     );
     assert_eq!(got, expected, "first scrape vs ss\n{text}");
     assert!(metric(&text, "sockprobe_tcp_close_wait_oldest_seconds", &[("comm", "t34-leaky")]) >= 0.0);
-    client.kill().ok();
-    client.wait().ok();
-    server.kill().ok();
-    server.wait().ok();
 }
 
 /// Scenario 5: The exposition is valid for a real Prometheus parser, every metric has

@@ -76,16 +76,7 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
         .spawn()
         .expect("prometheus (Debian package; cargo xtask test installs it)");
 
-    let (mut server, addr) = spawn_listening(
-        &[],
-        &go_program("t61-gosrv"),
-        &["-mode", "server", "-body-bytes", "100", "-idle-timeout", "1s"],
-    );
-    let mut client = spawn(
-        &[],
-        &go_program("t61-leaky"),
-        &["-mode", "leak", "-url", &format!("http://{addr}/"), "-n", "0", "-interval", "100ms"],
-    );
+    let leak = GoLeak::start("t61", "1s", "100ms");
 
     let query = encode("sockprobe_tcp_sockets{comm=\"t61-leaky\",state=\"close_wait\"}");
     let value = poll("the CLOSE_WAIT series in Prometheus", Duration::from_secs(60), || {
@@ -107,9 +98,8 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
             .cloned()
     });
     assert_eq!(alert["labels"]["severity"], "warning", "{alert}");
-    for c in [&mut client, &mut server, &mut prom] {
-        c.kill().ok();
-        c.wait().ok();
-    }
+    drop(leak);
+    prom.kill().ok();
+    prom.wait().ok();
     std::fs::remove_dir_all(&dir).ok();
 }

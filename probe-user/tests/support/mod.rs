@@ -369,3 +369,46 @@ pub fn ss_close_wait(pid: u32) -> usize {
     let needle = format!("pid={pid},");
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&needle)).count()
 }
+
+/// A Go `net/http` server with a short idle timeout and a Go client that
+/// never closes response bodies: CLOSE_WAIT sockets pile up in the client
+/// (`<tag>-leaky`). Both are killed on drop.
+pub struct GoLeak {
+    server: Child,
+    client: Child,
+}
+
+impl GoLeak {
+    pub fn start(tag: &str, idle_timeout: &str, interval: &str) -> GoLeak {
+        let (server, addr) = spawn_listening(
+            &[],
+            &go_program(&format!("{tag}-gosrv")),
+            &["-mode", "server", "-body-bytes", "100", "-idle-timeout", idle_timeout],
+        );
+        let url = format!("http://{addr}/");
+        let client = spawn(
+            &[],
+            &go_program(&format!("{tag}-leaky")),
+            &["-mode", "leak", "-url", &url, "-n", "0", "-interval", interval],
+        );
+        GoLeak { server, client }
+    }
+
+    pub fn client_pid(&self) -> u32 {
+        self.client.id()
+    }
+
+    /// SIGSTOP the client: its sockets stay as they are.
+    pub fn freeze_client(&self) {
+        unsafe { libc::kill(self.client.id() as i32, libc::SIGSTOP) };
+    }
+}
+
+impl Drop for GoLeak {
+    fn drop(&mut self) {
+        for c in [&mut self.client, &mut self.server] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
