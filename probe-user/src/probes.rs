@@ -381,14 +381,7 @@ impl Probes {
         RingBuf::try_from(map).map_err(|e| Error::Load(e.to_string()))
     }
 
-    /// Sum over CPUs of one kernel-side counter.
-    pub fn counter(&self, counter: Counter) -> u64 {
-        let Some(map) = self.ebpf.map(COUNTERS_MAP) else { return 0 };
-        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
-        array.get(&(counter as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
-    }
-
-    /// Hands out what scrapes read from the kernel side.
+    /// Hands out the kernel-side state userspace reports on (counters, map size).
     pub fn take_stats(&mut self) -> Result<KernelStats, Error> {
         let sockets = self.ebpf.take_map(SOCKETS_MAP).ok_or_else(|| Error::Load("no SOCKETS map".into()))?;
         let counters = self.ebpf.take_map(COUNTERS_MAP).ok_or_else(|| Error::Load("no COUNTERS map".into()))?;
@@ -399,13 +392,14 @@ impl Probes {
     }
 }
 
-/// Kernel-side state that `/metrics` reports on.
+/// Kernel-side state that `/metrics` and `trace` report on.
 pub struct KernelStats {
     sockets: AyaHashMap<MapData, u64, SockState>,
     counters: PerCpuArray<MapData, u64>,
 }
 
 impl KernelStats {
+    /// Sum over CPUs of one kernel-side counter.
     pub fn counter(&self, counter: Counter) -> u64 {
         self.counters.get(&(counter as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
     }

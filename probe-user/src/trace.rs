@@ -45,6 +45,7 @@ pub async fn run(filter: Filter, sizes: MapSizes) -> Result<(), Error> {
     let mut probes = Probes::attach(sizes)?;
     crate::check::log_probe_status(&probes);
     let mut events = EventStream::new(&mut probes)?;
+    let stats = probes.take_stats()?;
     eprintln!("sockprobe trace: probes attached, streaming events (Ctrl-C to stop)");
     let mut stop = std::pin::pin!(shutdown::requested());
     let stdout = std::io::stdout();
@@ -63,7 +64,7 @@ pub async fn run(filter: Filter, sizes: MapSizes) -> Result<(), Error> {
             }) => batch?,
         }
     }
-    let lost = probes.counter(Counter::EventsLost);
+    let lost = stats.counter(Counter::EventsLost);
     if lost > 0 {
         eprintln!("sockprobe trace: {lost} events lost (ring buffer full); raise --probe.ring-buffer-bytes");
     }

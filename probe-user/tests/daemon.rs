@@ -10,14 +10,6 @@ use std::{
 
 use support::*;
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(100));
-    }
-}
-
 /// Scenario 1: The seed's bug: check the status, close the body unread, 100 times.
 /// Scenario 2: The fix: drain the body; one connection carries all 100 requests.
 #[test]
@@ -32,12 +24,7 @@ fn privileged_go_unread_bodies_then_drained_bodies() {
     let labels = [("comm", "t31-unread"), ("direction", "outbound"), ("endpoint", addr.as_str())];
 
     let before = ns.tcpext("TCPAbortOnClose");
-    let status = Command::new("ip")
-        .args(["netns", "exec", &ns.name, &go_program("t31-unread"), "-mode", "unread", "-url", &url, "-n", "100"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_in(&ns.prefix(), &go_program("t31-unread"), &["-mode", "unread", "-url", &url, "-n", "100"]);
     let after = ns.tcpext("TCPAbortOnClose");
     let delta = (after - before) as f64;
     assert!(delta > 0.0, "the Go client should have caused aborts");
@@ -56,12 +43,7 @@ fn privileged_go_unread_bodies_then_drained_bodies() {
 
     let drained = [("comm", "t31-drain"), ("direction", "outbound"), ("endpoint", addr.as_str())];
     let unread_before = ns.tcpext("TCPAbortOnClose");
-    let status = Command::new("ip")
-        .args(["netns", "exec", &ns.name, &go_program("t31-drain"), "-mode", "drain", "-url", &url, "-n", "100"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_in(&ns.prefix(), &go_program("t31-drain"), &["-mode", "drain", "-url", &url, "-n", "100"]);
     wait_until("the drained connection to close", Duration::from_secs(10), || {
         text = daemon.scrape();
         metric(&text, "sockprobe_tcp_connection_exchanges_count", &drained) >= 1.0

@@ -5,8 +5,7 @@ mod support;
 
 use std::{
     process::{Command, Stdio},
-    thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -29,17 +28,6 @@ fn api(addr: &str, path: &str) -> Option<Value> {
         return None;
     }
     serde_json::from_str(&body).ok()
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(500));
-    }
 }
 
 #[test]

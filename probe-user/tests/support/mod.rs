@@ -157,11 +157,42 @@ impl Drop for Server {
 
 /// Runs a `sockprobe-peer client` to completion; returns its pid.
 pub fn client(prefix: &[&str], name: &str, args: &[&str]) -> u32 {
-    let mut child = command(prefix, PEER).args(["--name", name, "client"]).args(args).spawn().expect("spawn client");
+    let mut cmd = command(prefix, PEER);
+    cmd.args(["--name", name, "client"]).args(args);
+    run_to_end(cmd)
+}
+
+/// Runs a program to completion (stdout discarded), asserting success; its pid.
+pub fn run_to_end(mut cmd: Command) -> u32 {
+    let mut child = cmd.stdout(Stdio::null()).spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let pid = child.id();
-    let status = child.wait().expect("wait for client");
-    assert!(status.success(), "client {name} exited with {status}");
+    let status = child.wait().expect("wait for child");
+    assert!(status.success(), "{cmd:?} exited with {status}");
     pid
+}
+
+/// Runs `program` inside `prefix` (e.g. `ip netns exec NS`) to completion.
+pub fn run_in(prefix: &[&str], program: &str, args: &[&str]) -> u32 {
+    let mut cmd = command(prefix, program);
+    cmd.args(args);
+    run_to_end(cmd)
+}
+
+/// Polls `f` until it yields a value.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + scaled(timeout);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `f` until it holds.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    poll(what, timeout, || f().then_some(()))
 }
 
 /// `prefix` runs the program inside something, e.g. `ip netns exec NS`.
