@@ -13,6 +13,21 @@ pub const SOCKETS_MAP: &str = "SOCKETS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Per-CPU counters indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Per-socket state in socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`).
+pub const SOCK_STORAGE_MAP: &str = "SOCK_STORAGE";
+/// Name of the global that says where per-socket state lives ([`StateStore`]).
+pub const STATE_STORE_GLOBAL: &str = "STATE_STORE";
+
+/// Where the kernel side keeps per-socket state, chosen by userspace at load.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateStore {
+    /// LRU hash keyed by `struct sock *`: works from every hook, kprobes included.
+    LruHash = 0,
+    /// Socket-local storage: no hashing, freed with the socket. BTF-typed
+    /// hooks only (tp_btf, fentry/fexit; 5.11+).
+    SocketLocal = 1,
+}
 
 /// Marks an offset the running kernel does not have.
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -272,6 +287,19 @@ pub struct Event {
     pub family: u16,
     pub kind: u8,
     pub direction: u8,
+    /// On a `close` out of CLOSE_WAIT: how long the socket sat there (at
+    /// least 1), else 0. Saves the kernel a second record for `close_wait_end`.
+    pub close_wait_ns: u64,
+}
+
+impl Event {
+    /// The `close_wait_end` folded into a `close` record, if any.
+    pub fn close_wait_end(&self) -> Option<Event> {
+        if self.kind != EventKind::Close as u8 || self.close_wait_ns == 0 {
+            return None;
+        }
+        Some(Event { kind: EventKind::CloseWaitEnd as u8, value: self.close_wait_ns, close_wait_ns: 0, ..*self })
+    }
 }
 
 /// Indexes into the per-CPU [`COUNTERS_MAP`].
@@ -282,9 +310,16 @@ pub enum Counter {
     EventsLost = 0,
     /// The socket map refused an insert.
     StateInsertFailed = 1,
+    /// Socket-local states created / freed: their difference is the number
+    /// tracked now (that storage cannot be enumerated from userspace).
+    StatesCreated = 2,
+    StatesFreed = 3,
+    /// Records handed to the ring buffer (paces the kernel side's checks of
+    /// how full the ring is).
+    EventsSubmitted = 4,
 }
 
-pub const COUNTER_SLOTS: u32 = 2;
+pub const COUNTER_SLOTS: u32 = 5;
 
 #[cfg(feature = "user")]
 mod user {

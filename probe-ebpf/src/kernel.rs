@@ -5,6 +5,8 @@ use aya_ebpf::helpers::{
 };
 use probe_common::{AF_INET, AF_INET6, Field, KernelLayout, NO_OFFSET, Owner, SockState};
 
+use crate::access::Access;
+
 /// Filled in by userspace with `EbpfLoader::override_global`.
 #[unsafe(no_mangle)]
 pub static LAYOUT: KernelLayout = KernelLayout::ZERO;
@@ -18,11 +20,12 @@ macro_rules! layout {
 }
 pub(crate) use layout;
 
-/// Reads `T` at `base + field.offset`, or `default` when the field is absent
-/// or unreadable. No `Option` on purpose: LLVM leaves the payload of `None`
+/// Reads `T` at `base + field.offset` with a helper call, or `default` when
+/// the field is absent or unreadable. For pointers that are not typed (see
+/// [`Access`]). No `Option` on purpose: LLVM leaves the payload of `None`
 /// undefined, and the verifier rejects reading such registers.
 #[inline(always)]
-pub fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T {
+pub fn probe_read<T: Copy>(base: *const u8, field: Field, default: T) -> T {
     if field.offset == NO_OFFSET || base.is_null() {
         return default;
     }
@@ -32,52 +35,62 @@ pub fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T {
     }
 }
 
-/// A member that may be a bitfield (e.g. `sk_shutdown` before 6.5).
+/// A member that may be a bitfield (e.g. `sk_shutdown` before 6.5). The
+/// verifier checks typed loads against member bounds, so bitfields, read as
+/// the 16-bit word around them, go through a probe read.
 #[inline(always)]
-pub fn read_bits(base: *const u8, field: Field) -> u32 {
-    let word = read::<u16>(base, field, 0) as u32;
-    if field.bits >= 16 {
-        return word;
+pub fn read_bits<A: Access>(base: *const u8, field: Field) -> u32 {
+    match (field.bits, field.shift) {
+        (8, 0) => A::read::<u8>(base, field, 0) as u32,
+        (16, 0) => A::read::<u16>(base, field, 0) as u32,
+        (bits, shift) => {
+            let word = probe_read::<u16>(base, field, 0) as u32;
+            if bits >= 16 {
+                return word;
+            }
+            (word >> (shift & 15)) & ((1u32 << (bits & 15)) - 1)
+        }
     }
-    (word >> (field.shift & 15)) & ((1u32 << (field.bits & 15)) - 1)
 }
 
 #[inline(always)]
-pub fn is_tcp(sk: *const u8) -> bool {
-    let family = read::<u16>(sk, layout!(skc_family), 0);
+pub fn is_tcp<A: Access>(sk: *const u8) -> bool {
+    let family = A::read::<u16>(sk, layout!(skc_family), 0);
     if family != AF_INET && family != AF_INET6 {
         return false;
     }
-    read_bits(sk, layout!(sk_protocol)) == layout!(ipproto_tcp)
+    read_bits::<A>(sk, layout!(sk_protocol)) == layout!(ipproto_tcp)
 }
 
 #[inline(always)]
-pub fn sk_shutdown(sk: *const u8) -> u32 {
-    read_bits(sk, layout!(sk_shutdown))
+pub fn sk_shutdown<A: Access>(sk: *const u8) -> u32 {
+    read_bits::<A>(sk, layout!(sk_shutdown))
 }
 
 /// Bytes received in order but not read by the application: `rcv_nxt - copied_seq`,
 /// minus the FIN's sequence number when the peer's FIN is in (see kernel-notes §2).
 #[inline(always)]
 pub fn unread_bytes(sk: *const u8, fin_received: bool) -> u32 {
-    let rcv_nxt = read::<u32>(sk, layout!(tcp_rcv_nxt), 0);
-    let copied = read::<u32>(sk, layout!(tcp_copied_seq), 0);
+    // tcp_sock members lie past `struct sock`, beyond what a typed load of
+    // `sk` may reach.
+    let rcv_nxt = probe_read::<u32>(sk, layout!(tcp_rcv_nxt), 0);
+    let copied = probe_read::<u32>(sk, layout!(tcp_copied_seq), 0);
     let diff = rcv_nxt.wrapping_sub(copied);
     if fin_received { diff.saturating_sub(1) } else { diff }
 }
 
 #[inline(always)]
-pub fn sk_state(sk: *const u8) -> u32 {
-    read::<u8>(sk, layout!(skc_state), 0) as u32
+pub fn sk_state<A: Access>(sk: *const u8) -> u32 {
+    A::read::<u8>(sk, layout!(skc_state), 0) as u32
 }
 
 /// The cgroup the socket was created in (accepted sockets inherit the
 /// listener's). Used only when no process-context owner is known.
 #[inline(always)]
 pub fn sk_cgroup_id(sk: *const u8) -> u64 {
-    let cgroup = read::<u64>(sk, layout!(sk_cgroup), 0);
-    let kn = read::<u64>(cgroup as *const u8, layout!(cgroup_kn), 0);
-    read::<u64>(kn as *const u8, layout!(kernfs_node_id), 0)
+    let cgroup = probe_read::<u64>(sk, layout!(sk_cgroup), 0);
+    let kn = probe_read::<u64>(cgroup as *const u8, layout!(cgroup_kn), 0);
+    probe_read::<u64>(kn as *const u8, layout!(kernfs_node_id), 0)
 }
 
 #[inline(always)]
@@ -95,12 +108,12 @@ pub fn capture_owner(owner: &mut Owner) {
     owner.tgid = tgid;
     owner.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let task = unsafe { bpf_get_current_task() } as *const u8;
-    let leader = read::<u64>(task, layout!(task_group_leader), task as u64);
+    let leader = probe_read::<u64>(task, layout!(task_group_leader), task as u64);
     let comm = layout!(task_comm);
     if comm.offset != NO_OFFSET {
         let src = (leader as *const u8).wrapping_add(comm.offset as usize);
         if unsafe { bpf_probe_read_kernel_buf(src, &mut owner.comm) }.is_err() {
-            owner.comm = [0; 16];
+            write16(&mut owner.comm, [0, 0]);
         }
     }
 }
@@ -108,20 +121,56 @@ pub fn capture_owner(owner: &mut Owner) {
 /// Fills addresses and ports. `skc_num` is zeroed when the port is released,
 /// so the source port comes from `inet_sport`.
 #[inline(always)]
-pub fn read_endpoints(sk: *const u8, st: &mut SockState) {
-    let family = read::<u16>(sk, layout!(skc_family), 0);
+pub fn read_endpoints<A: Access>(sk: *const u8, st: &mut SockState) {
+    let family = A::read::<u16>(sk, layout!(skc_family), 0);
     st.family = family;
-    if family == AF_INET {
-        let d = read::<[u8; 4]>(sk, layout!(skc_daddr), [0; 4]);
-        let s = read::<[u8; 4]>(sk, layout!(skc_rcv_saddr), [0; 4]);
-        st.daddr = [0; 16];
-        st.saddr = [0; 16];
-        st.daddr[..4].copy_from_slice(&d);
-        st.saddr[..4].copy_from_slice(&s);
+    let (d, s) = if family == AF_INET {
+        // The IPv4 address in the first 4 bytes (little-endian target).
+        let d = A::read::<u32>(sk, layout!(skc_daddr), 0) as u64;
+        let s = A::read::<u32>(sk, layout!(skc_rcv_saddr), 0) as u64;
+        ([d, 0], [s, 0])
     } else {
-        st.daddr = read::<[u8; 16]>(sk, layout!(skc_v6_daddr), [0; 16]);
-        st.saddr = read::<[u8; 16]>(sk, layout!(skc_v6_rcv_saddr), [0; 16]);
+        (read_in6::<A>(sk, layout!(skc_v6_daddr)), read_in6::<A>(sk, layout!(skc_v6_rcv_saddr)))
+    };
+    write16(&mut st.daddr, d);
+    write16(&mut st.saddr, s);
+    st.dport = u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0));
+    st.sport = sport(sk);
+}
+
+/// An `inet_sock` member: past `struct sock`, so a probe read.
+#[inline(always)]
+pub fn sport(sk: *const u8) -> u16 {
+    u16::from_be(probe_read::<u16>(sk, layout!(inet_sport), 0))
+}
+
+#[inline(always)]
+fn read_in6<A: Access>(sk: *const u8, field: Field) -> [u64; 2] {
+    [A::read::<u64>(sk, field, 0), A::read::<u64>(sk, Field { offset: field.offset.wrapping_add(8), ..field }, 0)]
+}
+
+/// 16-byte arrays (addresses, `comm`) move as two words: with alignment 1,
+/// LLVM would copy them byte by byte or call out to memmove. Every such field
+/// sits at an 8-aligned offset of an 8-aligned record ([`SockState`], `Event`).
+#[inline(always)]
+pub fn write16(dst: &mut [u8; 16], words: [u64; 2]) {
+    let d = dst.as_mut_ptr() as *mut u64;
+    unsafe {
+        d.write_volatile(words[0]);
+        d.add(1).write_volatile(words[1]);
     }
-    st.dport = u16::from_be(read::<u16>(sk, layout!(skc_dport), 0));
-    st.sport = u16::from_be(read::<u16>(sk, layout!(inet_sport), 0));
+}
+
+#[inline(always)]
+pub fn read16(src: &[u8; 16]) -> [u64; 2] {
+    let s = src.as_ptr() as *const u64;
+    unsafe { [s.read_volatile(), s.add(1).read_volatile()] }
+}
+
+/// As [`write16`], for an [`Owner`] (its `comm` is a byte array).
+#[inline(always)]
+pub fn copy_owner(dst: &mut Owner, src: &Owner) {
+    dst.cgroup_id = src.cgroup_id;
+    dst.tgid = src.tgid;
+    write16(&mut dst.comm, read16(&src.comm));
 }

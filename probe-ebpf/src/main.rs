@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod access;
 mod handlers;
 mod kernel;
 mod maps;

@@ -1,13 +1,19 @@
 //! Maps shared by all programs. Sizes are defaults; userspace may resize.
 use aya_ebpf::{
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{COUNTER_SLOTS, Counter, Owner, SockState};
 
-/// Per-socket state keyed by `struct sock *`. LRU so a missed destroy cannot leak.
+/// Per-socket state keyed by `struct sock *` (see `store`). LRU so a missed
+/// destroy cannot leak. Shrunk to one entry when socket storage is used.
 #[map(name = "SOCKETS")]
 pub static SOCKETS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131_072, 0);
+
+/// Per-socket state in socket-local storage (see `store`).
+#[btf_map(name = "SOCK_STORAGE")]
+pub static SOCK_STORAGE: SkStorage<SockState> = SkStorage::new();
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -33,10 +39,15 @@ pub struct IoArgs {
     pub flags: u64,
 }
 
+/// Adds one to this CPU's `counter`; returns the new value.
 #[inline(always)]
-pub fn count(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+pub fn count(counter: Counter) -> u64 {
+    match COUNTERS.get_ptr_mut(counter as u32) {
         // Per-CPU slot: no other writer.
-        unsafe { *slot += 1 };
+        Some(slot) => unsafe {
+            *slot += 1;
+            *slot
+        },
+        None => 0,
     }
 }

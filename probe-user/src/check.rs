@@ -94,6 +94,7 @@ pub fn run() -> Result<bool, Error> {
                     s.candidate.min_kernel
                 );
             }
+            println!("state        per-socket state in {}", probes.store.describe());
             let lost: Vec<_> = Feature::ALL.iter().filter(|f| !probes.attached(**f)).collect();
             for f in &lost {
                 println!("degraded     {}: {}", f.name(), f.loss().unwrap_or(""));

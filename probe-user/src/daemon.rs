@@ -70,6 +70,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     let mut probes = tokio::task::spawn_blocking(move || Probes::attach(sizes))
         .await
         .map_err(|e| Error::Load(format!("attach task: {e}")))??;
+    log::info!("per-socket state in {}", probes.store.describe());
     check::log_probe_status(&probes);
     {
         let agg = shared.agg.lock().unwrap();

@@ -604,7 +604,21 @@ mod tests {
             family: AF_INET,
             kind: kind as u8,
             direction: Direction::Outbound as u8,
+            close_wait_ns: 0,
         }
+    }
+
+    #[test]
+    fn a_close_out_of_close_wait_carries_its_end() {
+        let mut close = event(EventKind::Close, "c", 80, 10);
+        assert!(close.close_wait_end().is_none(), "no CLOSE_WAIT, no close_wait_end");
+        close.close_wait_ns = 7;
+        let end = close.close_wait_end().expect("close_wait_end folded into the close");
+        assert_eq!((end.kind, end.value, end.close_wait_ns), (EventKind::CloseWaitEnd as u8, 7, 0));
+        assert_eq!((end.cookie, end.ts_ns), (close.cookie, close.ts_ns));
+        let mut open = event(EventKind::Open, "c", 80, 10);
+        open.close_wait_ns = 7;
+        assert!(open.close_wait_end().is_none(), "only close records carry it");
     }
 
     fn decoder() -> Decoder {

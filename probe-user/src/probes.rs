@@ -10,7 +10,10 @@ use aya::{
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
 };
-use probe_common::{COUNTERS_MAP, Counter, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, SOCKETS_MAP, SockState};
+use probe_common::{
+    COUNTERS_MAP, Counter, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, SOCKETS_MAP, STATE_STORE_GLOBAL, SockState,
+    StateStore,
+};
 
 use crate::{btf::Btf, error::Error, layout};
 
@@ -301,39 +304,85 @@ pub struct Probes {
     pub status: Vec<ProbeStatus>,
     pub layout: KernelLayout,
     pub reasons: layout::ResetReasons,
+    pub store: StoreChoice,
 }
 
-impl Probes {
-    /// Loads the object and attaches, per feature, the first candidate this
-    /// kernel accepts. Fails only when no candidate covers a required feature.
-    pub fn attach(sizes: MapSizes) -> Result<Probes, Error> {
-        Self::attach_with(sizes, false)
+/// Where per-socket state lives in this run, and why.
+#[derive(Clone, Debug)]
+pub struct StoreChoice {
+    pub store: StateStore,
+    /// Why socket-local storage was not used (empty when it is).
+    pub why: String,
+}
+
+impl StoreChoice {
+    fn socket_local() -> StoreChoice {
+        StoreChoice { store: StateStore::SocketLocal, why: String::new() }
     }
 
-    /// As [`Probes::attach`]; with `try_all`, also loads every fallback once
-    /// (then detaches it) so `sockprobe check` can say whether it would work.
-    pub fn attach_with(sizes: MapSizes, try_all: bool) -> Result<Probes, Error> {
-        crate::privileges::require()?;
-        let btf = Btf::from_vmlinux()?;
-        let kernel_layout = layout::resolve(&btf)?;
-        let reasons = layout::ResetReasons::from_btf(&btf);
-        let aya_btf = AyaBtf::parse_file(Btf::path(), Default::default()).map_err(|e| Error::Btf(one_line(&e)))?;
-        raise_memlock_limit();
+    pub fn describe(&self) -> String {
+        match self.store {
+            StateStore::SocketLocal => "socket-local storage (BPF_MAP_TYPE_SK_STORAGE)".into(),
+            StateStore::LruHash => format!("LRU hash ({})", self.why),
+        }
+    }
+}
+
+struct LoadContext<'a> {
+    btf: &'a Btf,
+    aya_btf: &'a AyaBtf,
+    layout: &'a KernelLayout,
+    sizes: MapSizes,
+    try_all: bool,
+}
+
+/// One attempt: the object loaded with one state store and its probes attached.
+struct Loaded {
+    ebpf: Ebpf,
+    status: Vec<ProbeStatus>,
+}
+
+impl Loaded {
+    /// The kprobe hooks attached, if any.
+    fn kprobe_in_use(&self) -> Option<String> {
+        let hooks: Vec<String> = self
+            .status
+            .iter()
+            .filter(|s| s.outcome == Outcome::Attached)
+            .flat_map(|s| s.candidate.programs.iter())
+            .filter(|(_, h)| matches!(h, Hook::KProbe(_) | Hook::KRetProbe(_)))
+            .map(|(_, h)| h.to_string())
+            .collect();
+        (!hooks.is_empty()).then(|| hooks.join(", "))
+    }
+
+    fn into_probes(self, layout: KernelLayout, reasons: layout::ResetReasons, store: StoreChoice) -> Probes {
+        Probes { ebpf: self.ebpf, status: self.status, layout, reasons, store }
+    }
+}
+
+impl LoadContext<'_> {
+    fn load(&self, store: StateStore) -> Result<Loaded, Error> {
+        // The LRU map is preallocated: keep it tiny when it is not used.
+        let max_sockets = if store == StateStore::SocketLocal { 1 } else { self.sizes.max_sockets };
+        let store_value = store as u32;
         let mut ebpf = EbpfLoader::new()
-            .btf(Some(&aya_btf))
-            .override_global(LAYOUT_GLOBAL, &kernel_layout, true)
-            .map_max_entries(SOCKETS_MAP, sizes.max_sockets)
-            .map_max_entries(EVENTS_MAP, sizes.ring_buffer_bytes.next_power_of_two().max(4096))
+            .btf(Some(self.aya_btf))
+            .override_global(LAYOUT_GLOBAL, self.layout, true)
+            .override_global(STATE_STORE_GLOBAL, &store_value, true)
+            .map_max_entries(SOCKETS_MAP, max_sockets)
+            .map_max_entries(EVENTS_MAP, self.sizes.ring_buffer_bytes.next_power_of_two().max(4096))
             .load(OBJECT)
             .map_err(|e| Error::Load(one_line(&e)))?;
 
+        let (btf, aya_btf) = (self.btf, self.aya_btf);
         let mut status = Vec::new();
         for feature in Feature::ALL {
             let mut covered = false;
             for candidate in PROBE_TABLE.iter().filter(|c| c.feature == feature) {
                 let outcome = if covered {
-                    if try_all && !shares_programs_with_attached(&status, candidate) {
-                        match try_attach(&mut ebpf, candidate, &btf, &aya_btf) {
+                    if self.try_all && !shares_programs_with_attached(&status, candidate) {
+                        match try_attach(&mut ebpf, candidate, btf, aya_btf) {
                             Ok(()) => {
                                 for (name, _) in candidate.programs {
                                     unload(&mut ebpf, name);
@@ -346,7 +395,7 @@ impl Probes {
                         Outcome::Standby
                     }
                 } else {
-                    match try_attach(&mut ebpf, candidate, &btf, &aya_btf) {
+                    match try_attach(&mut ebpf, candidate, btf, aya_btf) {
                         Ok(()) => {
                             covered = true;
                             Outcome::Attached
@@ -369,7 +418,48 @@ impl Probes {
                 return Err(Error::RequiredProbe(format!("{} ({why})", feature.name())));
             }
         }
-        Ok(Probes { ebpf, status, layout: kernel_layout, reasons })
+        Ok(Loaded { ebpf, status })
+    }
+}
+
+impl Probes {
+    /// Loads the object and attaches, per feature, the first candidate this
+    /// kernel accepts. Fails only when no candidate covers a required feature.
+    pub fn attach(sizes: MapSizes) -> Result<Probes, Error> {
+        Self::attach_with(sizes, false)
+    }
+
+    /// As [`Probes::attach`]; with `try_all`, also loads every fallback once
+    /// (then detaches it) so `sockprobe check` can say whether it would work.
+    ///
+    /// Socket-local storage is tried first; when a kprobe had to stand in
+    /// (kprobes cannot use that storage) or it did not load, everything is
+    /// loaded again with the LRU hash, which every hook can share.
+    pub fn attach_with(sizes: MapSizes, try_all: bool) -> Result<Probes, Error> {
+        crate::privileges::require()?;
+        let btf = Btf::from_vmlinux()?;
+        let kernel_layout = layout::resolve(&btf)?;
+        let reasons = layout::ResetReasons::from_btf(&btf);
+        let aya_btf = AyaBtf::parse_file(Btf::path(), Default::default()).map_err(|e| Error::Btf(one_line(&e)))?;
+        raise_memlock_limit();
+        let ctx = LoadContext { btf: &btf, aya_btf: &aya_btf, layout: &kernel_layout, sizes, try_all };
+
+        // Diagnostic knob (benchmarks compare the two stores).
+        let forced_lru = std::env::var("SOCKPROBE_STATE_STORE").is_ok_and(|v| v == "lru");
+        let store_refusal = if forced_lru {
+            "SOCKPROBE_STATE_STORE=lru".to_string()
+        } else {
+            match ctx.load(StateStore::SocketLocal) {
+                Ok(loaded) => match loaded.kprobe_in_use() {
+                    None => return Ok(loaded.into_probes(kernel_layout, reasons, StoreChoice::socket_local())),
+                    Some(hooks) => format!("{hooks} cannot use socket storage"),
+                },
+                Err(e) => e.to_string(),
+            }
+        };
+        log::debug!("socket-local storage not used: {store_refusal}");
+        let loaded = ctx.load(StateStore::LruHash)?;
+        Ok(loaded.into_probes(kernel_layout, reasons, StoreChoice { store: StateStore::LruHash, why: store_refusal }))
     }
 
     pub fn attached(&self, feature: Feature) -> bool {
@@ -385,8 +475,9 @@ impl Probes {
     pub fn take_stats(&mut self) -> Result<KernelStats, Error> {
         let sockets = self.ebpf.take_map(SOCKETS_MAP).ok_or_else(|| Error::Load("no SOCKETS map".into()))?;
         let counters = self.ebpf.take_map(COUNTERS_MAP).ok_or_else(|| Error::Load("no COUNTERS map".into()))?;
+        let sockets = AyaHashMap::try_from(sockets).map_err(|e| Error::Load(e.to_string()))?;
         Ok(KernelStats {
-            sockets: AyaHashMap::try_from(sockets).map_err(|e| Error::Load(e.to_string()))?,
+            sockets: (self.store.store == StateStore::LruHash).then_some(sockets),
             counters: PerCpuArray::try_from(counters).map_err(|e| Error::Load(e.to_string()))?,
         })
     }
@@ -394,19 +485,24 @@ impl Probes {
 
 /// Kernel-side state that `/metrics` and `trace` report on.
 pub struct KernelStats {
-    sockets: AyaHashMap<MapData, u64, SockState>,
+    /// The LRU socket map, when it holds the state.
+    sockets: Option<AyaHashMap<MapData, u64, SockState>>,
     counters: PerCpuArray<MapData, u64>,
 }
 
 impl KernelStats {
     /// Sum over CPUs of one kernel-side counter.
     pub fn counter(&self, counter: Counter) -> u64 {
-        self.counters.get(&(counter as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
+        self.counters.get(&(counter as u32), 0).map(|v| v.iter().fold(0, |a: u64, b| a.wrapping_add(*b))).unwrap_or(0)
     }
 
-    /// Entries in the socket map (walks the keys: one syscall per socket).
+    /// Sockets with kernel-side state now: the LRU map's entries (one
+    /// syscall per socket), or socket-local states created minus freed.
     pub fn tracked_sockets(&self) -> usize {
-        self.sockets.keys().filter(Result::is_ok).count()
+        match &self.sockets {
+            Some(map) => map.keys().filter(Result::is_ok).count(),
+            None => self.counter(Counter::StatesCreated).saturating_sub(self.counter(Counter::StatesFreed)) as usize,
+        }
     }
 }
 

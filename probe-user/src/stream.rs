@@ -54,6 +54,10 @@ impl EventStream {
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             if let Some(ev) = parse_event(&item) {
+                // One kernel record for a close out of CLOSE_WAIT: two events.
+                if let Some(end) = ev.close_wait_end() {
+                    f(&mut self.decoder, &end);
+                }
                 f(&mut self.decoder, &ev);
             }
         }

@@ -7,6 +7,7 @@ use aya_ebpf::{
 
 use super::cookie_of;
 use crate::{
+    access::{Typed, Untyped},
     handlers::{self, RECV, SEND},
     maps::{IO_ARGS, IoArgs},
 };
@@ -16,7 +17,7 @@ use crate::{
 pub fn tp_sock_send_length(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
-    handlers::on_io(sk, SEND, ret as i64, 0, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, SEND, ret as i64, 0, || cookie_of(sk));
     0
 }
 
@@ -26,7 +27,7 @@ pub fn tp_sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     let flags: i32 = ctx.arg(2);
-    handlers::on_io(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
     0
 }
 
@@ -35,7 +36,7 @@ pub fn tp_sock_recv_length(ctx: BtfTracePointContext) -> i32 {
 pub fn fexit_tcp_sendmsg(ctx: FExitContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(3);
-    handlers::on_io(sk, SEND, ret as i64, 0, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, SEND, ret as i64, 0, || cookie_of(sk));
     0
 }
 
@@ -45,7 +46,7 @@ pub fn fexit_tcp_recvmsg_4(ctx: FExitContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let flags: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    handlers::on_io(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
     0
 }
 
@@ -55,7 +56,7 @@ pub fn fexit_tcp_recvmsg(ctx: FExitContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let flags: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(5);
-    handlers::on_io(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
     0
 }
 
@@ -65,7 +66,7 @@ pub fn fexit_tcp_recvmsg_nonblock(ctx: FExitContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let flags: i32 = ctx.arg(4);
     let ret: i32 = ctx.arg(6);
-    handlers::on_io(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
     0
 }
 
@@ -84,7 +85,7 @@ fn unstash(ctx: &RetProbeContext, dir: u8) {
     let Some(args) = (unsafe { IO_ARGS.get(id) }).copied() else { return };
     let _ = IO_ARGS.remove(id);
     let ret: i32 = ctx.ret();
-    handlers::on_io(args.sk as *const u8, dir, ret as i64, args.flags, || 0);
+    handlers::on_io::<Untyped>(args.sk as *const u8, dir, ret as i64, args.flags, || 0);
 }
 
 #[kprobe]

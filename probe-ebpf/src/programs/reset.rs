@@ -2,7 +2,7 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use probe_common::REASON_UNKNOWN;
 
-use crate::handlers;
+use crate::{access::Typed, handlers};
 
 /// `tcp:tcp_send_reset(sk, skb, reason)`, 6.10+. `skb == NULL`: an active reset.
 #[btf_tracepoint(function = "tcp_send_reset")]
@@ -10,7 +10,7 @@ pub fn tp_tcp_send_reset_reason(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    handlers::on_reset_sent(sk, skb.is_null(), reason);
+    handlers::on_reset_sent::<Typed>(sk, skb.is_null(), reason);
     0
 }
 
@@ -19,7 +19,7 @@ pub fn tp_tcp_send_reset_reason(ctx: BtfTracePointContext) -> i32 {
 pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
-    handlers::on_reset_sent(sk, skb.is_null(), REASON_UNKNOWN);
+    handlers::on_reset_sent::<Typed>(sk, skb.is_null(), REASON_UNKNOWN);
     0
 }
 
@@ -27,6 +27,6 @@ pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tp_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
-    handlers::on_reset_received(sk);
+    handlers::on_reset_received::<Typed>(sk);
     0
 }

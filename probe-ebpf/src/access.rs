@@ -1,0 +1,134 @@
+//! How a program reaches kernel memory and its per-socket state.
+//!
+//! BTF-typed programs (tp_btf, fentry/fexit) get `sk` as a typed pointer:
+//! they load its fields directly (the JIT inlines each load; the offsets are
+//! constants the verifier reads from the frozen [`crate::kernel::LAYOUT`]) and
+//! may keep state in socket-local storage, a pointer chase from `sk` that is
+//! freed with the socket. kprobes see a plain address: every read is a
+//! `bpf_probe_read_kernel` call and state lives in the LRU hash, a hash lookup
+//! with LRU bookkeeping per event. Userspace picks one store for all programs
+//! ([`STATE_STORE`]), since the programs of one run must share state.
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_SK_STORAGE_GET_F_CREATE},
+    helpers::generated::bpf_sk_storage_get,
+};
+use probe_common::{Counter, Field, NO_OFFSET, SockState, StateStore};
+
+use crate::{
+    kernel,
+    maps::{self, SOCK_STORAGE, SOCKETS},
+};
+
+/// Filled in by userspace with `EbpfLoader::override_global`. Read-only, so
+/// the verifier knows its value and skips the branch not taken (older
+/// kernels never see a socket-storage call they could not verify).
+#[unsafe(no_mangle)]
+pub static STATE_STORE: u32 = StateStore::LruHash as u32;
+
+/// What a new state starts from: the helpers copy it from here, sparing the
+/// program a 128-byte stack buffer to clear and copy.
+static EMPTY: SockState = unsafe { core::mem::zeroed() };
+
+pub trait Access {
+    /// Reads `T` at `base + field.offset`, or `default` when the kernel has
+    /// no such field. `base` must be the program's `sk` (or null).
+    fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T;
+    fn get(sk: *const u8) -> Option<*mut SockState>;
+    /// A zeroed state for `sk`: created, or at a socket's rebirth reset.
+    fn put(sk: *const u8) -> Option<*mut SockState>;
+    fn remove(sk: *const u8);
+}
+
+/// kprobes: probe reads and the LRU hash.
+pub struct Untyped;
+
+impl Access for Untyped {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T {
+        kernel::probe_read(base, field, default)
+    }
+
+    #[inline(always)]
+    fn get(sk: *const u8) -> Option<*mut SockState> {
+        SOCKETS.get_ptr_mut(sk as u64)
+    }
+
+    #[inline(always)]
+    fn put(sk: *const u8) -> Option<*mut SockState> {
+        if SOCKETS.insert(sk as u64, &EMPTY, BPF_ANY as u64).is_err() {
+            maps::count(Counter::StateInsertFailed);
+            return None;
+        }
+        SOCKETS.get_ptr_mut(sk as u64)
+    }
+
+    #[inline(always)]
+    fn remove(sk: *const u8) {
+        let _ = SOCKETS.remove(sk as u64);
+    }
+}
+
+/// tp_btf and fentry/fexit: direct loads, and socket-local storage when
+/// userspace chose it.
+pub struct Typed;
+
+#[inline(always)]
+fn socket_local() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const STATE_STORE) == StateStore::SocketLocal as u32 }
+}
+
+#[inline(always)]
+fn storage_get(sk: *const u8, init: *const SockState, flags: u64) -> Option<*mut SockState> {
+    let map = (&raw const SOCK_STORAGE).cast_mut().cast();
+    let p = unsafe { bpf_sk_storage_get(map, sk as *mut _, init as *mut _, flags) } as *mut SockState;
+    if p.is_null() { None } else { Some(p) }
+}
+
+impl Access for Typed {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T {
+        if field.offset == NO_OFFSET {
+            return default;
+        }
+        // A faulting load yields zero (the JIT's exception table), like a
+        // failed probe read.
+        unsafe { core::ptr::read_volatile(base.add(field.offset as usize) as *const T) }
+    }
+
+    #[inline(always)]
+    fn get(sk: *const u8) -> Option<*mut SockState> {
+        if socket_local() { storage_get(sk, core::ptr::null(), 0) } else { Untyped::get(sk) }
+    }
+
+    #[inline(always)]
+    fn put(sk: *const u8) -> Option<*mut SockState> {
+        if !socket_local() {
+            return Untyped::put(sk);
+        }
+        let Some(p) = storage_get(sk, &raw const EMPTY, BPF_SK_STORAGE_GET_F_CREATE as u64) else {
+            maps::count(Counter::StateInsertFailed);
+            return None;
+        };
+        // Every state gets a cookie at birth (tp_btf and fentry read it), so
+        // a zero cookie means the storage was created just now.
+        unsafe {
+            if (*p).cookie == 0 {
+                maps::count(Counter::StatesCreated);
+            } else {
+                *p = EMPTY;
+            }
+        }
+        Some(p)
+    }
+
+    /// The storage goes with the socket; only the count is kept here.
+    #[inline(always)]
+    fn remove(sk: *const u8) {
+        if !socket_local() {
+            return Untyped::remove(sk);
+        }
+        if storage_get(sk, core::ptr::null(), 0).is_some() {
+            maps::count(Counter::StatesFreed);
+        }
+    }
+}
