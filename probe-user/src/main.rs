@@ -40,8 +40,9 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct ProbeArgs {
-    /// Most sockets tracked in the kernel at once; beyond, the least recently
-    /// used are forgotten [default: 131072; ~160 bytes each].
+    /// Size of the LRU per-socket map, used only when kprobes stand in for
+    /// BTF hooks (else socket-local storage, which has no limit); beyond it,
+    /// the least recently used are forgotten [default: 131072; ~160 bytes each].
     #[arg(long = "probe.max-sockets")]
     max_sockets: Option<u32>,
     /// Kernel-to-userspace ring buffer in bytes, a power of two [default: 1048576].

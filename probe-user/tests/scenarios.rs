@@ -15,12 +15,22 @@ const WAIT: Duration = Duration::from_secs(10);
 /// kernel's TCPAbortOnClose change (measured in a namespace of our own).
 #[test]
 fn privileged_unread_close_matches_kernel_counter() {
-    if !is_root() {
-        return;
+    if is_root() {
+        unread_close_matches_kernel_counter(&[]);
     }
+}
+
+#[test]
+fn privileged_unread_close_matches_kernel_counter_lru_store() {
+    if is_root() {
+        unread_close_matches_kernel_counter(LRU_STORE);
+    }
+}
+
+fn unread_close_matches_kernel_counter(env: &[(&str, &str)]) {
     const M: u32 = 20;
     let ns = NetNs::new("unread");
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start_with_env(&[], env);
     let before = ns.tcpext("TCPAbortOnClose");
     let mut server = Server::start(&ns.prefix(), "t1-server", &["--response", "5000", "--connections", &M.to_string()]);
     let pid = client(
@@ -90,11 +100,21 @@ fn privileged_full_read_closes_cleanly() {
 /// Scenario 3: E request/response exchanges on one connection, both ends.
 #[test]
 fn privileged_exchanges_counted_on_both_ends() {
-    if !is_root() {
-        return;
+    if is_root() {
+        exchanges_counted_on_both_ends(&[]);
     }
+}
+
+#[test]
+fn privileged_exchanges_counted_on_both_ends_lru_store() {
+    if is_root() {
+        exchanges_counted_on_both_ends(LRU_STORE);
+    }
+}
+
+fn exchanges_counted_on_both_ends(env: &[(&str, &str)]) {
     const E: u64 = 7;
-    let tracer = Tracer::start(&["--comm", "t3-client", "--comm", "t3-server"]);
+    let tracer = Tracer::start_with_env(&["--comm", "t3-client", "--comm", "t3-server"], env);
     let mut server = Server::start(&[], "t3-server", &["--response", "300"]);
     client(&[], "t3-client", &["--connect", &server.addr, "--response", "300", "--requests", &E.to_string()]);
     server.wait();
@@ -119,10 +139,20 @@ fn privileged_exchanges_counted_on_both_ends() {
 /// about a second, then closes: close_wait and close_wait_end carry the client.
 #[test]
 fn privileged_close_wait_attributed_with_age() {
-    if !is_root() {
-        return;
+    if is_root() {
+        close_wait_attributed_with_age(&[]);
     }
-    let tracer = Tracer::start(&["--event", "close_wait,close_wait_end"]);
+}
+
+#[test]
+fn privileged_close_wait_attributed_with_age_lru_store() {
+    if is_root() {
+        close_wait_attributed_with_age(LRU_STORE);
+    }
+}
+
+fn close_wait_attributed_with_age(env: &[(&str, &str)]) {
+    let tracer = Tracer::start_with_env(&["--event", "close_wait,close_wait_end"], env);
     let mut server = Server::start(&[], "t4-server", &["--response", "100", "--close-after", "1"]);
     let pid = client(&[], "t4-client", &["--connect", &server.addr, "--response", "100", "--hold-ms", "1000"]);
     server.wait();

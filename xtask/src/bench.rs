@@ -39,6 +39,9 @@ pub struct BenchArgs {
 enum Tracer {
     None,
     Sockprobe,
+    /// sockprobe with its state in the LRU hash (what kprobe kernels get)
+    /// instead of socket-local storage: the two stores side by side.
+    SockprobeLru,
     Bpftrace,
     /// Empty programs on the same six tracepoints: what merely running a
     /// program costs per event here, bpf_stats' own clock reads included.
@@ -52,6 +55,7 @@ impl Tracer {
         match self {
             Tracer::None => "none",
             Tracer::Sockprobe => "sockprobe",
+            Tracer::SockprobeLru => "sockprobe-lru",
             Tracer::Bpftrace => "bpftrace",
             Tracer::Floor => "empty-programs",
         }
@@ -154,10 +158,12 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
     }
     let before: HashSet<u64> = bpf_programs()?.into_keys().collect();
     let (child, metrics_addr) = match tracer {
-        Tracer::Sockprobe => {
+        Tracer::Sockprobe | Tracer::SockprobeLru => {
             let addr = "127.0.0.1:19741".to_string();
+            let store = if tracer == Tracer::SockprobeLru { "lru" } else { "auto" };
             let child = Command::new(workspace_root().join("target/release/sockprobe"))
                 .args(["run", "--log.level", "warn", "--web.listen-address", &addr])
+                .env("SOCKPROBE_STATE_STORE", store)
                 .spawn()
                 .context("start sockprobe")?;
             (child, Some(addr))
@@ -271,7 +277,8 @@ fn stop(r: Running, acc: &mut CostAcc) -> Result<()> {
         }
     }
     let pid = r.child.id();
-    if let Some(addr) = &r.metrics_addr {
+    // Daemon figures are for the default configuration only.
+    if let Some(addr) = r.metrics_addr.as_ref().filter(|_| r.tracer == Tracer::Sockprobe) {
         let (cpu, hwm, _) = proc_usage(pid);
         acc.daemon_cpu_s += cpu;
         acc.daemon_events += events;
@@ -353,7 +360,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let nginx = start_nginx(&dir)?;
 
-    let tracers = [Tracer::None, Tracer::Sockprobe, Tracer::Bpftrace];
+    let tracers = [Tracer::None, Tracer::Sockprobe, Tracer::SockprobeLru, Tracer::Bpftrace];
     let workloads = [Workload::Churn, Workload::KeepAlive, Workload::Bulk];
     let mut samples = Vec::new();
     let mut acc = CostAcc::default();
@@ -376,7 +383,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     set_bpf_stats(true)?;
     for w in workloads {
-        for t in [Tracer::Sockprobe, Tracer::Bpftrace, Tracer::Floor] {
+        for t in [Tracer::Sockprobe, Tracer::SockprobeLru, Tracer::Bpftrace, Tracer::Floor] {
             let running = start_tracer(t, &dir)?;
             run_wrk(w, nginx.port, args.seconds)?;
             if let Some(r) = running {
@@ -404,8 +411,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "Command: `cargo xtask bench --rounds {} --seconds {}` (wrk 1 thread vs nginx 1 worker on loopback)\n",
         args.rounds, args.seconds
     );
-    let _ = writeln!(report, "| workload | baseline req/s (median) | sockprobe / baseline | bpftrace / baseline |");
-    let _ = writeln!(report, "|---|---|---|---|");
+    let _ = writeln!(
+        report,
+        "| workload | baseline req/s (median) | sockprobe / baseline | sockprobe, LRU store / baseline | bpftrace / baseline |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|");
     for w in workloads {
         let base: HashMap<usize, f64> = samples
             .iter()
@@ -424,10 +434,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         };
         let _ = writeln!(
             report,
-            "| {} | {:.0} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} |",
             w.name(),
             base_med,
             ratio(Tracer::Sockprobe),
+            ratio(Tracer::SockprobeLru),
             ratio(Tracer::Bpftrace)
         );
     }

@@ -245,6 +245,8 @@ struct Outcome {
     probes: Vec<(String, String, String)>,
     tests: Vec<(String, bool)>,
     check_ok: bool,
+    /// `sockprobe check`'s line on where per-socket state lives.
+    state: String,
 }
 
 fn scenario_binary() -> Result<PathBuf> {
@@ -313,7 +315,8 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
         .spawn()
         .context("qemu-system-x86_64 (Debian qemu-system-x86)")?;
     let started = Instant::now();
-    let mut out = Outcome { kernel: String::new(), probes: Vec::new(), tests: Vec::new(), check_ok: false };
+    let mut out =
+        Outcome { kernel: String::new(), probes: Vec::new(), tests: Vec::new(), check_ok: false, state: String::new() };
     let mut in_check = false;
     let mut pass = "";
     let stdout = child.stdout.take().unwrap();
@@ -345,6 +348,8 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
         } else if let Some(rc) = line.strip_prefix("@@check-end rc=") {
             in_check = false;
             out.check_ok = rc == "0";
+        } else if let Some(state) = line.strip_prefix("state ").filter(|_| in_check) {
+            out.state = state.trim().to_string();
         } else if in_check && line.starts_with("  ") {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() >= 3 {
@@ -410,7 +415,7 @@ pub fn matrix(kernels: &[String], timeout: u64) -> Result<(usize, usize)> {
         total_failed += out.tests.len() - passed + usize::from(!out.check_ok || out.tests.is_empty());
         let _ =
             writeln!(report, "\n### {} ({package})\n", if out.kernel.is_empty() { s.as_str() } else { &out.kernel });
-        let _ = writeln!(report, "`sockprobe check`: {}\n", if out.check_ok { "ok" } else { "FAILED" });
+        let _ = writeln!(report, "`sockprobe check`: {}; {}\n", if out.check_ok { "ok" } else { "FAILED" }, out.state);
         let _ = writeln!(report, "| feature | probe | result |\n|---|---|---|");
         for (f, hooks, status) in &out.probes {
             let _ = writeln!(report, "| {f} | {hooks} | {} |", status.replace('|', "/"));

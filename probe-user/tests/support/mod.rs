@@ -43,11 +43,20 @@ pub struct Tracer {
     lines: Arc<Mutex<Vec<Value>>>,
 }
 
+/// Environment for a tracer that keeps kernel state in the LRU hash (as with
+/// kprobes) instead of socket-local storage.
+pub const LRU_STORE: &[(&str, &str)] = &[("SOCKPROBE_STATE_STORE", "lru")];
+
 impl Tracer {
     pub fn start(args: &[&str]) -> Tracer {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
         let mut child = Command::new(SOCKPROBE)
             .arg("trace")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
