@@ -97,7 +97,7 @@ pub struct Decoder {
     clock: Clock,
     cgroups: CgroupPaths,
     /// `container` label per cgroup id (ids are never reused while the host runs).
-    containers: std::collections::HashMap<u64, String>,
+    containers: crate::fasthash::FastMap<u64, String>,
     pods: crate::k8s::PodNames,
     reasons: ResetReasons,
     ephemeral: (u16, u16),
@@ -108,7 +108,7 @@ impl Decoder {
         Decoder {
             clock: Clock::new(),
             cgroups: CgroupPaths::new(),
-            containers: std::collections::HashMap::new(),
+            containers: Default::default(),
             pods: Default::default(),
             reasons,
             ephemeral: ephemeral_ports(),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod fasthash;
 pub mod http;
 pub mod identity;
 pub mod k8s;

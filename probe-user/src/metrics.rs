@@ -3,7 +3,7 @@
 //! `endpoint="other"`, and label sets of processes gone for a while expired.
 use std::{
     collections::{HashMap, HashSet},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use probe_common::{Event, EventKind};
@@ -12,7 +12,10 @@ use prometheus::{
     TextEncoder, core::Collector,
 };
 
-use crate::events::{Decoder, comm_str, endpoint_label};
+use crate::{
+    events::{Decoder, comm_str, endpoint_label},
+    fasthash::FastMap,
+};
 
 const PROC: [&str; 2] = ["comm", "container"];
 const CONN: [&str; 4] = ["comm", "container", "direction", "endpoint"];
@@ -222,7 +225,9 @@ struct Series {
     exchanges: Option<Histogram>,
     close_wait_duration: Option<Histogram>,
     live: usize,
-    last_seen: Instant,
+    /// Kernel monotonic ns of the last event (the event's own timestamp: no
+    /// clock read per event).
+    last_seen_ns: u64,
 }
 
 impl Series {
@@ -282,12 +287,12 @@ pub struct Aggregator {
     f: Families,
     max_endpoints: usize,
     ttl: Duration,
-    by_raw: HashMap<RawKey, usize>,
-    by_key: HashMap<SeriesKey, usize>,
+    by_raw: FastMap<RawKey, usize>,
+    by_key: FastMap<SeriesKey, usize>,
     slots: Vec<Option<Series>>,
     free: Vec<usize>,
-    procs: HashMap<ProcKey, ProcState>,
-    live: HashMap<u64, LiveSocket>,
+    procs: FastMap<ProcKey, ProcState>,
+    live: FastMap<u64, LiveSocket>,
     events_lost_seen: u64,
 }
 
@@ -299,12 +304,12 @@ impl Aggregator {
             f,
             max_endpoints: max_endpoints as usize,
             ttl,
-            by_raw: HashMap::new(),
-            by_key: HashMap::new(),
+            by_raw: FastMap::default(),
+            by_key: FastMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
-            procs: HashMap::new(),
-            live: HashMap::new(),
+            procs: FastMap::default(),
+            live: FastMap::default(),
             events_lost_seen: 0,
         }
     }
@@ -316,6 +321,7 @@ impl Aggregator {
     /// The slot of a label set, created (with endpoint folding) if new.
     fn slot_for(
         &mut self,
+        now_ns: u64,
         comm: &str,
         container: String,
         direction: &'static str,
@@ -349,7 +355,7 @@ impl Aggregator {
             exchanges: None,
             close_wait_duration: None,
             live: 0,
-            last_seen: Instant::now(),
+            last_seen_ns: now_ns,
         };
         let slot = match self.free.pop() {
             Some(i) => {
@@ -379,7 +385,7 @@ impl Aggregator {
         let comm = comm_str(&ev.owner.comm);
         let container = decoder.container(ev.owner.cgroup_id);
         let ip = crate::events::addr_string(ev.family, &addr);
-        let slot = self.slot_for(&comm, container, direction, endpoint_label(&ip, port), family);
+        let slot = self.slot_for(ev.ts_ns, &comm, container, direction, endpoint_label(&ip, port), family);
         self.by_raw.insert(raw, slot);
         if let Some(s) = self.slots[slot].as_mut() {
             s.raw_keys.push(raw);
@@ -401,7 +407,7 @@ impl Aggregator {
         let slot = self.raw_slot(decoder, ev, family);
         let f = &self.f;
         let Some(s) = self.slots[slot].as_mut() else { return };
-        s.last_seen = Instant::now();
+        s.last_seen_ns = s.last_seen_ns.max(ev.ts_ns);
         let labels =
             [s.key.proc.comm.as_str(), s.key.proc.container.as_str(), s.key.direction, s.key.endpoint.as_str()];
         match kind {
@@ -475,7 +481,7 @@ impl Aggregator {
 
     /// Adds a socket that existed before sockprobe started.
     pub fn add_existing(&mut self, e: ExistingSocket, now_mono_ns: u64) {
-        let slot = self.slot_for(&e.comm, e.container, e.direction, e.endpoint, Family::Opened);
+        let slot = self.slot_for(now_mono_ns, &e.comm, e.container, e.direction, e.endpoint, Family::Opened);
         self.track(e.cookie, slot, e.state, now_mono_ns);
     }
 
@@ -490,7 +496,7 @@ impl Aggregator {
     /// Recomputes gauges and self-metrics, expires stale label sets, and
     /// renders the exposition.
     pub fn render(&mut self, now_mono_ns: u64, events_lost: u64, tracked_sockets: i64) -> String {
-        self.expire();
+        self.expire(now_mono_ns);
         self.f.sockets.reset();
         self.f.close_wait_oldest.reset();
         let mut per_slot: HashMap<(usize, LiveState), i64> = HashMap::new();
@@ -525,14 +531,17 @@ impl Aggregator {
     }
 
     /// Forgets processes with no live socket and no event for `ttl`.
-    fn expire(&mut self) {
-        let ttl = self.ttl;
+    fn expire(&mut self, now_mono_ns: u64) {
+        let ttl = self.ttl.as_nanos() as u64;
         let slots = &self.slots;
         let gone: Vec<ProcKey> = self
             .procs
             .iter()
             .filter(|(_, p)| {
-                p.slots.iter().filter_map(|&i| slots[i].as_ref()).all(|s| s.live == 0 && s.last_seen.elapsed() > ttl)
+                p.slots
+                    .iter()
+                    .filter_map(|&i| slots[i].as_ref())
+                    .all(|s| s.live == 0 && now_mono_ns.saturating_sub(s.last_seen_ns) > ttl)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -649,12 +658,12 @@ mod tests {
         let mut d = decoder();
         a.observe(&mut d, &event(EventKind::Open, "short", 1, 0));
         a.observe(&mut d, &event(EventKind::Close, "short", 1, 0));
-        std::thread::sleep(Duration::from_millis(5));
-        let text = a.render(0, 0, 0);
+        assert!(a.render(1_000_000, 0, 0).contains(r#"comm="short""#), "not idle for longer than the ttl yet");
+        let text = a.render(5_000_000, 0, 0);
         assert!(!text.contains("short"), "{text}");
         // And it comes back cleanly.
-        a.observe(&mut d, &event(EventKind::Open, "short", 1, 0));
-        assert!(a.render(0, 0, 0).contains(r#"comm="short""#));
+        a.observe(&mut d, &event(EventKind::Open, "short", 1, 6_000_000));
+        assert!(a.render(6_500_000, 0, 0).contains(r#"comm="short""#));
     }
 
     #[test]
