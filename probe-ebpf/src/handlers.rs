@@ -161,6 +161,8 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
     if new == s.established {
         let t = now();
         st.birth_ns = t;
+        // Read again for inbound sockets: at SYN_RECV a child still has its
+        // listener's addresses (inet_csk_clone_lock sets the state first).
         kernel::read_endpoints::<A>(sk, st);
         st.flags |= flags::OPENED;
         if st.owner.tgid != 0 {
