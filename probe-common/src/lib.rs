@@ -13,6 +13,8 @@ pub const SOCKETS_MAP: &str = "SOCKETS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Per-CPU counters indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Owner of each listening port ([`Owner`] by `u32` port).
+pub const LISTENERS_MAP: &str = "LISTENERS";
 /// Per-socket state in socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`).
 pub const SOCK_STORAGE_MAP: &str = "SOCK_STORAGE";
 /// Name of the global that says where per-socket state lives ([`StateStore`]).
@@ -326,4 +328,5 @@ mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding-dependent invariants.
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::SockState {}
+    unsafe impl aya::Pod for super::Owner {}
 }

@@ -1,11 +1,13 @@
 //! `sockprobe check`: what this kernel and these privileges allow.
 use std::fmt::Write as _;
 
+use probe_common::StateStore;
+
 use crate::{
     btf::Btf,
     error::Error,
     layout, privileges,
-    probes::{Feature, MapSizes, Outcome, PROBE_TABLE, Probes},
+    probes::{Feature, Outcome, PROBE_TABLE, ProbeSettings, Probes},
 };
 
 pub fn kernel_release() -> String {
@@ -79,7 +81,9 @@ pub fn run() -> Result<bool, Error> {
         println!("result       cannot attach without privileges: run `sudo sockprobe check`");
         return Ok(false);
     }
-    match Probes::attach_with(MapSizes { max_sockets: 1024, ring_buffer_bytes: 4096 }, true) {
+    // Socket-local storage asked for, to say whether it would work here.
+    let settings = ProbeSettings { max_sockets: 1024, ring_buffer_bytes: 4096, state_store: StateStore::SocketLocal };
+    match Probes::attach_with(settings, true) {
         Ok(probes) => {
             for s in &probes.status {
                 let outcome = match &s.outcome {
@@ -94,7 +98,15 @@ pub fn run() -> Result<bool, Error> {
                     s.candidate.min_kernel
                 );
             }
-            println!("state        per-socket state in {}", probes.store.describe());
+            match probes.store.store {
+                StateStore::SocketLocal => println!(
+                    "state        per-socket state: LRU hash (default); socket-local storage available (--probe.state-store=socket-local)"
+                ),
+                StateStore::LruHash => println!(
+                    "state        per-socket state: LRU hash; socket-local storage unavailable: {}",
+                    probes.store.why
+                ),
+            }
             let lost: Vec<_> = Feature::ALL.iter().filter(|f| !probes.attached(**f)).collect();
             for f in &lost {
                 println!("degraded     {}: {}", f.name(), f.loss().unwrap_or(""));

@@ -3,9 +3,10 @@
 //! `NAME` (dots as dashes) in table `[SECTION]` (docs/configuration.md).
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use probe_common::StateStore;
 use serde::Deserialize;
 
-use crate::error::Error;
+use crate::{error::Error, probes::ProbeSettings};
 
 /// Settings as given on the command line; `None` = not given.
 #[derive(Debug, Default, Clone)]
@@ -17,6 +18,7 @@ pub struct Overrides {
     pub series_ttl: Option<String>,
     pub max_sockets: Option<u32>,
     pub ring_buffer_bytes: Option<u32>,
+    pub state_store: Option<String>,
     pub log_level: Option<String>,
     pub kubernetes_api_url: Option<String>,
     pub kubernetes_node_name: Option<String>,
@@ -65,6 +67,7 @@ struct MetricsFile {
 struct ProbeFile {
     max_sockets: Option<u32>,
     ring_buffer_bytes: Option<u32>,
+    state_store: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +88,7 @@ pub struct RunConfig {
     pub series_ttl: Duration,
     pub max_sockets: u32,
     pub ring_buffer_bytes: u32,
+    pub state_store: StateStore,
     pub log_level: String,
     /// Kubernetes API for pod names; default: in-cluster when running in a pod.
     pub kubernetes_api_url: Option<String>,
@@ -138,6 +142,16 @@ impl RunConfig {
                 "invalid probe.ring-buffer-bytes {ring_buffer_bytes}: expected a power of two from 4096 to 1073741824"
             )));
         }
+        let store = flags.state_store.or(f.probe.state_store).unwrap_or_else(|| "lru".into());
+        let state_store = match store.as_str() {
+            "lru" => StateStore::LruHash,
+            "socket-local" => StateStore::SocketLocal,
+            _ => {
+                return Err(Error::Config(format!(
+                    "invalid probe.state-store '{store}': expected lru or socket-local"
+                )));
+            }
+        };
         let log_level = flags.log_level.or(f.log.level).unwrap_or_else(|| "info".into());
         if !LOG_LEVELS.contains(&log_level.as_str()) {
             return Err(Error::Config(format!(
@@ -161,8 +175,19 @@ impl RunConfig {
             series_ttl,
             max_sockets,
             ring_buffer_bytes,
+            state_store,
             log_level,
         })
+    }
+}
+
+impl RunConfig {
+    pub fn probe_settings(&self) -> ProbeSettings {
+        ProbeSettings {
+            max_sockets: self.max_sockets,
+            ring_buffer_bytes: self.ring_buffer_bytes,
+            state_store: self.state_store,
+        }
     }
 }
 
@@ -218,6 +243,17 @@ mod tests {
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.max_endpoints, 100);
         assert_eq!(c.series_ttl, Duration::from_secs(600));
+        assert_eq!(c.state_store, StateStore::LruHash);
+    }
+
+    #[test]
+    fn state_store() {
+        let f = file("[probe]\nstate-store = \"socket-local\"\n");
+        assert_eq!(RunConfig::load(Some(&f.0), Overrides::default()).unwrap().state_store, StateStore::SocketLocal);
+        let e = RunConfig::load(None, Overrides { state_store: Some("hash".into()), ..Default::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("probe.state-store 'hash'") && e.contains("socket-local"), "{e}");
     }
 
     #[test]

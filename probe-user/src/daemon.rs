@@ -18,7 +18,7 @@ use crate::{
     identity::Clock,
     k8s::{ApiConfig, PodNames},
     metrics::Aggregator,
-    probes::{KernelStats, MapSizes, Outcome, Probes},
+    probes::{KernelStats, Outcome, Probes},
     scan, shutdown,
     stream::EventStream,
     web_config::WebConfig,
@@ -66,7 +66,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     tokio::spawn(http::serve(listener, handler, web));
     log::info!("listening on {scheme}://{}{}", cfg.listen_address, cfg.telemetry_path);
 
-    let sizes = MapSizes { max_sockets: cfg.max_sockets, ring_buffer_bytes: cfg.ring_buffer_bytes };
+    let sizes = cfg.probe_settings();
     let mut probes = tokio::task::spawn_blocking(move || Probes::attach(sizes))
         .await
         .map_err(|e| Error::Load(format!("attach task: {e}")))??;
@@ -100,9 +100,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
                 s.container = pods.resolve(&s.container);
                 agg.add_existing(s, now);
             }
+            let seeded = probes.seed_listeners(found.listeners.iter().map(|(port, o)| (*port, o.kernel_owner())));
             log::info!(
-                "start-up scan: {n} existing sockets ({} without owner) in {:?}",
+                "start-up scan: {n} existing sockets ({} without owner), {} listening ports named, in {:?}",
                 found.unowned,
+                seeded.unwrap_or(0),
                 started.elapsed()
             );
         }

@@ -110,6 +110,14 @@ impl Default for CgroupPaths {
     }
 }
 
+/// The id of the cgroup at `path` (cgroup2: the directory's inode), as
+/// `bpf_get_current_cgroup_id()` reports it.
+pub fn cgroup_id(path: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = cgroup2_mount()?.join(path.trim_start_matches('/'));
+    std::fs::metadata(dir).ok().map(|m| m.ino())
+}
+
 /// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
 fn cgroup2_mount() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;

@@ -4,7 +4,6 @@ use clap::{Parser, Subcommand};
 use sockprobe::{
     Error,
     config::{LOG_LEVELS, Overrides, RunConfig},
-    probes::MapSizes,
     trace,
 };
 
@@ -40,15 +39,21 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct ProbeArgs {
-    /// Size of the LRU per-socket map, used only when kprobes stand in for
-    /// BTF hooks (else socket-local storage, which has no limit); beyond it,
-    /// the least recently used are forgotten [default: 131072; ~160 bytes each].
+    /// Size of the LRU per-socket map; beyond it the least recently used
+    /// sockets are forgotten [default: 131072; ~160 bytes of kernel memory each].
     #[arg(long = "probe.max-sockets")]
     max_sockets: Option<u32>,
     /// Kernel-to-userspace ring buffer in bytes, a power of two [default: 1048576].
     /// Overflow is counted in sockprobe_events_lost_total.
     #[arg(long = "probe.ring-buffer-bytes")]
     ring_buffer_bytes: Option<u32>,
+    /// Where the kernel side keeps per-socket state: `lru`, a hash map of
+    /// --probe.max-sockets entries, cheapest under connection churn; or
+    /// `socket-local`, socket storage (kernel 5.11+, not with kprobes): cheaper
+    /// per send/recv and unbounded, but an allocation per socket. Benchmarks:
+    /// docs/benchmarks.md [default: lru].
+    #[arg(long = "probe.state-store", value_name = "lru|socket-local")]
+    state_store: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
             let flags = Overrides {
                 max_sockets: args.probe.max_sockets,
                 ring_buffer_bytes: args.probe.ring_buffer_bytes,
+                state_store: args.probe.state_store,
                 ..Default::default()
             };
             let cfg = match RunConfig::load(None, flags) {
@@ -134,8 +140,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(e),
             };
             let filter = trace::Filter { pids: args.pid, comms: args.comm, events };
-            let sizes = MapSizes { max_sockets: cfg.max_sockets, ring_buffer_bytes: cfg.ring_buffer_bytes };
-            block_on(trace::run(filter, sizes))
+            block_on(trace::run(filter, cfg.probe_settings()))
         }
         Command::Run(args) => {
             let flags = Overrides {
@@ -146,6 +151,7 @@ fn main() -> ExitCode {
                 series_ttl: args.series_ttl,
                 max_sockets: args.probe.max_sockets,
                 ring_buffer_bytes: args.probe.ring_buffer_bytes,
+                state_store: args.probe.state_store,
                 log_level: cli.log_level,
                 kubernetes_api_url: args.kubernetes_api_url,
                 kubernetes_node_name: args.kubernetes_node_name,

@@ -11,8 +11,8 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
 };
 use probe_common::{
-    COUNTERS_MAP, Counter, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, SOCKETS_MAP, STATE_STORE_GLOBAL, SockState,
-    StateStore,
+    COUNTERS_MAP, Counter, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LISTENERS_MAP, Owner, SOCKETS_MAP,
+    STATE_STORE_GLOBAL, SockState, StateStore,
 };
 
 use crate::{btf::Btf, error::Error, layout};
@@ -285,16 +285,19 @@ pub struct ProbeStatus {
     pub outcome: Outcome,
 }
 
-/// Sizes of the kernel-side maps.
+/// How the kernel side is set up: map sizes and where per-socket state lives.
 #[derive(Clone, Copy, Debug)]
-pub struct MapSizes {
+pub struct ProbeSettings {
     pub max_sockets: u32,
     pub ring_buffer_bytes: u32,
+    /// Preferred store; socket-local storage falls back to the LRU hash where
+    /// it cannot work (kprobes, kernels before 5.11).
+    pub state_store: StateStore,
 }
 
-impl Default for MapSizes {
+impl Default for ProbeSettings {
     fn default() -> Self {
-        MapSizes { max_sockets: 131_072, ring_buffer_bytes: 1 << 20 }
+        ProbeSettings { max_sockets: 131_072, ring_buffer_bytes: 1 << 20, state_store: StateStore::LruHash }
     }
 }
 
@@ -311,7 +314,7 @@ pub struct Probes {
 #[derive(Clone, Debug)]
 pub struct StoreChoice {
     pub store: StateStore,
-    /// Why socket-local storage was not used (empty when it is).
+    /// Why socket-local storage, asked for, was not used (else empty).
     pub why: String,
 }
 
@@ -323,7 +326,8 @@ impl StoreChoice {
     pub fn describe(&self) -> String {
         match self.store {
             StateStore::SocketLocal => "socket-local storage (BPF_MAP_TYPE_SK_STORAGE)".into(),
-            StateStore::LruHash => format!("LRU hash ({})", self.why),
+            StateStore::LruHash if self.why.is_empty() => "LRU hash (--probe.state-store=lru)".into(),
+            StateStore::LruHash => format!("LRU hash (socket-local storage unavailable: {})", self.why),
         }
     }
 }
@@ -332,7 +336,7 @@ struct LoadContext<'a> {
     btf: &'a Btf,
     aya_btf: &'a AyaBtf,
     layout: &'a KernelLayout,
-    sizes: MapSizes,
+    sizes: ProbeSettings,
     try_all: bool,
 }
 
@@ -425,17 +429,17 @@ impl LoadContext<'_> {
 impl Probes {
     /// Loads the object and attaches, per feature, the first candidate this
     /// kernel accepts. Fails only when no candidate covers a required feature.
-    pub fn attach(sizes: MapSizes) -> Result<Probes, Error> {
+    pub fn attach(sizes: ProbeSettings) -> Result<Probes, Error> {
         Self::attach_with(sizes, false)
     }
 
     /// As [`Probes::attach`]; with `try_all`, also loads every fallback once
     /// (then detaches it) so `sockprobe check` can say whether it would work.
     ///
-    /// Socket-local storage is tried first; when a kprobe had to stand in
-    /// (kprobes cannot use that storage) or it did not load, everything is
-    /// loaded again with the LRU hash, which every hook can share.
-    pub fn attach_with(sizes: MapSizes, try_all: bool) -> Result<Probes, Error> {
+    /// With `state_store` socket-local, that is tried first; when a kprobe had
+    /// to stand in (kprobes cannot use socket storage) or it did not load,
+    /// everything is loaded again with the LRU hash, which every hook can share.
+    pub fn attach_with(sizes: ProbeSettings, try_all: bool) -> Result<Probes, Error> {
         crate::privileges::require()?;
         let btf = Btf::from_vmlinux()?;
         let kernel_layout = layout::resolve(&btf)?;
@@ -444,10 +448,8 @@ impl Probes {
         raise_memlock_limit();
         let ctx = LoadContext { btf: &btf, aya_btf: &aya_btf, layout: &kernel_layout, sizes, try_all };
 
-        // Diagnostic knob (benchmarks compare the two stores).
-        let forced_lru = std::env::var("SOCKPROBE_STATE_STORE").is_ok_and(|v| v == "lru");
-        let store_refusal = if forced_lru {
-            "SOCKPROBE_STATE_STORE=lru".to_string()
+        let store_refusal = if sizes.state_store == StateStore::LruHash {
+            String::new()
         } else {
             match ctx.load(StateStore::SocketLocal) {
                 Ok(loaded) => match loaded.kprobe_in_use() {
@@ -457,7 +459,9 @@ impl Probes {
                 Err(e) => e.to_string(),
             }
         };
-        log::debug!("socket-local storage not used: {store_refusal}");
+        if !store_refusal.is_empty() {
+            log::warn!("socket-local storage unavailable, using the LRU hash: {store_refusal}");
+        }
         let loaded = ctx.load(StateStore::LruHash)?;
         Ok(loaded.into_probes(kernel_layout, reasons, StoreChoice { store: StateStore::LruHash, why: store_refusal }))
     }
@@ -469,6 +473,23 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, Error> {
         let map = self.ebpf.take_map(EVENTS_MAP).ok_or_else(|| Error::Load("no EVENTS map".into()))?;
         RingBuf::try_from(map).map_err(|e| Error::Load(e.to_string()))
+    }
+
+    /// Tells the kernel side who owns listening sockets that predate it, so
+    /// the connections they accept start with an owner. Ports that a
+    /// `listen()` seen since attaching already named are left alone.
+    /// Returns how many were added.
+    pub fn seed_listeners(&mut self, listeners: impl IntoIterator<Item = (u16, Owner)>) -> Result<usize, Error> {
+        let map = self.ebpf.map_mut(LISTENERS_MAP).ok_or_else(|| Error::Load("no LISTENERS map".into()))?;
+        let mut map: AyaHashMap<_, u32, Owner> = AyaHashMap::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
+        const BPF_NOEXIST: u64 = 1;
+        let mut added = 0;
+        for (port, owner) in listeners {
+            if map.insert(port as u32, owner, BPF_NOEXIST).is_ok() {
+                added += 1;
+            }
+        }
+        Ok(added)
     }
 
     /// Hands out the kernel-side state userspace reports on (counters, map size).

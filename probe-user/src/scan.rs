@@ -165,6 +165,17 @@ pub fn socket_owners() -> HashMap<u32, ProcOwner> {
     owners
 }
 
+impl ProcOwner {
+    /// As the kernel side records owners.
+    pub fn kernel_owner(&self) -> probe_common::Owner {
+        let mut comm = [0u8; probe_common::TASK_COMM_LEN];
+        let n = self.comm.len().min(comm.len() - 1);
+        comm[..n].copy_from_slice(&self.comm.as_bytes()[..n]);
+        let cgroup_id = crate::identity::cgroup_id(&self.cgroup).unwrap_or(0);
+        probe_common::Owner { cgroup_id, tgid: self.pid, _pad: 0, comm }
+    }
+}
+
 fn proc_cgroup(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
@@ -174,15 +185,22 @@ fn proc_cgroup(pid: u32) -> Option<String> {
 pub struct Scan {
     pub sockets: Vec<crate::metrics::ExistingSocket>,
     pub unowned: usize,
+    /// Listening ports and their owners: sockets they accept later start
+    /// with this owner (the kernel side learns it only at `listen()`).
+    pub listeners: Vec<(u16, ProcOwner)>,
 }
 
 /// ESTABLISHED and CLOSE_WAIT sockets with owners, direction and endpoint.
 pub fn existing_sockets() -> io::Result<Scan> {
     use crate::{events::endpoint_label, identity::container_of, metrics::LiveState};
-    let listening: std::collections::HashSet<u16> =
-        tcp_sockets(1 << TCP_LISTEN)?.into_iter().map(|s| s.sport).collect();
+    let listen_socks = tcp_sockets(1 << TCP_LISTEN)?;
+    let listening: std::collections::HashSet<u16> = listen_socks.iter().map(|s| s.sport).collect();
     let socks = tcp_sockets(1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT)?;
     let owners = socket_owners();
+    let listeners = listen_socks
+        .iter()
+        .filter_map(|s| Some((s.sport, owners.get(&s.inode).filter(|_| s.inode != 0)?.clone())))
+        .collect();
     let mut out = Vec::with_capacity(socks.len());
     let mut unowned = 0;
     for s in socks {
@@ -206,7 +224,7 @@ pub fn existing_sockets() -> io::Result<Scan> {
             state: if s.state == TCP_CLOSE_WAIT { LiveState::CloseWait } else { LiveState::Established },
         });
     }
-    Ok(Scan { sockets: out, unowned })
+    Ok(Scan { sockets: out, unowned, listeners })
 }
 
 /// Cookies of every ESTABLISHED or CLOSE_WAIT socket now.

@@ -4,7 +4,7 @@ use std::io::Write;
 use crate::{
     error::Error,
     events::Record,
-    probes::{MapSizes, Probes},
+    probes::{ProbeSettings, Probes},
     shutdown,
     stream::EventStream,
 };
@@ -41,7 +41,7 @@ pub fn parse_event_names(values: &[String]) -> Result<Vec<EventKind>, String> {
     Ok(out)
 }
 
-pub async fn run(filter: Filter, sizes: MapSizes) -> Result<(), Error> {
+pub async fn run(filter: Filter, sizes: ProbeSettings) -> Result<(), Error> {
     let mut probes = Probes::attach(sizes)?;
     crate::check::log_probe_status(&probes);
     let mut events = EventStream::new(&mut probes)?;

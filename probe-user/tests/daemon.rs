@@ -108,6 +108,32 @@ fn privileged_close_wait_before_start_is_in_first_scrape() {
     assert!(metric(&text, "sockprobe_tcp_close_wait_oldest_seconds", &[("comm", "t34-leaky")]) >= 0.0);
 }
 
+/// A server listening before the daemon started: connections it accepts
+/// later carry its name from the handshake on, before a byte is exchanged
+/// (the start-up scan tells the kernel side who owns the port).
+#[test]
+fn privileged_listener_predating_the_daemon_names_idle_accepted_sockets() {
+    if !is_root() {
+        return;
+    }
+    let server = Server::start(&[], "t39-server", &["--response", "10"]);
+    let daemon = Daemon::start(&[]);
+    let addr = server.addr.clone();
+    let idle_client = std::thread::spawn(move || {
+        client(&[], "t39-client", &["--connect", &addr, "--requests", "0", "--hold-ms", "5000"]);
+    });
+    wait_until("the idle accepted socket under the server's name", Duration::from_secs(4), || {
+        let text = daemon.scrape();
+        metric(
+            &text,
+            "sockprobe_tcp_sockets",
+            &[("comm", "t39-server"), ("direction", "inbound"), ("state", "established")],
+        ) == 1.0
+    });
+    idle_client.join().expect("client");
+    drop(server);
+}
+
 /// Scenario 5: The exposition is valid for a real Prometheus parser, every metric has
 /// HELP and TYPE, no series appears twice.
 #[test]

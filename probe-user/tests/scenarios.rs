@@ -21,16 +21,16 @@ fn privileged_unread_close_matches_kernel_counter() {
 }
 
 #[test]
-fn privileged_unread_close_matches_kernel_counter_lru_store() {
+fn privileged_unread_close_matches_kernel_counter_socket_local() {
     if is_root() {
-        unread_close_matches_kernel_counter(LRU_STORE);
+        unread_close_matches_kernel_counter(SOCKET_LOCAL);
     }
 }
 
-fn unread_close_matches_kernel_counter(env: &[(&str, &str)]) {
+fn unread_close_matches_kernel_counter(store: &[&str]) {
     const M: u32 = 20;
     let ns = NetNs::new("unread");
-    let tracer = Tracer::start_with_env(&[], env);
+    let tracer = Tracer::start(store);
     let before = ns.tcpext("TCPAbortOnClose");
     let mut server = Server::start(&ns.prefix(), "t1-server", &["--response", "5000", "--connections", &M.to_string()]);
     let pid = client(
@@ -106,15 +106,15 @@ fn privileged_exchanges_counted_on_both_ends() {
 }
 
 #[test]
-fn privileged_exchanges_counted_on_both_ends_lru_store() {
+fn privileged_exchanges_counted_on_both_ends_socket_local() {
     if is_root() {
-        exchanges_counted_on_both_ends(LRU_STORE);
+        exchanges_counted_on_both_ends(SOCKET_LOCAL);
     }
 }
 
-fn exchanges_counted_on_both_ends(env: &[(&str, &str)]) {
+fn exchanges_counted_on_both_ends(store: &[&str]) {
     const E: u64 = 7;
-    let tracer = Tracer::start_with_env(&["--comm", "t3-client", "--comm", "t3-server"], env);
+    let tracer = Tracer::start(&[&["--comm", "t3-client", "--comm", "t3-server"], store].concat());
     let mut server = Server::start(&[], "t3-server", &["--response", "300"]);
     client(&[], "t3-client", &["--connect", &server.addr, "--response", "300", "--requests", &E.to_string()]);
     server.wait();
@@ -145,14 +145,14 @@ fn privileged_close_wait_attributed_with_age() {
 }
 
 #[test]
-fn privileged_close_wait_attributed_with_age_lru_store() {
+fn privileged_close_wait_attributed_with_age_socket_local() {
     if is_root() {
-        close_wait_attributed_with_age(LRU_STORE);
+        close_wait_attributed_with_age(SOCKET_LOCAL);
     }
 }
 
-fn close_wait_attributed_with_age(env: &[(&str, &str)]) {
-    let tracer = Tracer::start_with_env(&["--event", "close_wait,close_wait_end"], env);
+fn close_wait_attributed_with_age(store: &[&str]) {
+    let tracer = Tracer::start(&[&["--event", "close_wait,close_wait_end"], store].concat());
     let mut server = Server::start(&[], "t4-server", &["--response", "100", "--close-after", "1"]);
     let pid = client(&[], "t4-client", &["--connect", &server.addr, "--response", "100", "--hold-ms", "1000"]);
     server.wait();

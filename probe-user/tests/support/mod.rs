@@ -43,20 +43,15 @@ pub struct Tracer {
     lines: Arc<Mutex<Vec<Value>>>,
 }
 
-/// Environment for a tracer that keeps kernel state in the LRU hash (as with
-/// kprobes) instead of socket-local storage.
-pub const LRU_STORE: &[(&str, &str)] = &[("SOCKPROBE_STATE_STORE", "lru")];
+/// Flags for a tracer that keeps kernel state in socket-local storage
+/// instead of the default LRU hash.
+pub const SOCKET_LOCAL: &[&str] = &["--probe.state-store", "socket-local"];
 
 impl Tracer {
     pub fn start(args: &[&str]) -> Tracer {
-        Self::start_with_env(args, &[])
-    }
-
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
         let mut child = Command::new(SOCKPROBE)
             .arg("trace")
             .args(args)
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
