@@ -10,23 +10,35 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Two tests of one scenario: with the default state store (the LRU hash)
+/// and with socket-local storage.
+macro_rules! with_each_store {
+    ($default:ident, $socket_local:ident, $scenario:ident) => {
+        #[test]
+        fn $default() {
+            if is_root() {
+                $scenario(&[]);
+            }
+        }
+
+        #[test]
+        fn $socket_local() {
+            if is_root() {
+                $scenario(SOCKET_LOCAL);
+            }
+        }
+    };
+}
+
+with_each_store!(
+    privileged_unread_close_matches_kernel_counter,
+    privileged_unread_close_matches_kernel_counter_socket_local,
+    unread_close_matches_kernel_counter
+);
+
 /// Scenario 1: read K < N, close: one unread_close of N - K per connection,
 /// attributed to the client; the server sees the reset; the count equals the
 /// kernel's TCPAbortOnClose change (measured in a namespace of our own).
-#[test]
-fn privileged_unread_close_matches_kernel_counter() {
-    if is_root() {
-        unread_close_matches_kernel_counter(&[]);
-    }
-}
-
-#[test]
-fn privileged_unread_close_matches_kernel_counter_socket_local() {
-    if is_root() {
-        unread_close_matches_kernel_counter(SOCKET_LOCAL);
-    }
-}
-
 fn unread_close_matches_kernel_counter(store: &[&str]) {
     const M: u32 = 20;
     let ns = NetNs::new("unread");
@@ -97,21 +109,13 @@ fn privileged_full_read_closes_cleanly() {
     assert_eq!(select(&events, "open", "t2-client").len(), 1, "{}", dump(&events));
 }
 
+with_each_store!(
+    privileged_exchanges_counted_on_both_ends,
+    privileged_exchanges_counted_on_both_ends_socket_local,
+    exchanges_counted_on_both_ends
+);
+
 /// Scenario 3: E request/response exchanges on one connection, both ends.
-#[test]
-fn privileged_exchanges_counted_on_both_ends() {
-    if is_root() {
-        exchanges_counted_on_both_ends(&[]);
-    }
-}
-
-#[test]
-fn privileged_exchanges_counted_on_both_ends_socket_local() {
-    if is_root() {
-        exchanges_counted_on_both_ends(SOCKET_LOCAL);
-    }
-}
-
 fn exchanges_counted_on_both_ends(store: &[&str]) {
     const E: u64 = 7;
     let tracer = Tracer::start(&[&["--comm", "t3-client", "--comm", "t3-server"], store].concat());
@@ -135,22 +139,14 @@ fn exchanges_counted_on_both_ends(store: &[&str]) {
     );
 }
 
+with_each_store!(
+    privileged_close_wait_attributed_with_age,
+    privileged_close_wait_attributed_with_age_socket_local,
+    close_wait_attributed_with_age
+);
+
 /// Scenario 4: the server closes first; the client sits in CLOSE_WAIT for
 /// about a second, then closes: close_wait and close_wait_end carry the client.
-#[test]
-fn privileged_close_wait_attributed_with_age() {
-    if is_root() {
-        close_wait_attributed_with_age(&[]);
-    }
-}
-
-#[test]
-fn privileged_close_wait_attributed_with_age_socket_local() {
-    if is_root() {
-        close_wait_attributed_with_age(SOCKET_LOCAL);
-    }
-}
-
 fn close_wait_attributed_with_age(store: &[&str]) {
     let tracer = Tracer::start(&[&["--event", "close_wait,close_wait_end"], store].concat());
     let mut server = Server::start(&[], "t4-server", &["--response", "100", "--close-after", "1"]);
