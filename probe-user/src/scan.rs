@@ -197,10 +197,7 @@ pub fn existing_sockets() -> io::Result<Scan> {
     let listening: std::collections::HashSet<u16> = listen_socks.iter().map(|s| s.sport).collect();
     let socks = tcp_sockets(1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT)?;
     let owners = socket_owners();
-    let listeners = listen_socks
-        .iter()
-        .filter_map(|s| Some((s.sport, owners.get(&s.inode).filter(|_| s.inode != 0)?.clone())))
-        .collect();
+    let listeners = owned_listeners(&listen_socks, &owners);
     let mut out = Vec::with_capacity(socks.len());
     let mut unowned = 0;
     for s in socks {
@@ -225,6 +222,19 @@ pub fn existing_sockets() -> io::Result<Scan> {
         });
     }
     Ok(Scan { sockets: out, unowned, listeners })
+}
+
+/// Listening ports and their owning processes (`sockprobe trace`, which
+/// does not need the rest of the scan).
+pub fn listeners() -> io::Result<Vec<(u16, ProcOwner)>> {
+    Ok(owned_listeners(&tcp_sockets(1 << TCP_LISTEN)?, &socket_owners()))
+}
+
+fn owned_listeners(listen_socks: &[DiagSocket], owners: &HashMap<u32, ProcOwner>) -> Vec<(u16, ProcOwner)> {
+    listen_socks
+        .iter()
+        .filter_map(|s| Some((s.sport, owners.get(&s.inode).filter(|_| s.inode != 0)?.clone())))
+        .collect()
 }
 
 /// Cookies of every ESTABLISHED or CLOSE_WAIT socket now.

@@ -46,6 +46,14 @@ pub async fn run(filter: Filter, sizes: ProbeSettings) -> Result<(), Error> {
     crate::check::log_probe_status(&probes);
     let mut events = EventStream::new(&mut probes)?;
     let stats = probes.take_stats()?;
+    // As the daemon does: listeners that predate us, so their accepted
+    // sockets carry an owner from the start (docs/architecture.md).
+    match crate::scan::listeners() {
+        Ok(found) => {
+            let _ = probes.seed_listeners(found.iter().map(|(port, o)| (*port, o.kernel_owner())));
+        }
+        Err(e) => log::warn!("cannot list listening sockets, their connections get owners at first I/O: {e}"),
+    }
     eprintln!("sockprobe trace: probes attached, streaming events (Ctrl-C to stop)");
     let mut stop = std::pin::pin!(shutdown::requested());
     let stdout = std::io::stdout();

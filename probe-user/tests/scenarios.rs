@@ -210,3 +210,25 @@ fn privileged_close_attributed_to_forked_child() {
     assert!(!select(&events, "close", "t6-child").is_empty(), "{}", dump(&events));
     assert!(select(&events, "close", "t6-parent").is_empty(), "{}", dump(&events));
 }
+
+/// A server listening before the tracer starts: a connection it accepts
+/// later is reported open under its name at once, though no byte moves.
+#[test]
+fn privileged_listener_predating_trace_names_idle_accepted_socket() {
+    if !is_root() {
+        return;
+    }
+    let server = Server::start(&[], "t7-server", &["--response", "10"]);
+    let tracer = Tracer::start(&["--comm", "t7-server", "--event", "open"]);
+    let addr = server.addr.clone();
+    let idle_client = std::thread::spawn(move || {
+        client(&[], "t7-client", &["--connect", &addr, "--requests", "0", "--hold-ms", "5000"]);
+    });
+    let events = tracer.wait_for("the server's open during the idle hold", Duration::from_secs(3), |ev| {
+        !select(ev, "open", "t7-server").is_empty()
+    });
+    let open = select(&events, "open", "t7-server")[0];
+    assert_eq!(open["direction"], "inbound", "{open}");
+    assert_eq!(u64_of(open, "pid"), server.child.id() as u64, "{open}");
+    idle_client.join().expect("client");
+}
