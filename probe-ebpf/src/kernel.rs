@@ -3,7 +3,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
     bpf_probe_read_kernel_buf,
 };
-use probe_common::{AF_INET, AF_INET6, Field, KernelLayout, NO_OFFSET, Owner, SockState};
+use probe_common::{AF_INET, AF_INET6, Event, Field, KernelLayout, NO_OFFSET, Owner, SockState};
 
 use crate::access::Access;
 
@@ -151,7 +151,7 @@ fn read_in6<A: Access>(sk: *const u8, field: Field) -> [u64; 2] {
 
 /// 16-byte arrays (addresses, `comm`) move as two words: with alignment 1,
 /// LLVM would copy them byte by byte or call out to memmove. Every such field
-/// sits at an 8-aligned offset of an 8-aligned record ([`SockState`], `Event`).
+/// sits at an 8-aligned offset of an 8-aligned record, as checked below.
 #[inline(always)]
 pub fn write16(dst: &mut [u8; 16], words: [u64; 2]) {
     let d = dst.as_mut_ptr() as *mut u64;
@@ -166,6 +166,14 @@ pub fn read16(src: &[u8; 16]) -> [u64; 2] {
     let s = src.as_ptr() as *const u64;
     unsafe { [s.read_volatile(), s.add(1).read_volatile()] }
 }
+
+const _: () = {
+    use core::mem::{align_of, offset_of};
+    assert!(align_of::<SockState>() == 8 && align_of::<Event>() == 8 && align_of::<Owner>() == 8);
+    assert!(offset_of!(SockState, saddr) % 8 == 0 && offset_of!(SockState, daddr) % 8 == 0);
+    assert!(offset_of!(Event, saddr) % 8 == 0 && offset_of!(Event, daddr) % 8 == 0);
+    assert!(offset_of!(Owner, comm) % 8 == 0);
+};
 
 /// As [`write16`], for an [`Owner`] (its `comm` is a byte array).
 #[inline(always)]

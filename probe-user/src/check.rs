@@ -98,14 +98,13 @@ pub fn run() -> Result<bool, Error> {
                     s.candidate.min_kernel
                 );
             }
-            match probes.store.store {
-                StateStore::SocketLocal => println!(
+            match &probes.store.refused {
+                None => println!(
                     "state        per-socket state: LRU hash (default); socket-local storage available (--probe.state-store=socket-local)"
                 ),
-                StateStore::LruHash => println!(
-                    "state        per-socket state: LRU hash; socket-local storage unavailable: {}",
-                    probes.store.why
-                ),
+                Some(why) => {
+                    println!("state        per-socket state: LRU hash; socket-local storage unavailable: {why}")
+                }
             }
             let lost: Vec<_> = Feature::ALL.iter().filter(|f| !probes.attached(**f)).collect();
             for f in &lost {

@@ -100,7 +100,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
                 s.container = pods.resolve(&s.container);
                 agg.add_existing(s, now);
             }
-            let seeded = probes.seed_listeners(found.listeners.iter().map(|(port, o)| (*port, o.kernel_owner())));
+            let seeded = probes.seed_listeners(found.listeners);
             log::info!(
                 "start-up scan: {n} existing sockets ({} without owner), {} listening ports named, in {:?}",
                 found.unowned,

@@ -110,16 +110,15 @@ impl Default for CgroupPaths {
     }
 }
 
-/// The id of the cgroup at `path` (cgroup2: the directory's inode), as
-/// `bpf_get_current_cgroup_id()` reports it.
-pub fn cgroup_id(path: &str) -> Option<u64> {
+/// The id of the cgroup at `path` under the cgroup2 mount `root` (the
+/// directory's inode), as `bpf_get_current_cgroup_id()` reports it.
+pub fn cgroup_id(root: &Path, path: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    let dir = cgroup2_mount()?.join(path.trim_start_matches('/'));
-    std::fs::metadata(dir).ok().map(|m| m.ino())
+    std::fs::metadata(root.join(path.trim_start_matches('/'))).ok().map(|m| m.ino())
 }
 
 /// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
-fn cgroup2_mount() -> Option<PathBuf> {
+pub fn cgroup2_mount() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     mounts.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;

@@ -314,20 +314,20 @@ pub struct Probes {
 #[derive(Clone, Debug)]
 pub struct StoreChoice {
     pub store: StateStore,
-    /// Why socket-local storage, asked for, was not used (else empty).
-    pub why: String,
+    /// Why socket-local storage, asked for, was not used.
+    pub refused: Option<String>,
 }
 
 impl StoreChoice {
     fn socket_local() -> StoreChoice {
-        StoreChoice { store: StateStore::SocketLocal, why: String::new() }
+        StoreChoice { store: StateStore::SocketLocal, refused: None }
     }
 
     pub fn describe(&self) -> String {
-        match self.store {
-            StateStore::SocketLocal => "socket-local storage (BPF_MAP_TYPE_SK_STORAGE)".into(),
-            StateStore::LruHash if self.why.is_empty() => "LRU hash (--probe.state-store=lru)".into(),
-            StateStore::LruHash => format!("LRU hash (socket-local storage unavailable: {})", self.why),
+        match (self.store, &self.refused) {
+            (StateStore::SocketLocal, _) => "socket-local storage (BPF_MAP_TYPE_SK_STORAGE)".into(),
+            (StateStore::LruHash, None) => "LRU hash (--probe.state-store=lru)".into(),
+            (StateStore::LruHash, Some(why)) => format!("LRU hash (socket-local storage unavailable: {why})"),
         }
     }
 }
@@ -448,22 +448,21 @@ impl Probes {
         raise_memlock_limit();
         let ctx = LoadContext { btf: &btf, aya_btf: &aya_btf, layout: &kernel_layout, sizes, try_all };
 
-        let store_refusal = if sizes.state_store == StateStore::LruHash {
-            String::new()
+        let refused = if sizes.state_store == StateStore::LruHash {
+            None
         } else {
-            match ctx.load(StateStore::SocketLocal) {
+            let why = match ctx.load(StateStore::SocketLocal) {
                 Ok(loaded) => match loaded.kprobe_in_use() {
                     None => return Ok(loaded.into_probes(kernel_layout, reasons, StoreChoice::socket_local())),
                     Some(hooks) => format!("{hooks} cannot use socket storage"),
                 },
                 Err(e) => e.to_string(),
-            }
+            };
+            log::warn!("socket-local storage unavailable, using the LRU hash: {why}");
+            Some(why)
         };
-        if !store_refusal.is_empty() {
-            log::warn!("socket-local storage unavailable, using the LRU hash: {store_refusal}");
-        }
         let loaded = ctx.load(StateStore::LruHash)?;
-        Ok(loaded.into_probes(kernel_layout, reasons, StoreChoice { store: StateStore::LruHash, why: store_refusal }))
+        Ok(loaded.into_probes(kernel_layout, reasons, StoreChoice { store: StateStore::LruHash, refused }))
     }
 
     pub fn attached(&self, feature: Feature) -> bool {

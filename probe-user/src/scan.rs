@@ -8,6 +8,8 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
+use probe_common::{Owner, TASK_COMM_LEN};
+
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
@@ -165,17 +167,6 @@ pub fn socket_owners() -> HashMap<u32, ProcOwner> {
     owners
 }
 
-impl ProcOwner {
-    /// As the kernel side records owners.
-    pub fn kernel_owner(&self) -> probe_common::Owner {
-        let mut comm = [0u8; probe_common::TASK_COMM_LEN];
-        let n = self.comm.len().min(comm.len() - 1);
-        comm[..n].copy_from_slice(&self.comm.as_bytes()[..n]);
-        let cgroup_id = crate::identity::cgroup_id(&self.cgroup).unwrap_or(0);
-        probe_common::Owner { cgroup_id, tgid: self.pid, _pad: 0, comm }
-    }
-}
-
 fn proc_cgroup(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
@@ -185,9 +176,10 @@ fn proc_cgroup(pid: u32) -> Option<String> {
 pub struct Scan {
     pub sockets: Vec<crate::metrics::ExistingSocket>,
     pub unowned: usize,
-    /// Listening ports and their owners: sockets they accept later start
-    /// with this owner (the kernel side learns it only at `listen()`).
-    pub listeners: Vec<(u16, ProcOwner)>,
+    /// Listening ports and their owners, as the kernel side records owners:
+    /// sockets they accept later start with this owner (the kernel side
+    /// learns it only at `listen()`).
+    pub listeners: Vec<(u16, Owner)>,
 }
 
 /// ESTABLISHED and CLOSE_WAIT sockets with owners, direction and endpoint.
@@ -224,16 +216,25 @@ pub fn existing_sockets() -> io::Result<Scan> {
     Ok(Scan { sockets: out, unowned, listeners })
 }
 
-/// Listening ports and their owning processes (`sockprobe trace`, which
-/// does not need the rest of the scan).
-pub fn listeners() -> io::Result<Vec<(u16, ProcOwner)>> {
+/// Listening ports and their owners (`sockprobe trace`, which does not need
+/// the rest of the scan).
+pub fn listeners() -> io::Result<Vec<(u16, Owner)>> {
     Ok(owned_listeners(&tcp_sockets(1 << TCP_LISTEN)?, &socket_owners()))
 }
 
-fn owned_listeners(listen_socks: &[DiagSocket], owners: &HashMap<u32, ProcOwner>) -> Vec<(u16, ProcOwner)> {
+fn owned_listeners(listen_socks: &[DiagSocket], owners: &HashMap<u32, ProcOwner>) -> Vec<(u16, Owner)> {
+    let cgroup_root = crate::identity::cgroup2_mount();
     listen_socks
         .iter()
-        .filter_map(|s| Some((s.sport, owners.get(&s.inode).filter(|_| s.inode != 0)?.clone())))
+        .filter_map(|s| {
+            let owner = owners.get(&s.inode).filter(|_| s.inode != 0)?;
+            let mut comm = [0u8; TASK_COMM_LEN];
+            let n = owner.comm.len().min(comm.len() - 1);
+            comm[..n].copy_from_slice(&owner.comm.as_bytes()[..n]);
+            let cgroup_id =
+                cgroup_root.as_deref().and_then(|root| crate::identity::cgroup_id(root, &owner.cgroup)).unwrap_or(0);
+            Some((s.sport, Owner { cgroup_id, tgid: owner.pid, _pad: 0, comm }))
+        })
         .collect()
 }
 

@@ -50,7 +50,7 @@ pub async fn run(filter: Filter, sizes: ProbeSettings) -> Result<(), Error> {
     // sockets carry an owner from the start (docs/architecture.md).
     match crate::scan::listeners() {
         Ok(found) => {
-            let _ = probes.seed_listeners(found.iter().map(|(port, o)| (*port, o.kernel_owner())));
+            let _ = probes.seed_listeners(found);
         }
         Err(e) => log::warn!("cannot list listening sockets, their connections get owners at first I/O: {e}"),
     }
