@@ -5,9 +5,14 @@
 //! the kernel side in [`KernelLayout`].
 #![no_std]
 
+// The derives for clap (userspace) and the host tests need std.
+#[cfg(any(feature = "user", test))]
+extern crate std;
+
 /// Name of the global that carries [`KernelLayout`] into the eBPF object.
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
-/// Per-socket state, keyed by the kernel's `struct sock *`.
+/// Per-socket state in an LRU hash keyed by the kernel's `struct sock *`
+/// (used when [`StateStore::LruHash`] is chosen).
 pub const SOCKETS_MAP: &str = "SOCKETS";
 /// Ring buffer of [`Event`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -15,20 +20,38 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Owner of each listening port ([`Owner`] by `u32` port).
 pub const LISTENERS_MAP: &str = "LISTENERS";
-/// Per-socket state in socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`).
-pub const SOCK_STORAGE_MAP: &str = "SOCK_STORAGE";
 /// Name of the global that says where per-socket state lives ([`StateStore`]).
 pub const STATE_STORE_GLOBAL: &str = "STATE_STORE";
 
-/// Where the kernel side keeps per-socket state, chosen by userspace at load.
+/// Default size of [`SOCKETS_MAP`] (`--probe.max-sockets`).
+pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
+/// Default size of [`EVENTS_MAP`] in bytes (`--probe.ring-buffer-bytes`).
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
+
+/// Where the kernel side keeps per-socket state, chosen by userspace at load
+/// (`--probe.state-store`).
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(clap::ValueEnum, serde::Deserialize))]
+#[cfg_attr(feature = "user", serde(rename_all = "kebab-case"))]
 pub enum StateStore {
     /// LRU hash keyed by `struct sock *`: works from every hook, kprobes included.
+    #[default]
+    #[cfg_attr(feature = "user", value(name = "lru"), serde(rename = "lru"))]
     LruHash = 0,
     /// Socket-local storage: no hashing, freed with the socket. BTF-typed
     /// hooks only (tp_btf, fentry/fexit; 5.11+).
     SocketLocal = 1,
+}
+
+impl StateStore {
+    /// As `--probe.state-store` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateStore::LruHash => "lru",
+            StateStore::SocketLocal => "socket-local",
+        }
+    }
 }
 
 /// Marks an offset the running kernel does not have.
@@ -143,6 +166,9 @@ impl KernelLayout {
     };
 }
 
+pub mod transition;
+pub use transition::{Transition, classify};
+
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 /// `SHUTDOWN_MASK` (RCV_SHUTDOWN | SEND_SHUTDOWN), a uapi-stable define.
@@ -169,21 +195,19 @@ impl Direction {
     }
 }
 
-/// Last application I/O direction seen on a socket (for exchange counting).
-pub const IO_NONE: u8 = 0;
+/// Last application I/O direction seen on a socket (for exchange counting;
+/// 0 before the first).
 pub const IO_SEND: u8 = 1;
 pub const IO_RECV: u8 = 2;
 
 /// [`SockState::flags`] bits.
 pub mod flags {
-    /// An `open` event was emitted (or is owed once the owner is known).
-    pub const OPENED: u8 = 1 << 0;
     /// `open` waits for the first process-context event to know its owner.
-    pub const OPEN_PENDING: u8 = 1 << 1;
+    pub const OPEN_PENDING: u8 = 1 << 0;
     /// The `close` event was emitted.
-    pub const CLOSED: u8 = 1 << 2;
+    pub const CLOSED: u8 = 1 << 1;
     /// `close()` moved the socket to CLOSE with unread bytes: a RST follows.
-    pub const ABORT_PENDING: u8 = 1 << 3;
+    pub const ABORT_PENDING: u8 = 1 << 2;
 }
 
 /// Process that owns a socket, captured only in process context.
@@ -197,7 +221,7 @@ pub struct Owner {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
-/// Per-socket state held in the kernel's LRU hash, keyed by `struct sock *`.
+/// Per-socket state, in the LRU hash or in socket-local storage ([`StateStore`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SockState {
@@ -221,9 +245,7 @@ pub struct SockState {
     pub direction: u8,
     pub last_io: u8,
     pub flags: u8,
-    /// Kernel TCP state as last seen.
-    pub state: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 7],
 }
 
 #[repr(u8)]
@@ -322,6 +344,28 @@ pub enum Counter {
 }
 
 pub const COUNTER_SLOTS: u32 = 5;
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_out_of_close_wait_carries_its_end() {
+        let mut close: Event = unsafe { core::mem::zeroed() };
+        close.kind = EventKind::Close as u8;
+        close.cookie = 9;
+        close.ts_ns = 10;
+        assert!(close.close_wait_end().is_none(), "no CLOSE_WAIT, no close_wait_end");
+        close.close_wait_ns = 7;
+        let end = close.close_wait_end().expect("close_wait_end folded into the close");
+        assert_eq!((end.kind, end.value, end.close_wait_ns), (EventKind::CloseWaitEnd as u8, 7, 0));
+        assert_eq!((end.cookie, end.ts_ns), (close.cookie, close.ts_ns));
+        let mut open = close;
+        open.kind = EventKind::Open as u8;
+        assert!(open.close_wait_end().is_none(), "only close records carry it");
+    }
+}
 
 #[cfg(feature = "user")]
 mod user {

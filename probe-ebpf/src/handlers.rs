@@ -7,7 +7,8 @@ use aya_ebpf::{
     maps::ring_buf::RingBufEntry,
 };
 use probe_common::{
-    Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN, SHUTDOWN_MASK, SockState, flags,
+    Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN, SHUTDOWN_MASK, SockState,
+    Transition, classify, flags, transition::direction_from,
 };
 
 use crate::{
@@ -101,117 +102,119 @@ fn take_owner(sk: *const u8, st: &mut SockState) {
 }
 
 /// `inet_sock_set_state` (or `tcp_set_state` entry): `old` is still in `sk`.
+/// What each transition means is decided by [`classify`] (probe-common,
+/// unit-tested on the host); this only acts on it.
 #[inline(always)]
 pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u64) {
-    let s = layout!(states);
+    let states = layout!(states);
+    let transition = classify(old, new, &states);
     // Births check the protocol (SCTP and MPTCP share this tracepoint); a
-    // socket already in the map is known to be TCP.
-    if new == s.listen || (old == s.listen && new != s.syn_recv) {
-        on_listener::<A>(sk, new == s.listen);
-        return;
-    }
-    let st = if old == s.close && new == s.syn_sent {
-        if !kernel::is_tcp::<A>(sk) {
+    // socket already tracked is known to be TCP.
+    let st = match transition {
+        Transition::Ignore => return,
+        Transition::Listen | Transition::ListenerClosed => {
+            on_listener::<A>(sk, transition == Transition::Listen);
             return;
         }
-        // connect(): process context, a new life for this sk.
-        let Some(st) = new_state::<A>(sk, cookie(), Direction::Outbound) else { return };
-        let st = unsafe { &mut *st };
-        kernel::capture_owner(&mut st.owner);
-        st
-    } else if old == s.listen && new == s.syn_recv {
-        if !kernel::is_tcp::<A>(sk) {
-            return;
+        Transition::Connect => {
+            if !kernel::is_tcp::<A>(sk) {
+                return;
+            }
+            // Process context, a new life for this sk.
+            let Some(st) = new_state::<A>(sk, cookie(), Direction::Outbound) else { return };
+            let st = unsafe { &mut *st };
+            kernel::capture_owner(&mut st.owner);
+            st
         }
-        // A child socket born in softirq: it starts with its listener's owner;
-        // the first I/O names the process that accepted it.
-        let Some(st) = new_state::<A>(sk, cookie(), Direction::Inbound) else { return };
-        let st = unsafe { &mut *st };
-        kernel::read_endpoints::<A>(sk, st);
-        if let Some(owner) = unsafe { LISTENERS.get(st.sport as u32) } {
-            kernel::copy_owner(&mut st.owner, owner);
+        Transition::Accept => {
+            if !kernel::is_tcp::<A>(sk) {
+                return;
+            }
+            // Born in softirq: it starts with its listener's owner; the first
+            // I/O names the process that accepted it.
+            let Some(st) = new_state::<A>(sk, cookie(), Direction::Inbound) else { return };
+            let st = unsafe { &mut *st };
+            kernel::read_endpoints::<A>(sk, st);
+            if let Some(owner) = unsafe { LISTENERS.get(st.sport as u32) } {
+                kernel::copy_owner(&mut st.owner, owner);
+            }
+            st
         }
-        st
-    } else if new == s.syn_sent || old == s.close {
-        return;
-    } else {
-        match A::get(sk) {
+        _ => match A::get(sk) {
             Some(st) => unsafe { &mut *st },
             None => {
                 if !kernel::is_tcp::<A>(sk) {
                     return;
                 }
                 // Established before we attached: track it from here on.
-                let dir = if old == s.syn_sent {
-                    Direction::Outbound
-                } else if old == s.syn_recv {
-                    Direction::Inbound
-                } else {
-                    Direction::Unknown
-                };
-                let Some(st) = new_state::<A>(sk, cookie(), dir) else { return };
+                let Some(st) = new_state::<A>(sk, cookie(), direction_from(old, &states)) else { return };
                 let st = unsafe { &mut *st };
                 kernel::read_endpoints::<A>(sk, st);
                 st
             }
-        }
+        },
     };
 
     // Only transitions that report read the clock.
-    if new == s.established {
-        let t = now();
-        st.birth_ns = t;
-        // Read again for inbound sockets: at SYN_RECV a child still has its
-        // listener's addresses (inet_csk_clone_lock sets the state first).
-        kernel::read_endpoints::<A>(sk, st);
-        st.flags |= flags::OPENED;
-        if st.owner.tgid != 0 {
-            emit(sk, st, EventKind::Open, 0, REASON_UNKNOWN, t);
-        } else {
-            st.flags |= flags::OPEN_PENDING;
+    match transition {
+        Transition::Established => {
+            let t = now();
+            st.birth_ns = t;
+            // Read again for inbound sockets: at SYN_RECV a child still has its
+            // listener's addresses (inet_csk_clone_lock sets the state first).
+            kernel::read_endpoints::<A>(sk, st);
+            if st.owner.tgid != 0 {
+                emit(sk, st, EventKind::Open, 0, REASON_UNKNOWN, t);
+            } else {
+                st.flags |= flags::OPEN_PENDING;
+            }
         }
-    }
-
-    // close() and shutdown() run in the owner's context: the closer is current.
-    // An abort from close() is recognised by sk_shutdown == SHUTDOWN_MASK, set by
-    // __tcp_close before it; a RST received in softirq leaves it unset.
-    let closing = new == s.close && kernel::sk_shutdown::<A>(sk) as u8 == SHUTDOWN_MASK;
-    let leaving_open = old == s.established || old == s.close_wait;
-    if (old == s.established && new == s.fin_wait1)
-        || (old == s.close_wait && new == s.last_ack)
-        || (leaving_open && closing)
-    {
-        take_owner(sk, st);
-    }
-
-    if closing {
-        let fin_in = old == s.close_wait || old == s.closing || old == s.last_ack;
-        let unread = kernel::unread_bytes(sk, fin_in);
-        if unread > 0 {
-            st.pending_unread = unread;
-            st.flags |= flags::ABORT_PENDING;
+        Transition::PeerClosed => {
+            let t = now();
+            st.close_wait_ns = t;
+            emit(sk, st, EventKind::CloseWait, 0, REASON_UNKNOWN, t);
         }
+        // close() and shutdown() run in the owner's context: the closer is current.
+        Transition::LocalClose { from_close_wait } => {
+            take_owner(sk, st);
+            emit_close(sk, st, from_close_wait);
+        }
+        Transition::Closed { was_open, from_close_wait, fin_received } => {
+            // An abort from close() is recognised by sk_shutdown == SHUTDOWN_MASK,
+            // set by __tcp_close before it; a RST received in softirq leaves it unset.
+            if kernel::sk_shutdown::<A>(sk) as u8 == SHUTDOWN_MASK {
+                if was_open {
+                    take_owner(sk, st);
+                }
+                let unread = kernel::unread_bytes(sk, fin_received);
+                if unread > 0 {
+                    st.pending_unread = unread;
+                    st.flags |= flags::ABORT_PENDING;
+                }
+            }
+            if was_open {
+                emit_close(sk, st, from_close_wait);
+            }
+        }
+        _ => {}
     }
+}
 
-    if new == s.close_wait {
-        let t = now();
-        st.close_wait_ns = t;
-        emit(sk, st, EventKind::CloseWait, 0, REASON_UNKNOWN, t);
+/// The connection ends: one `close` record, once. Leaving CLOSE_WAIT, it
+/// carries the CLOSE_WAIT age too (userspace splits it in two).
+#[inline(always)]
+fn emit_close(sk: *const u8, st: &mut SockState, from_close_wait: bool) {
+    if st.flags & flags::CLOSED != 0 {
+        return;
     }
-
-    // Leaving CLOSE_WAIT always closes (to LAST_ACK or CLOSE): the close
-    // record carries the CLOSE_WAIT age, userspace splits it in two.
-    if leaving_open && (new == s.fin_wait1 || new == s.last_ack || new == s.close) && st.flags & flags::CLOSED == 0 {
-        flush_pending_open(sk, st);
-        st.flags |= flags::CLOSED;
-        let t = now();
-        let duration = if st.birth_ns != 0 { t.saturating_sub(st.birth_ns) } else { 0 };
-        let close_wait =
-            if old == s.close_wait && st.close_wait_ns != 0 { t.saturating_sub(st.close_wait_ns).max(1) } else { 0 };
-        st.close_wait_ns = 0;
-        emit_with(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait);
-    }
-    st.state = new as u8;
+    flush_pending_open(sk, st);
+    st.flags |= flags::CLOSED;
+    let t = now();
+    let duration = if st.birth_ns != 0 { t.saturating_sub(st.birth_ns) } else { 0 };
+    let close_wait =
+        if from_close_wait && st.close_wait_ns != 0 { t.saturating_sub(st.close_wait_ns).max(1) } else { 0 };
+    st.close_wait_ns = 0;
+    emit_with(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait);
 }
 
 /// listen() (process context) or a listener's close.

@@ -1,22 +1,22 @@
-//! Maps shared by all programs. Sizes are defaults; userspace may resize.
+//! Maps shared by all programs. Sizes are the defaults; userspace sets them at load.
 use aya_ebpf::{
     btf_maps::SkStorage,
     macros::{btf_map, map},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use probe_common::{COUNTER_SLOTS, Counter, Owner, SockState};
+use probe_common::{COUNTER_SLOTS, Counter, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, Owner, SockState};
 
 /// Per-socket state keyed by `struct sock *` (see `store`). LRU so a missed
 /// destroy cannot leak. Shrunk to one entry when socket storage is used.
 #[map(name = "SOCKETS")]
-pub static SOCKETS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131_072, 0);
+pub static SOCKETS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(DEFAULT_MAX_SOCKETS, 0);
 
 /// Per-socket state in socket-local storage (see `store`).
 #[btf_map(name = "SOCK_STORAGE")]
 pub static SOCK_STORAGE: SkStorage<SockState> = SkStorage::new();
 
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

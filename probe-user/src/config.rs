@@ -1,79 +1,213 @@
-//! `sockprobe run` settings: defaults, then the TOML file (`--config.file`),
-//! then flags; flag beats file. Every flag `--SECTION.NAME` has the key
-//! `NAME` (dots as dashes) in table `[SECTION]` (docs/configuration.md).
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+//! Settings: defaults, then the TOML file (`--config.file`), then flags; a
+//! flag beats the file. Every flag `--SECTION.NAME` is key `NAME` in table
+//! `[SECTION]` (docs/configuration.md).
+//!
+//! Each section is one struct that serves both clap (the flags) and serde
+//! (the file): its fields are `Option`s, merged once ([`Settings::merge`]),
+//! then resolved against the defaults below, the only place they are
+//! written down.
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
-use probe_common::StateStore;
+use probe_common::{DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, StateStore};
 use serde::Deserialize;
 
-use crate::{error::Error, probes::ProbeSettings};
+use crate::{error::Error, kernel::ProbeSettings};
 
-/// Settings as given on the command line; `None` = not given.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub listen_address: Option<String>,
-    pub telemetry_path: Option<String>,
-    pub web_config_file: Option<PathBuf>,
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+pub const DEFAULT_MAX_ENDPOINTS: u32 = 100;
+pub const DEFAULT_SERIES_TTL: &str = "10m";
+pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
+pub const MAX_SOCKETS_RANGE: (u32, u32) = (1024, 16_777_216);
+pub const RING_BUFFER_RANGE: (u32, u32) = (4096, 1 << 30);
+
+/// A help line that ends with the setting's default.
+fn with_default(help: &str, default: impl fmt::Display) -> String {
+    format!("{help} [default: {default}]")
+}
+
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebSection {
+    #[arg(long = "web.listen-address", value_name = "IP:PORT",
+          help = with_default("Address to serve metrics on ([::]:9741 for IPv6)", DEFAULT_LISTEN))]
+    pub listen_address: Option<ListenAddress>,
+    #[arg(long = "web.telemetry-path", value_name = "PATH",
+          help = with_default("Path of the metrics", DEFAULT_TELEMETRY_PATH))]
+    pub telemetry_path: Option<TelemetryPath>,
+    /// TLS and basic-auth settings, in the Prometheus exporter-toolkit
+    /// web-config format (tls_server_config, basic_auth_users).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsSection {
+    #[arg(long = "metrics.max-endpoints", value_name = "N",
+          help = with_default("Distinct `endpoint` label values per (comm, container); the rest are folded into endpoint=\"other\"", DEFAULT_MAX_ENDPOINTS))]
     pub max_endpoints: Option<u32>,
-    pub series_ttl: Option<String>,
+    #[arg(long = "metrics.series-ttl", value_name = "DURATION",
+          help = with_default("Drop the series of a process with no socket and no event for this long (90s, 10m, 1h)", DEFAULT_SERIES_TTL))]
+    pub series_ttl: Option<HumanDuration>,
+}
+
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProbeSection {
+    #[arg(long = "probe.max-sockets", value_name = "N",
+          help = with_default("Size of the LRU per-socket map; beyond it the least recently used sockets are forgotten (~160 bytes of kernel memory each)", DEFAULT_MAX_SOCKETS))]
     pub max_sockets: Option<u32>,
+    #[arg(long = "probe.ring-buffer-bytes", value_name = "BYTES",
+          help = with_default("Kernel-to-userspace ring buffer, a power of two; overflow is counted in sockprobe_events_lost_total", DEFAULT_RING_BUFFER_BYTES))]
     pub ring_buffer_bytes: Option<u32>,
-    pub state_store: Option<String>,
-    pub log_level: Option<String>,
-    pub kubernetes_api_url: Option<String>,
-    pub kubernetes_node_name: Option<String>,
+    /// Where the kernel side keeps per-socket state: `lru`, a hash map of
+    /// --probe.max-sockets entries, cheapest under connection churn; or
+    /// `socket-local`, socket storage (kernel 5.11+, not with kprobes): cheaper
+    /// per send/recv and unbounded, but an allocation per socket. Benchmarks:
+    /// docs/benchmarks.md [default: lru].
+    #[arg(long = "probe.state-store", value_name = "STORE")]
+    pub state_store: Option<StateStore>,
 }
 
-/// The file, as written. Unknown keys are errors (a typo must not be ignored).
-#[derive(Debug, Default, Deserialize)]
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubernetesSection {
+    /// Kubernetes API server, to name pods' containers /k8s/<namespace>/<pod>/<container>
+    /// [default: in-cluster (KUBERNETES_SERVICE_HOST) when running in a pod].
+    #[arg(long = "kubernetes.api-url", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// This node's name, to list only its pods [default: $NODE_NAME].
+    #[arg(long = "kubernetes.node-name", value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    web: WebFile,
-    #[serde(default)]
-    metrics: MetricsFile,
-    #[serde(default)]
-    probe: ProbeFile,
-    #[serde(default)]
-    log: LogFile,
-    #[serde(default)]
-    kubernetes: KubernetesFile,
+pub struct LogSection {
+    pub level: Option<LogLevel>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct KubernetesFile {
-    api_url: Option<String>,
-    node_name: Option<String>,
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct WebFile {
-    listen_address: Option<String>,
-    telemetry_path: Option<String>,
-    config_file: Option<PathBuf>,
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct MetricsFile {
-    max_endpoints: Option<u32>,
-    series_ttl: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct ProbeFile {
-    max_sockets: Option<u32>,
-    ring_buffer_bytes: Option<u32>,
-    state_store: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
+/// Everything `sockprobe run` can be told, as the file has it (and, merged,
+/// as the flags and the file together have it).
+#[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
-struct LogFile {
-    level: Option<String>,
+pub struct Settings {
+    #[serde(default)]
+    pub web: WebSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub probe: ProbeSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub kubernetes: KubernetesSection,
+}
+
+impl Settings {
+    /// Reads a `--config.file`.
+    pub fn from_file(path: &std::path::Path) -> Result<Settings, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read --config.file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(describe_toml_error(path, &text, &e)))
+    }
+
+    /// `self` (the flags) where set, else `file`.
+    pub fn merge(self, file: Settings) -> Settings {
+        let (f, w, m, p, l, k) = (file, self.web, self.metrics, self.probe, self.log, self.kubernetes);
+        Settings {
+            web: WebSection {
+                listen_address: w.listen_address.or(f.web.listen_address),
+                telemetry_path: w.telemetry_path.or(f.web.telemetry_path),
+                config_file: w.config_file.or(f.web.config_file),
+            },
+            metrics: MetricsSection {
+                max_endpoints: m.max_endpoints.or(f.metrics.max_endpoints),
+                series_ttl: m.series_ttl.or(f.metrics.series_ttl),
+            },
+            probe: p.merge(f.probe),
+            log: LogSection { level: l.level.or(f.log.level) },
+            kubernetes: KubernetesSection {
+                api_url: k.api_url.or(f.kubernetes.api_url),
+                node_name: k.node_name.or(f.kubernetes.node_name),
+            },
+        }
+    }
+
+    /// The defaults filled in, and every value checked.
+    pub fn resolve(self) -> Result<RunConfig, Error> {
+        let max_endpoints = self.metrics.max_endpoints.unwrap_or(DEFAULT_MAX_ENDPOINTS);
+        if max_endpoints == 0 {
+            return Err(Error::Config("invalid metrics.max-endpoints 0: expected 1 or more".into()));
+        }
+        let kubernetes_api_url = self.kubernetes.api_url;
+        if let Some(u) = &kubernetes_api_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(Error::Config(format!("invalid kubernetes.api-url '{u}': expected https://HOST:PORT")));
+        }
+        Ok(RunConfig {
+            listen_address: self.web.listen_address.map_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"), |a| a.0),
+            telemetry_path: self.web.telemetry_path.map_or_else(|| DEFAULT_TELEMETRY_PATH.into(), |p| p.0),
+            web_config_file: self.web.config_file,
+            max_endpoints,
+            series_ttl: self.metrics.series_ttl.unwrap_or_else(|| DEFAULT_SERIES_TTL.parse().expect("valid default")).0,
+            probe: self.probe.resolve()?,
+            log_level: self.log.level.unwrap_or(DEFAULT_LOG_LEVEL),
+            kubernetes_api_url,
+            kubernetes_node_name: self.kubernetes.node_name,
+        })
+    }
+}
+
+impl ProbeSection {
+    fn merge(self, file: ProbeSection) -> ProbeSection {
+        ProbeSection {
+            max_sockets: self.max_sockets.or(file.max_sockets),
+            ring_buffer_bytes: self.ring_buffer_bytes.or(file.ring_buffer_bytes),
+            state_store: self.state_store.or(file.state_store),
+        }
+    }
+
+    /// The defaults filled in and checked (`run` and `trace` share these).
+    pub fn resolve(self) -> Result<ProbeSettings, Error> {
+        let max_sockets = self.max_sockets.unwrap_or(DEFAULT_MAX_SOCKETS);
+        let (lo, hi) = MAX_SOCKETS_RANGE;
+        if !(lo..=hi).contains(&max_sockets) {
+            return Err(Error::Config(format!("invalid probe.max-sockets {max_sockets}: expected {lo} to {hi}")));
+        }
+        let ring_buffer_bytes = self.ring_buffer_bytes.unwrap_or(DEFAULT_RING_BUFFER_BYTES);
+        let (lo, hi) = RING_BUFFER_RANGE;
+        if !ring_buffer_bytes.is_power_of_two() || !(lo..=hi).contains(&ring_buffer_bytes) {
+            return Err(Error::Config(format!(
+                "invalid probe.ring-buffer-bytes {ring_buffer_bytes}: expected a power of two from {lo} to {hi}"
+            )));
+        }
+        Ok(ProbeSettings { max_sockets, ring_buffer_bytes, state_store: self.state_store.unwrap_or_default() })
+    }
 }
 
 /// Validated settings of the daemon.
@@ -86,110 +220,99 @@ pub struct RunConfig {
     pub max_endpoints: u32,
     /// Label sets of processes without sockets or events for this long are dropped.
     pub series_ttl: Duration,
-    pub max_sockets: u32,
-    pub ring_buffer_bytes: u32,
-    pub state_store: StateStore,
-    pub log_level: String,
+    pub probe: ProbeSettings,
+    pub log_level: LogLevel,
     /// Kubernetes API for pod names; default: in-cluster when running in a pod.
     pub kubernetes_api_url: Option<String>,
     /// This node's name for the pod list; default: `$NODE_NAME`.
     pub kubernetes_node_name: Option<String>,
 }
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
-pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
-
 impl RunConfig {
-    pub fn load(file: Option<&std::path::Path>, flags: Overrides) -> Result<RunConfig, Error> {
-        let f: File = match file {
-            None => File::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::Config(format!("cannot read --config.file {}: {e}", path.display())))?;
-                toml::from_str(&text).map_err(|e| {
-                    let msg = e.message().replace('\n', " ");
-                    Error::Config(format!("invalid --config.file {}: {msg}", path.display()))
-                })?
-            }
+    /// Flags merged over the file (if any), resolved.
+    pub fn load(file: Option<&std::path::Path>, flags: Settings) -> Result<RunConfig, Error> {
+        let from_file = match file {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
         };
-        let listen = flags.listen_address.or(f.web.listen_address).unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen_address = listen.parse::<SocketAddr>().map_err(|_| {
-            Error::Config(format!(
-                "invalid web.listen-address '{listen}': expected IP:PORT, e.g. 0.0.0.0:9741 or [::]:9741"
-            ))
-        })?;
-        let telemetry_path = flags.telemetry_path.or(f.web.telemetry_path).unwrap_or_else(|| "/metrics".into());
-        if !telemetry_path.starts_with('/') || telemetry_path == "/" || telemetry_path == "/healthz" {
-            return Err(Error::Config(format!(
-                "invalid web.telemetry-path '{telemetry_path}': expected a path starting with '/', other than '/' and '/healthz'"
-            )));
-        }
-        let max_endpoints = flags.max_endpoints.or(f.metrics.max_endpoints).unwrap_or(100);
-        if max_endpoints == 0 {
-            return Err(Error::Config("invalid metrics.max-endpoints 0: expected 1 or more".into()));
-        }
-        let ttl = flags.series_ttl.or(f.metrics.series_ttl).unwrap_or_else(|| "10m".into());
-        let series_ttl = parse_duration(&ttl).ok_or_else(|| {
-            Error::Config(format!("invalid metrics.series-ttl '{ttl}': expected a duration like 90s, 10m, 1h"))
-        })?;
-        let max_sockets = flags.max_sockets.or(f.probe.max_sockets).unwrap_or(131_072);
-        if !(1024..=16_777_216).contains(&max_sockets) {
-            return Err(Error::Config(format!("invalid probe.max-sockets {max_sockets}: expected 1024 to 16777216")));
-        }
-        let ring_buffer_bytes = flags.ring_buffer_bytes.or(f.probe.ring_buffer_bytes).unwrap_or(1 << 20);
-        if !ring_buffer_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_buffer_bytes) {
-            return Err(Error::Config(format!(
-                "invalid probe.ring-buffer-bytes {ring_buffer_bytes}: expected a power of two from 4096 to 1073741824"
-            )));
-        }
-        let store = flags.state_store.or(f.probe.state_store).unwrap_or_else(|| "lru".into());
-        let state_store = match store.as_str() {
-            "lru" => StateStore::LruHash,
-            "socket-local" => StateStore::SocketLocal,
-            _ => {
-                return Err(Error::Config(format!(
-                    "invalid probe.state-store '{store}': expected lru or socket-local"
-                )));
-            }
-        };
-        let log_level = flags.log_level.or(f.log.level).unwrap_or_else(|| "info".into());
-        if !LOG_LEVELS.contains(&log_level.as_str()) {
-            return Err(Error::Config(format!(
-                "invalid log.level '{log_level}': expected one of {}",
-                LOG_LEVELS.join(", ")
-            )));
-        }
-        let kubernetes_api_url = flags.kubernetes_api_url.or(f.kubernetes.api_url);
-        if let Some(u) = &kubernetes_api_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            return Err(Error::Config(format!("invalid kubernetes.api-url '{u}': expected https://HOST:PORT")));
-        }
-        Ok(RunConfig {
-            kubernetes_api_url,
-            kubernetes_node_name: flags.kubernetes_node_name.or(f.kubernetes.node_name),
-            listen_address,
-            telemetry_path,
-            web_config_file: flags.web_config_file.or(f.web.config_file),
-            max_endpoints,
-            series_ttl,
-            max_sockets,
-            ring_buffer_bytes,
-            state_store,
-            log_level,
-        })
+        flags.merge(from_file).resolve()
     }
 }
 
-impl RunConfig {
-    pub fn probe_settings(&self) -> ProbeSettings {
-        ProbeSettings {
-            max_sockets: self.max_sockets,
-            ring_buffer_bytes: self.ring_buffer_bytes,
-            state_store: self.state_store,
+/// A TOML error in one line that names the key (`section.key`) when it can.
+fn describe_toml_error(path: &std::path::Path, text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().replace('\n', " ");
+    let Some(span) = e.span() else { return format!("invalid --config.file {}: {msg}", path.display()) };
+    let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"')).unwrap_or("");
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .unwrap_or("");
+    let line_no = text[..line_start].lines().count() + 1;
+    let name = match (section, key) {
+        (_, "") => String::new(),
+        ("", k) => format!(" {k}"),
+        (s, k) => format!(" {s}.{k}"),
+    };
+    format!("invalid{name} in --config.file {} line {line_no}: {msg}", path.display())
+}
+
+/// Values that clap and serde both parse from text, with one error message.
+macro_rules! from_text {
+    ($t:ident) => {
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
         }
+    };
+}
+
+/// `--web.listen-address`: `IP:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddress(pub SocketAddr);
+
+impl FromStr for ListenAddress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(ListenAddress).map_err(|_| "expected IP:PORT, e.g. 0.0.0.0:9741 or [::]:9741".into())
     }
 }
+from_text!(ListenAddress);
+
+/// `--web.telemetry-path`: an absolute path other than the fixed pages.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TelemetryPath(pub String);
+
+impl FromStr for TelemetryPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') || s == "/" || s == "/healthz" {
+            return Err("expected a path starting with '/', other than '/' and '/healthz'".into());
+        }
+        Ok(TelemetryPath(s.to_string()))
+    }
+}
+from_text!(TelemetryPath);
+
+/// A duration: `90s`, `10m`, `1h`, `500ms`, or plain seconds; not zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(HumanDuration).ok_or_else(|| "expected a duration like 90s, 10m, 1h".into())
+    }
+}
+from_text!(HumanDuration);
 
 /// `90s`, `10m`, `1h`, `500ms`, or plain seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -200,8 +323,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let d = match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
         _ => return None,
     };
     (!d.is_zero()).then_some(d)
@@ -211,57 +334,66 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn file(text: &str) -> tempfile_path::TempPath {
-        tempfile_path::write(text)
+    struct TempFile(std::path::PathBuf);
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 
-    /// A tiny temp-file helper: std only.
-    mod tempfile_path {
-        pub struct TempPath(pub std::path::PathBuf);
-        impl Drop for TempPath {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
-        pub fn write(text: &str) -> TempPath {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "sockprobe-cfg-{}-{}.toml",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::write(&p, text).unwrap();
-            TempPath(p)
-        }
+    fn file(text: &str) -> TempFile {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "sockprobe-cfg-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&p, text).unwrap();
+        TempFile(p)
+    }
+
+    fn load(text: &str, flags: Settings) -> Result<RunConfig, Error> {
+        let f = file(text);
+        RunConfig::load(Some(&f.0), flags)
     }
 
     #[test]
     fn defaults() {
-        let c = RunConfig::load(None, Overrides::default()).unwrap();
+        let c = RunConfig::load(None, Settings::default()).unwrap();
         assert_eq!(c.listen_address.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.max_endpoints, 100);
         assert_eq!(c.series_ttl, Duration::from_secs(600));
-        assert_eq!(c.state_store, StateStore::LruHash);
+        assert_eq!(c.probe.state_store, StateStore::LruHash);
+        assert_eq!(c.probe.max_sockets, 131_072);
+        assert_eq!(c.log_level, LogLevel::Info);
+    }
+
+    /// deploy/sockprobe.toml says it shows the defaults: it must.
+    #[test]
+    fn shipped_config_file_shows_the_defaults() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/sockprobe.toml"));
+        let shipped = RunConfig::load(Some(path), Settings::default()).unwrap();
+        let defaults = RunConfig::load(None, Settings::default()).unwrap();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
     }
 
     #[test]
-    fn state_store() {
-        let f = file("[probe]\nstate-store = \"socket-local\"\n");
-        assert_eq!(RunConfig::load(Some(&f.0), Overrides::default()).unwrap().state_store, StateStore::SocketLocal);
-        let e = RunConfig::load(None, Overrides { state_store: Some("hash".into()), ..Default::default() })
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("probe.state-store 'hash'") && e.contains("socket-local"), "{e}");
+    fn state_store_from_file_and_bad_values() {
+        let c = load("[probe]\nstate-store = \"socket-local\"\n", Settings::default()).unwrap();
+        assert_eq!(c.probe.state_store, StateStore::SocketLocal);
+        let e = load("[probe]\nstate-store = \"hash\"\n", Settings::default()).unwrap_err().to_string();
+        assert!(e.contains("probe.state-store") && e.contains("socket-local"), "{e}");
     }
 
     #[test]
     fn flag_beats_file() {
-        let f =
-            file("[web]\nlisten-address = \"127.0.0.1:1234\"\ntelemetry-path = \"/m\"\n[metrics]\nmax-endpoints = 7\n");
-        let flags = Overrides { listen_address: Some("127.0.0.1:999".into()), ..Default::default() };
-        let c = RunConfig::load(Some(&f.0), flags).unwrap();
+        let text = "[web]\nlisten-address = \"127.0.0.1:1234\"\ntelemetry-path = \"/m\"\n[metrics]\nmax-endpoints = 7\n";
+        let mut flags = Settings::default();
+        flags.web.listen_address = Some("127.0.0.1:999".parse().unwrap());
+        let c = load(text, flags).unwrap();
         assert_eq!(c.listen_address.port(), 999);
         assert_eq!(c.telemetry_path, "/m");
         assert_eq!(c.max_endpoints, 7);
@@ -269,29 +401,33 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        let f = file("[metrics]\nseries-ttl = \"soon\"\n");
-        let e = RunConfig::load(Some(&f.0), Overrides::default()).unwrap_err().to_string();
+        let e = load("[metrics]\nseries-ttl = \"soon\"\n", Settings::default()).unwrap_err().to_string();
         assert!(e.contains("metrics.series-ttl") && e.contains("10m"), "{e}");
-        let f = file("[web]\nlisten-adress = \"x\"\n");
-        let e = RunConfig::load(Some(&f.0), Overrides::default()).unwrap_err().to_string();
+        let e = load("[web]\nlisten-adress = \"x\"\n", Settings::default()).unwrap_err().to_string();
         assert!(e.contains("listen-adress"), "{e}");
-        let e = RunConfig::load(None, Overrides { listen_address: Some("nope".into()), ..Default::default() })
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("web.listen-address 'nope'"), "{e}");
-        let e = RunConfig::load(Some(std::path::Path::new("/nonexistent.toml")), Overrides::default())
+        let e = load("[web]\ntelemetry-path = \"/healthz\"\n", Settings::default()).unwrap_err().to_string();
+        assert!(e.contains("web.telemetry-path") && e.contains("other than"), "{e}");
+        let e = load("[probe]\nmax-sockets = 10\n", Settings::default()).unwrap_err().to_string();
+        assert!(e.contains("probe.max-sockets 10"), "{e}");
+        let e = RunConfig::load(Some(std::path::Path::new("/nonexistent.toml")), Settings::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read --config.file"), "{e}");
+        assert_eq!(e.lines().count(), 1);
     }
 
     #[test]
-    fn durations() {
+    fn text_values() {
+        assert!("nope".parse::<ListenAddress>().unwrap_err().contains("IP:PORT"));
+        assert_eq!("[::]:9741".parse::<ListenAddress>().unwrap().0.port(), 9741);
+        assert!("metrics".parse::<TelemetryPath>().is_err());
+        assert!("/".parse::<TelemetryPath>().is_err());
         assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("0s"), None);
         assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("99999999999999999h"), None, "overflow is an error, not a panic");
     }
 }

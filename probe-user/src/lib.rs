@@ -1,26 +1,32 @@
 //! sockprobe: per-process TCP connection hygiene from eBPF.
 //!
-//! Data path: kernel hooks (probe-ebpf) → per-socket state in an LRU map →
-//! events on a ring buffer → [`events::Decoder`] → `trace` output or metrics.
-//! See docs/architecture.md.
-pub mod btf;
-pub mod check;
+//! The folders follow the data path, and dependencies run one way only:
+//!
+//! ```text
+//! kernel ──► decode ──► aggregate ──► export
+//!              ▲            ▲
+//!              └─ identity ─┘            cmd/ on top of all
+//! ```
+//!
+//! - [`kernel`]: the probe table, loading and attaching, the layout from
+//!   BTF, raw records off the ring buffer, kernel counters.
+//! - [`decode`]: raw records into names, addresses, times and labels.
+//! - [`identity`]: who a socket belongs to (cgroups, containers, Kubernetes
+//!   pods, the live-socket listing, directions); serves decode and aggregate.
+//! - [`aggregate`]: events into metric families with bounded cardinality.
+//! - [`export`]: the HTTP server and its pages.
+//! - [`cmd`]: `run`, `trace`, `check`, wiring the above.
+//!
+//! Nothing points back up: kernel imports none of the others, decode only
+//! kernel and identity, identity only kernel, aggregate neither export nor
+//! cmd. `tests/architecture.rs` checks it. See docs/architecture.md.
+pub mod aggregate;
+pub mod cmd;
 pub mod config;
-pub mod daemon;
+pub mod decode;
 pub mod error;
-pub mod events;
-pub mod fasthash;
-pub mod http;
+pub mod export;
 pub mod identity;
-pub mod k8s;
-pub mod layout;
-pub mod metrics;
-pub mod privileges;
-pub mod probes;
-pub mod scan;
-pub mod shutdown;
-pub mod stream;
-pub mod trace;
-pub mod web_config;
+pub mod kernel;
 
 pub use error::Error;

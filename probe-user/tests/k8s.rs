@@ -6,7 +6,7 @@ use std::{
     sync::mpsc,
 };
 
-use sockprobe::k8s::{ApiConfig, PodNames};
+use sockprobe::identity::k8s::{ApiConfig, PodNames};
 
 /// Serves `body` (chunked, as the API server does) to one request; sends
 /// the request line back.

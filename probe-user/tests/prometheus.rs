@@ -31,10 +31,9 @@ fn api(addr: &str, path: &str) -> Option<Value> {
 }
 
 #[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let daemon = Daemon::start(&[]);
     let dir = std::env::temp_dir().join(format!("sockprobe-prom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -65,14 +64,6 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
         .expect("prometheus (Debian package; cargo xtask test installs it)");
 
     let leak = GoLeak::start("t61", "1s", "100ms");
-
-    let query = encode("sockprobe_tcp_sockets{comm=\"t61-leaky\",state=\"close_wait\"}");
-    let value = poll("the CLOSE_WAIT series in Prometheus", Duration::from_secs(60), || {
-        let v = api(&prom_addr, &format!("/api/v1/query?query={query}"))?;
-        let n: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
-        (n > 0.0).then_some(n)
-    });
-    assert!(value > 0.0);
     let alert = poll("SockprobeCloseWaitGrowing firing", Duration::from_secs(90), || {
         let v = api(&prom_addr, "/api/v1/alerts")?;
         v["data"]["alerts"]
@@ -86,6 +77,18 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
             .cloned()
     });
     assert_eq!(alert["labels"]["severity"], "warning", "{alert}");
+    // What Prometheus stores is what the kernel has: with the client frozen
+    // (and the server's idle timeout past), `ss`'s count must reach it.
+    leak.freeze_client();
+    std::thread::sleep(Duration::from_millis(1500));
+    let expected = ss_close_wait(leak.client_pid()) as f64;
+    assert!(expected > 2.0, "the client should have leaked, ss shows {expected}");
+    let query = encode("sum(sockprobe_tcp_sockets{comm=\"t61-leaky\",state=\"close_wait\"})");
+    poll(&format!("Prometheus to store ss's CLOSE_WAIT count {expected}"), Duration::from_secs(30), || {
+        let v = api(&prom_addr, &format!("/api/v1/query?query={query}"))?;
+        let stored: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
+        (stored == expected).then_some(())
+    });
     drop(leak);
     prom.kill().ok();
     prom.wait().ok();

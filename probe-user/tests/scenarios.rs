@@ -15,17 +15,17 @@ const WAIT: Duration = Duration::from_secs(10);
 macro_rules! with_each_store {
     ($default:ident, $socket_local:ident, $scenario:ident) => {
         #[test]
+        #[ignore = "needs root: `sudo cargo xtask test` runs it"]
         fn $default() {
-            if is_root() {
-                $scenario(&[]);
-            }
+            require_root();
+            $scenario(&[]);
         }
 
         #[test]
+        #[ignore = "needs root: `sudo cargo xtask test` runs it"]
         fn $socket_local() {
-            if is_root() {
-                $scenario(SOCKET_LOCAL);
-            }
+            require_root();
+            $scenario(SOCKET_LOCAL);
         }
     };
 }
@@ -87,10 +87,9 @@ fn unread_close_matches_kernel_counter(store: &[&str]) {
 
 /// Scenario 2: the client reads everything: a normal close, no unread_close.
 #[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_full_read_closes_cleanly() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let tracer = Tracer::start(&[]);
     let mut server = Server::start(&[], "t2-server", &["--response", "5000"]);
     client(&[], "t2-client", &["--connect", &server.addr, "--response", "5000"]);
@@ -169,10 +168,9 @@ fn close_wait_attributed_with_age(store: &[&str]) {
 
 /// Scenario 5: scenario 1 over IPv6 loopback.
 #[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_unread_close_ipv6() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let tracer = Tracer::start(&["--event", "unread_close"]);
     let mut server = Server::start(&[], "t5-server", &["--listen", "[::1]:0", "--response", "3000"]);
     let pid = client(&[], "t5-client", &["--connect", &server.addr, "--response", "3000", "--read", "1000"]);
@@ -188,10 +186,9 @@ fn privileged_unread_close_ipv6() {
 /// Scenario 6: created and connected by a parent, closed by a forked child:
 /// the close is the child's.
 #[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_close_attributed_to_forked_child() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let tracer = Tracer::start(&[]);
     let mut server = Server::start(&[], "t6-server", &["--response", "2000"]);
     let parent = client(
@@ -214,10 +211,9 @@ fn privileged_close_attributed_to_forked_child() {
 /// A server listening before the tracer starts: a connection it accepts
 /// later is reported open under its name at once, though no byte moves.
 #[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_listener_predating_trace_names_idle_accepted_socket() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let server = Server::start(&[], "t7-server", &["--response", "10"]);
     let tracer = Tracer::start(&["--comm", "t7-server", "--event", "open"]);
     let addr = server.addr.clone();

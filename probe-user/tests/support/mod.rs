@@ -4,15 +4,26 @@
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{Arc, LazyLock, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-pub const SOCKPROBE: &str = env!("CARGO_BIN_EXE_sockprobe");
-pub const PEER: &str = env!("CARGO_BIN_EXE_sockprobe-peer");
+/// The binaries under test: where cargo built them, or where
+/// `SOCKPROBE_BIN` / `SOCKPROBE_PEER_BIN` say (the QEMU guests put them at
+/// fixed paths, since their /tmp hides the build tree of a clone in /tmp).
+pub static SOCKPROBE: LazyLock<&'static str> = LazyLock::new(|| binary("SOCKPROBE_BIN", env!("CARGO_BIN_EXE_sockprobe")));
+pub static PEER: LazyLock<&'static str> =
+    LazyLock::new(|| binary("SOCKPROBE_PEER_BIN", env!("CARGO_BIN_EXE_sockprobe-peer")));
+
+fn binary(var: &str, built: &'static str) -> &'static str {
+    match std::env::var(var) {
+        Ok(path) => path.leak(),
+        Err(_) => built,
+    }
+}
 
 /// Waits scale by `SOCKPROBE_TEST_TIME_SCALE` (e.g. 20 under QEMU's TCG).
 pub fn scaled(d: Duration) -> Duration {
@@ -28,13 +39,10 @@ pub fn kernel_has_reset_reasons() -> bool {
         .unwrap_or(false)
 }
 
-/// Privileged tests call this first: without root they report a skip.
-pub fn is_root() -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!("skipped: needs root");
-    false
+/// Privileged tests are `#[ignore]`d, so a run without root reports them
+/// skipped; one that includes them anyway fails here, not silently.
+pub fn require_root() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (run `sudo cargo xtask test`)");
 }
 
 /// A running `sockprobe trace`, its JSON lines collected in the background.
@@ -49,7 +57,7 @@ pub const SOCKET_LOCAL: &[&str] = &["--probe.state-store", "socket-local"];
 
 impl Tracer {
     pub fn start(args: &[&str]) -> Tracer {
-        let mut child = Command::new(SOCKPROBE)
+        let mut child = Command::new(*SOCKPROBE)
             .arg("trace")
             .args(args)
             .stdout(Stdio::piped())
@@ -133,7 +141,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(prefix: &[&str], name: &str, args: &[&str]) -> Server {
-        let mut cmd = command(prefix, PEER);
+        let mut cmd = command(prefix, *PEER);
         cmd.args(["--name", name, "server"]).args(args).stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn sockprobe-peer server");
         let mut line = String::new();
@@ -161,7 +169,7 @@ impl Drop for Server {
 
 /// Runs a `sockprobe-peer client` to completion; returns its pid.
 pub fn client(prefix: &[&str], name: &str, args: &[&str]) -> u32 {
-    let mut cmd = command(prefix, PEER);
+    let mut cmd = command(prefix, *PEER);
     cmd.args(["--name", name, "client"]).args(args);
     run_to_end(cmd)
 }
@@ -277,7 +285,7 @@ impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(SOCKPROBE)
+        let child = Command::new(*SOCKPROBE)
             .args(["run", "--web.listen-address", &addr])
             .args(args)
             .stderr(Stdio::inherit())

@@ -1,14 +1,20 @@
-//! Sockets that existed before sockprobe started: listed with netlink
-//! sock_diag (as `ss` does) and matched to their owners through the socket
-//! inodes in `/proc/<pid>/fd`.
+//! Live sockets as the kernel lists them: netlink sock_diag (as `ss` does),
+//! matched to the processes holding them through the socket inodes in
+//! `/proc/<pid>/fd`. Used for sockets that predate sockprobe (the start-up
+//! scan) and to drop sockets whose close event was lost (the reconcile).
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-use probe_common::{Owner, TASK_COMM_LEN};
+use probe_common::{Direction, Owner, TASK_COMM_LEN};
+
+use super::{
+    cgroup::{cgroup_id, cgroup2_mount, proc_cgroup},
+    direction::LocalPorts,
+};
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -129,23 +135,24 @@ fn parse_diag_msg(m: &[u8]) -> Option<DiagSocket> {
     })
 }
 
+/// The process holding a socket's fd.
 #[derive(Debug, Clone)]
-pub struct ProcOwner {
+pub struct Holder {
     pub pid: u32,
     pub comm: String,
     /// cgroup v2 path (`0::` line of /proc/<pid>/cgroup).
     pub cgroup: String,
 }
 
-/// Socket inode → owning process, from every `/proc/<pid>/fd`. Threads share
+/// Socket inode → holding process, from every `/proc/<pid>/fd`. Threads share
 /// the table, so only thread-group leaders are listed.
-pub fn socket_owners() -> HashMap<u32, ProcOwner> {
-    let mut owners = HashMap::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return owners };
+pub fn socket_holders() -> HashMap<u32, Holder> {
+    let mut holders = HashMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return holders };
     for entry in procs.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        let mut owner: Option<ProcOwner> = None;
+        let mut holder: Option<Holder> = None;
         for fd in fds.flatten() {
             let Ok(target) = std::fs::read_link(fd.path()) else { continue };
             let Some(inode) = target
@@ -156,90 +163,120 @@ pub fn socket_owners() -> HashMap<u32, ProcOwner> {
             else {
                 continue;
             };
-            let o = owner.get_or_insert_with(|| ProcOwner {
+            let h = holder.get_or_insert_with(|| Holder {
                 pid,
-                comm: crate::identity::proc_comm(pid).unwrap_or_default(),
+                comm: proc_comm(pid).unwrap_or_default(),
                 cgroup: proc_cgroup(pid).unwrap_or_default(),
             });
-            owners.entry(inode).or_insert_with(|| o.clone());
+            holders.entry(inode).or_insert_with(|| h.clone());
         }
     }
-    owners
+    holders
 }
 
-fn proc_cgroup(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+/// A process's name as `/proc/<pid>/comm` has it.
+pub fn proc_comm(pid: u32) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(s.trim_end().to_string())
 }
 
-/// What the start-up scan found, ready for the aggregator.
-pub struct Scan {
-    pub sockets: Vec<crate::metrics::ExistingSocket>,
+/// The states sockprobe reports live sockets in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LiveState {
+    Established,
+    CloseWait,
+}
+
+impl LiveState {
+    /// The `state` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            LiveState::Established => "established",
+            LiveState::CloseWait => "close_wait",
+        }
+    }
+}
+
+/// A live connection and the process holding it.
+#[derive(Debug, Clone)]
+pub struct FoundSocket {
+    pub cookie: u64,
+    pub state: LiveState,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub direction: Direction,
+    pub holder: Holder,
+}
+
+/// What the start-up scan found.
+pub struct Listing {
+    pub sockets: Vec<FoundSocket>,
+    /// Connections no process holds any more (being torn down).
     pub unowned: usize,
     /// Listening ports and their owners, as the kernel side records owners:
     /// sockets they accept later start with this owner (the kernel side
     /// learns it only at `listen()`).
     pub listeners: Vec<(u16, Owner)>,
+    /// Ports and the ephemeral range, to tell directions by.
+    pub ports: LocalPorts,
 }
 
-/// ESTABLISHED and CLOSE_WAIT sockets with owners, direction and endpoint.
-pub fn existing_sockets() -> io::Result<Scan> {
-    use crate::{events::endpoint_label, identity::container_of, metrics::LiveState};
+/// ESTABLISHED and CLOSE_WAIT sockets with their holders, and the listeners.
+pub fn list() -> io::Result<Listing> {
     let listen_socks = tcp_sockets(1 << TCP_LISTEN)?;
-    let listening: std::collections::HashSet<u16> = listen_socks.iter().map(|s| s.sport).collect();
+    let ports = LocalPorts::with_listening(listen_socks.iter().map(|s| s.sport));
     let socks = tcp_sockets(1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT)?;
-    let owners = socket_owners();
-    let listeners = owned_listeners(&listen_socks, &owners);
-    let mut out = Vec::with_capacity(socks.len());
+    let holders = socket_holders();
+    let listeners = owned_listeners(&listen_socks, &holders);
+    let mut sockets = Vec::with_capacity(socks.len());
     let mut unowned = 0;
     for s in socks {
         // inode 0: orphaned by its process already (being torn down).
-        let Some(owner) = owners.get(&s.inode).filter(|_| s.inode != 0) else {
+        let Some(holder) = holders.get(&s.inode).filter(|_| s.inode != 0) else {
             unowned += 1;
             continue;
         };
-        let inbound = listening.contains(&s.sport);
-        let endpoint = if inbound {
-            endpoint_label(&s.saddr.to_string(), s.sport)
-        } else {
-            endpoint_label(&s.daddr.to_string(), s.dport)
-        };
-        out.push(crate::metrics::ExistingSocket {
+        sockets.push(FoundSocket {
             cookie: s.cookie,
-            comm: owner.comm.clone(),
-            container: container_of(&owner.cgroup),
-            direction: if inbound { "inbound" } else { "outbound" },
-            endpoint,
             state: if s.state == TCP_CLOSE_WAIT { LiveState::CloseWait } else { LiveState::Established },
+            saddr: s.saddr,
+            sport: s.sport,
+            daddr: s.daddr,
+            dport: s.dport,
+            direction: ports.infer(s.sport),
+            holder: holder.clone(),
         });
     }
-    Ok(Scan { sockets: out, unowned, listeners })
+    Ok(Listing { sockets, unowned, listeners, ports })
 }
 
 /// Listening ports and their owners (`sockprobe trace`, which does not need
 /// the rest of the scan).
-pub fn listeners() -> io::Result<Vec<(u16, Owner)>> {
-    Ok(owned_listeners(&tcp_sockets(1 << TCP_LISTEN)?, &socket_owners()))
+pub fn listeners() -> io::Result<(Vec<(u16, Owner)>, LocalPorts)> {
+    let listen_socks = tcp_sockets(1 << TCP_LISTEN)?;
+    let ports = LocalPorts::with_listening(listen_socks.iter().map(|s| s.sport));
+    Ok((owned_listeners(&listen_socks, &socket_holders()), ports))
 }
 
-fn owned_listeners(listen_socks: &[DiagSocket], owners: &HashMap<u32, ProcOwner>) -> Vec<(u16, Owner)> {
-    let cgroup_root = crate::identity::cgroup2_mount();
+fn owned_listeners(listen_socks: &[DiagSocket], holders: &HashMap<u32, Holder>) -> Vec<(u16, Owner)> {
+    let cgroup_root = cgroup2_mount();
     listen_socks
         .iter()
         .filter_map(|s| {
-            let owner = owners.get(&s.inode).filter(|_| s.inode != 0)?;
+            let holder = holders.get(&s.inode).filter(|_| s.inode != 0)?;
             let mut comm = [0u8; TASK_COMM_LEN];
-            let n = owner.comm.len().min(comm.len() - 1);
-            comm[..n].copy_from_slice(&owner.comm.as_bytes()[..n]);
-            let cgroup_id =
-                cgroup_root.as_deref().and_then(|root| crate::identity::cgroup_id(root, &owner.cgroup)).unwrap_or(0);
-            Some((s.sport, Owner { cgroup_id, tgid: owner.pid, _pad: 0, comm }))
+            let n = holder.comm.len().min(comm.len() - 1);
+            comm[..n].copy_from_slice(&holder.comm.as_bytes()[..n]);
+            let cgroup_id = cgroup_root.as_deref().and_then(|root| cgroup_id(root, &holder.cgroup)).unwrap_or(0);
+            Some((s.sport, Owner { cgroup_id, tgid: holder.pid, _pad: 0, comm }))
         })
         .collect()
 }
 
 /// Cookies of every ESTABLISHED or CLOSE_WAIT socket now.
-pub fn open_cookies() -> io::Result<std::collections::HashSet<u64>> {
+pub fn open_cookies() -> io::Result<HashSet<u64>> {
     Ok(tcp_sockets(1 << TCP_ESTABLISHED | 1 << TCP_CLOSE_WAIT)?.into_iter().map(|s| s.cookie).collect())
 }
 
@@ -255,7 +292,7 @@ mod tests {
         let me = socks.iter().find(|s| s.sport == port).expect("our listener in the dump");
         assert_eq!(me.state, TCP_LISTEN);
         assert_ne!(me.cookie, 0);
-        let owners = socket_owners();
-        assert_eq!(owners.get(&me.inode).map(|o| o.pid), Some(std::process::id()));
+        let holders = socket_holders();
+        assert_eq!(holders.get(&me.inode).map(|o| o.pid), Some(std::process::id()));
     }
 }

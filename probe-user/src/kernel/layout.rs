@@ -2,7 +2,8 @@
 //! BTF, so nothing about kernel structures is compiled into sockprobe.
 use probe_common::{Field, KernelLayout, REASON_UNKNOWN, TcpStates};
 
-use crate::{btf::Btf, error::Error};
+use super::btf::Btf;
+use crate::error::Error;
 
 fn field(btf: &Btf, strukt: &str, path: &[&str]) -> Option<Field> {
     let loc = btf.member(strukt, path)?;

@@ -1,20 +1,24 @@
 //! Kernel [`Event`] records turned into what users read: names, addresses,
-//! wall-clock times, the container label.
+//! wall-clock times, the container label, the direction.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use probe_common::{AF_INET, Direction, Event, EventKind};
 use serde::Serialize;
 
 use crate::{
-    identity::{CgroupPaths, Clock, container_of, rfc3339_ns},
-    layout::ResetReasons,
+    identity::{
+        Clock, LocalPorts, cgroup::CgroupPaths, container_of, k8s::PodNames, rfc3339_ns,
+    },
+    kernel::layout::ResetReasons,
 };
 
-/// One event as `sockprobe trace` prints it (contract.md, "Events").
+/// One event as `sockprobe trace` prints it (docs/metrics.md, "Events").
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
     pub ts: String,
-    pub event: &'static str,
+    /// The event kind; printed as its name under `event`.
+    #[serde(rename = "event", serialize_with = "kind_name")]
+    pub kind: EventKind,
     pub pid: u32,
     pub comm: String,
     pub container: String,
@@ -39,33 +43,27 @@ pub struct Record {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_ns: Option<u64>,
-    /// Internal: the event kind, not printed (`event` carries its name).
-    #[serde(skip)]
-    pub kind: Option<EventKind>,
 }
 
-impl Record {
-    /// `ip:port` of the service side (contract.md, label `endpoint`).
-    pub fn endpoint(&self) -> String {
-        if self.direction == "inbound" {
-            endpoint_label(&self.saddr, self.sport)
-        } else {
-            endpoint_label(&self.daddr, self.dport)
-        }
+fn kind_name<S: serde::Serializer>(kind: &EventKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.name())
+}
+
+/// `ip:port`, IPv6 as `[addr]:port` (the `endpoint` label).
+pub fn endpoint_label(addr: &IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
     }
 }
 
-/// `ip:port`, IPv6 as `[addr]:port`.
-pub fn endpoint_label(addr: &str, port: u16) -> String {
-    if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") }
-}
-
-pub fn parse_event(bytes: &[u8]) -> Option<Event> {
-    if bytes.len() < size_of::<Event>() {
-        return None;
+/// The `direction` label.
+pub fn direction_label(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "inbound",
+        // Unknown never reaches here after LocalPorts::resolve.
+        Direction::Outbound | Direction::Unknown => "outbound",
     }
-    // SAFETY: length checked; Event is plain old data.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Event) })
 }
 
 pub fn comm_str(comm: &[u8]) -> String {
@@ -73,34 +71,22 @@ pub fn comm_str(comm: &[u8]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-pub fn addr_string(family: u16, raw: &[u8; 16]) -> String {
+pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
     if family == AF_INET {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])).to_string()
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
     } else {
-        IpAddr::V6(Ipv6Addr::from(*raw)).to_string()
+        IpAddr::V6(Ipv6Addr::from(*raw))
     }
-}
-
-/// Local ports the kernel picks for `connect()`: a socket whose direction we
-/// did not see being born is outbound when its local port is in this range.
-pub fn ephemeral_ports() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32768, 60999))
 }
 
 pub struct Decoder {
     clock: Clock,
     cgroups: CgroupPaths,
     /// `container` label per cgroup id (ids are never reused while the host runs).
-    containers: crate::fasthash::FastMap<u64, String>,
-    pods: crate::k8s::PodNames,
+    containers: foldhash::HashMap<u64, String>,
+    pods: PodNames,
     reasons: ResetReasons,
-    ephemeral: (u16, u16),
+    ports: LocalPorts,
 }
 
 impl Decoder {
@@ -111,17 +97,18 @@ impl Decoder {
             containers: Default::default(),
             pods: Default::default(),
             reasons,
-            ephemeral: ephemeral_ports(),
+            ports: LocalPorts::default(),
         }
     }
 
+    /// The `container` label of a cgroup id.
     pub fn container(&mut self, cgroup_id: u64) -> String {
         if let Some(c) = self.containers.get(&cgroup_id) {
             return c.clone();
         }
         // Unknown ids (a cgroup created and gone between scans) are not cached.
         let Some(path) = self.cgroups.path(cgroup_id) else { return String::new() };
-        let c = self.pods.resolve(&container_of(&path));
+        let c = self.container_of_path(&path);
         // A pod the API has not named yet may be named at the next refresh.
         if !c.starts_with("/k8s/pod-") {
             self.containers.insert(cgroup_id, c.clone());
@@ -129,39 +116,46 @@ impl Decoder {
         c
     }
 
+    /// The `container` label of a cgroup path.
+    pub fn container_of_path(&self, path: &str) -> String {
+        self.pods.resolve(&container_of(path))
+    }
+
     /// Names Kubernetes containers through the API (DaemonSet mode).
-    pub fn set_pods(&mut self, pods: crate::k8s::PodNames) {
+    pub fn set_pods(&mut self, pods: PodNames) {
         self.pods = pods;
+    }
+
+    /// Listening ports found by a scan: they tell the direction of sockets
+    /// whose birth the kernel side did not see (identity::direction).
+    pub fn set_ports(&mut self, ports: LocalPorts) {
+        self.ports = ports;
     }
 
     pub fn reason_name(&self, value: u32) -> String {
         self.reasons.name(value)
     }
 
-    pub fn direction(&self, raw: u8, sport: u16) -> &'static str {
-        match Direction::from_u8(raw) {
-            Direction::Outbound => "outbound",
-            Direction::Inbound => "inbound",
-            Direction::Unknown if (self.ephemeral.0..=self.ephemeral.1).contains(&sport) => "outbound",
-            Direction::Unknown => "inbound",
-        }
+    /// The event's direction, inferred where the kernel side did not know it.
+    pub fn direction(&self, ev: &Event) -> Direction {
+        self.ports.resolve(Direction::from_u8(ev.direction), ev.sport)
     }
 
     pub fn decode(&mut self, ev: &Event) -> Option<Record> {
         let kind = EventKind::from_u8(ev.kind)?;
         let mut r = Record {
             ts: rfc3339_ns(self.clock.unix_ns(ev.ts_ns)),
-            event: kind.name(),
+            kind,
             pid: ev.owner.tgid,
             comm: comm_str(&ev.owner.comm),
             container: self.container(ev.owner.cgroup_id),
             cookie: ev.cookie,
             family: if ev.family == AF_INET { "ipv4" } else { "ipv6" },
-            saddr: addr_string(ev.family, &ev.saddr),
+            saddr: ip_addr(ev.family, &ev.saddr).to_string(),
             sport: ev.sport,
-            daddr: addr_string(ev.family, &ev.daddr),
+            daddr: ip_addr(ev.family, &ev.daddr).to_string(),
             dport: ev.dport,
-            direction: self.direction(ev.direction, ev.sport),
+            direction: direction_label(self.direction(ev)),
             duration_ns: None,
             bytes_in: None,
             bytes_out: None,
@@ -169,7 +163,6 @@ impl Decoder {
             unread_bytes: None,
             reason: None,
             age_ns: None,
-            kind: Some(kind),
         };
         match kind {
             EventKind::Close => {
@@ -184,5 +177,37 @@ impl Decoder {
             EventKind::Open | EventKind::ResetReceived | EventKind::CloseWait => {}
         }
         Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(endpoint_label(&"10.0.0.1".parse().unwrap(), 80), "10.0.0.1:80");
+        assert_eq!(endpoint_label(&"::1".parse().unwrap(), 443), "[::1]:443");
+        assert_eq!(comm_str(b"curl\0\0\0\0"), "curl");
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(ip_addr(AF_INET, &raw).to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn records_name_their_event() {
+        let mut ev: Event = unsafe { std::mem::zeroed() };
+        ev.kind = EventKind::UnreadClose as u8;
+        ev.family = AF_INET;
+        ev.value = 42;
+        ev.direction = Direction::Outbound as u8;
+        let rec = Decoder::new(ResetReasons::default()).decode(&ev).expect("a known kind");
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(json["event"], "unread_close");
+        assert_eq!(json["unread_bytes"], 42);
+        assert_eq!(json["direction"], "outbound");
+        assert!(json.get("reason").is_none());
+        ev.kind = 99;
+        assert!(Decoder::new(ResetReasons::default()).decode(&ev).is_none());
     }
 }

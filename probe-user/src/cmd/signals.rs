@@ -1,4 +1,4 @@
-//! SIGINT / SIGTERM.
+//! SIGINT / SIGTERM: how `run` and `trace` are told to stop.
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -1,274 +1,25 @@
-//! The probe table: for each thing sockprobe needs to see, the programs that
-//! can deliver it, best first, with the kernel that introduced each and what
-//! it stands in for. At start-up the first candidate this kernel accepts wins;
-//! the others are reported, never fatal unless nothing covers a required
-//! feature.
-use std::fmt;
-
+//! Loads the embedded eBPF object and attaches, per feature of the probe
+//! table ([`super::table`]), the first candidate this kernel accepts.
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
 };
 use probe_common::{
-    COUNTERS_MAP, Counter, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL, LISTENERS_MAP, Owner, SOCKETS_MAP,
-    STATE_STORE_GLOBAL, SockState, StateStore,
+    COUNTERS_MAP, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL,
+    LISTENERS_MAP, Owner, SOCKETS_MAP, STATE_STORE_GLOBAL, StateStore,
 };
 
-use crate::{btf::Btf, error::Error, layout};
+use super::{
+    btf::Btf,
+    layout, privileges,
+    stats::KernelStats,
+    table::{Candidate, Feature, Hook, PROBE_TABLE},
+};
+use crate::error::Error;
 
 /// The eBPF object, built by build.rs and embedded.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Feature {
-    /// TCP state transitions: opens, closes, CLOSE_WAIT, unread closes.
-    StateChanges,
-    /// Application send/recv: bytes, exchanges, owners of accepted sockets.
-    AppIo,
-    ResetsSent,
-    ResetsReceived,
-    /// Socket destruction: frees kernel state promptly (else LRU eviction).
-    SocketDestroy,
-    /// `tcp_close` entry: the exact closing task.
-    CloseEntry,
-}
-
-impl Feature {
-    pub const ALL: [Feature; 6] = [
-        Feature::StateChanges,
-        Feature::AppIo,
-        Feature::ResetsSent,
-        Feature::ResetsReceived,
-        Feature::SocketDestroy,
-        Feature::CloseEntry,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Feature::StateChanges => "state-changes",
-            Feature::AppIo => "app-io",
-            Feature::ResetsSent => "resets-sent",
-            Feature::ResetsReceived => "resets-received",
-            Feature::SocketDestroy => "socket-destroy",
-            Feature::CloseEntry => "close-entry",
-        }
-    }
-
-    /// What is lost when no candidate attaches; `None` = sockprobe cannot run.
-    pub fn loss(self) -> Option<&'static str> {
-        match self {
-            Feature::StateChanges => None,
-            Feature::AppIo => Some("no exchanges or byte counts; inbound sockets get owners only at close"),
-            Feature::ResetsSent => Some("no reset_sent and no unread_close events"),
-            Feature::ResetsReceived => Some("no reset_received events"),
-            Feature::SocketDestroy => Some("socket state freed only by LRU eviction"),
-            Feature::CloseEntry => Some("none: closers are recognised from state changes"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    TpBtf(&'static str),
-    FEntry(&'static str),
-    FExit(&'static str),
-    KProbe(&'static str),
-    KRetProbe(&'static str),
-}
-
-impl fmt::Display for Hook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Hook::TpBtf(t) => write!(f, "tp_btf/{t}"),
-            Hook::FEntry(t) => write!(f, "fentry/{t}"),
-            Hook::FExit(t) => write!(f, "fexit/{t}"),
-            Hook::KProbe(t) => write!(f, "kprobe/{t}"),
-            Hook::KRetProbe(t) => write!(f, "kretprobe/{t}"),
-        }
-    }
-}
-
-/// What the kernel's BTF must show for a candidate to be tried.
-#[derive(Clone, Copy, Debug)]
-pub enum Needs {
-    /// `btf_trace_<name>` with this many arguments.
-    Tracepoint(&'static str, u32),
-    /// Kernel function with this many parameters.
-    Function(&'static str, u32),
-    /// Kernel function present in BTF (any signature).
-    AnyFunction(&'static str),
-    /// Kernel function with at most this many parameters.
-    MaxParams(&'static str, u32),
-}
-
-impl Needs {
-    fn check(&self, btf: &Btf) -> Result<(), String> {
-        match *self {
-            Needs::Tracepoint(tp, n) => match btf.tracepoint_arity(tp) {
-                Some(a) if a == n => Ok(()),
-                Some(a) => Err(format!("tracepoint {tp} has {a} arguments here, this program takes {n}")),
-                None => Err(format!("tracepoint {tp} not in this kernel")),
-            },
-            Needs::Function(func, n) => match btf.function_arity(func) {
-                Some(a) if a == n => Ok(()),
-                Some(a) => Err(format!("{func}() takes {a} parameters here, this program expects {n}")),
-                None => Err(format!("{func}() not in this kernel's BTF")),
-            },
-            Needs::MaxParams(func, n) => match btf.function_arity(func) {
-                Some(a) if a <= n => Ok(()),
-                Some(a) => Err(format!("{func}() takes {a} parameters here, this program expects at most {n}")),
-                None => Err(format!("{func}() not in this kernel's BTF")),
-            },
-            Needs::AnyFunction(func) => match btf.function_arity(func) {
-                Some(_) => Ok(()),
-                None => Err(format!("{func}() not in this kernel's BTF")),
-            },
-        }
-    }
-}
-
-/// One row of the probe table.
-#[derive(Clone, Copy, Debug)]
-pub struct Candidate {
-    pub feature: Feature,
-    /// Programs (by name in the object) that must all attach.
-    pub programs: &'static [(&'static str, Hook)],
-    pub needs: &'static [Needs],
-    pub min_kernel: &'static str,
-    /// What this candidate replaces when chosen, for humans.
-    pub note: &'static str,
-}
-
-impl Candidate {
-    pub fn hooks(&self) -> String {
-        self.programs.iter().map(|(_, h)| h.to_string()).collect::<Vec<_>>().join(" + ")
-    }
-}
-
-use Hook::*;
-use Needs::*;
-
-pub const PROBE_TABLE: &[Candidate] = &[
-    Candidate {
-        feature: Feature::StateChanges,
-        programs: &[("tp_inet_sock_set_state", TpBtf("inet_sock_set_state"))],
-        needs: &[Tracepoint("inet_sock_set_state", 3)],
-        min_kernel: "5.5 (tp_btf)",
-        note: "preferred",
-    },
-    Candidate {
-        feature: Feature::StateChanges,
-        programs: &[("fentry_tcp_set_state", FEntry("tcp_set_state"))],
-        needs: &[Function("tcp_set_state", 2)],
-        min_kernel: "5.5",
-        note: "replaces inet_sock_set_state; misses LISTEN→SYN_RECV (direction from SYN_RECV→ESTABLISHED instead)",
-    },
-    Candidate {
-        feature: Feature::StateChanges,
-        programs: &[("kprobe_tcp_set_state", KProbe("tcp_set_state"))],
-        needs: &[AnyFunction("tcp_set_state")],
-        min_kernel: "4.x (kprobes)",
-        note: "replaces inet_sock_set_state; no socket cookies (kprobes may not call the helper)",
-    },
-    Candidate {
-        feature: Feature::AppIo,
-        programs: &[
-            ("tp_sock_send_length", TpBtf("sock_send_length")),
-            ("tp_sock_recv_length", TpBtf("sock_recv_length")),
-        ],
-        needs: &[Tracepoint("sock_send_length", 3), Tracepoint("sock_recv_length", 3)],
-        min_kernel: "6.3",
-        note: "preferred",
-    },
-    Candidate {
-        feature: Feature::AppIo,
-        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg_4", FExit("tcp_recvmsg"))],
-        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 4)],
-        min_kernel: "6.x (tcp_recvmsg without addr_len)",
-        note: "replaces sock_{send,recv}_length (TCP only, misses splice)",
-    },
-    Candidate {
-        feature: Feature::AppIo,
-        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg", FExit("tcp_recvmsg"))],
-        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 5)],
-        min_kernel: "5.19",
-        note: "replaces sock_{send,recv}_length (TCP only, misses splice)",
-    },
-    Candidate {
-        feature: Feature::AppIo,
-        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg_nonblock", FExit("tcp_recvmsg"))],
-        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 6)],
-        min_kernel: "5.5",
-        note: "as above, tcp_recvmsg with its pre-5.19 `nonblock` parameter",
-    },
-    Candidate {
-        feature: Feature::AppIo,
-        programs: &[
-            ("kprobe_tcp_sendmsg", KProbe("tcp_sendmsg")),
-            ("kretprobe_tcp_sendmsg", KRetProbe("tcp_sendmsg")),
-            ("kprobe_tcp_recvmsg", KProbe("tcp_recvmsg")),
-            ("kretprobe_tcp_recvmsg", KRetProbe("tcp_recvmsg")),
-        ],
-        needs: &[AnyFunction("tcp_sendmsg"), MaxParams("tcp_recvmsg", 5)],
-        min_kernel: "5.19 (kprobes)",
-        note: "replaces sock_{send,recv}_length; costlier (entry+return probes); flags are the 4th argument",
-    },
-    Candidate {
-        feature: Feature::AppIo,
-        programs: &[
-            ("kprobe_tcp_sendmsg", KProbe("tcp_sendmsg")),
-            ("kretprobe_tcp_sendmsg", KRetProbe("tcp_sendmsg")),
-            ("kprobe_tcp_recvmsg_nonblock", KProbe("tcp_recvmsg")),
-            ("kretprobe_tcp_recvmsg", KRetProbe("tcp_recvmsg")),
-        ],
-        needs: &[AnyFunction("tcp_sendmsg"), Function("tcp_recvmsg", 6)],
-        min_kernel: "4.x (kprobes)",
-        note: "as above, with tcp_recvmsg's pre-5.19 `nonblock` parameter",
-    },
-    Candidate {
-        feature: Feature::ResetsSent,
-        programs: &[("tp_tcp_send_reset_reason", TpBtf("tcp_send_reset"))],
-        needs: &[Tracepoint("tcp_send_reset", 3)],
-        min_kernel: "6.10 (reason; real active reasons 6.12)",
-        note: "preferred",
-    },
-    Candidate {
-        feature: Feature::ResetsSent,
-        programs: &[("tp_tcp_send_reset", TpBtf("tcp_send_reset"))],
-        needs: &[Tracepoint("tcp_send_reset", 2)],
-        min_kernel: "5.5",
-        note: "no reset reason (reported as `unknown`)",
-    },
-    Candidate {
-        feature: Feature::ResetsReceived,
-        programs: &[("tp_tcp_receive_reset", TpBtf("tcp_receive_reset"))],
-        needs: &[Tracepoint("tcp_receive_reset", 1)],
-        min_kernel: "5.5",
-        note: "preferred",
-    },
-    Candidate {
-        feature: Feature::SocketDestroy,
-        programs: &[("tp_tcp_destroy_sock", TpBtf("tcp_destroy_sock"))],
-        needs: &[Tracepoint("tcp_destroy_sock", 1)],
-        min_kernel: "5.5",
-        note: "preferred",
-    },
-    Candidate {
-        feature: Feature::CloseEntry,
-        programs: &[("fentry_tcp_close", FEntry("tcp_close"))],
-        needs: &[Function("tcp_close", 2)],
-        min_kernel: "5.5",
-        note: "exact closer even when close() does not change state",
-    },
-    Candidate {
-        feature: Feature::CloseEntry,
-        programs: &[("kprobe_tcp_close", KProbe("tcp_close"))],
-        needs: &[AnyFunction("tcp_close")],
-        min_kernel: "4.x (kprobes)",
-        note: "as above, via kprobe",
-    },
-];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -297,7 +48,11 @@ pub struct ProbeSettings {
 
 impl Default for ProbeSettings {
     fn default() -> Self {
-        ProbeSettings { max_sockets: 131_072, ring_buffer_bytes: 1 << 20, state_store: StateStore::LruHash }
+        ProbeSettings {
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            state_store: StateStore::LruHash,
+        }
     }
 }
 
@@ -305,7 +60,6 @@ impl Default for ProbeSettings {
 pub struct Probes {
     ebpf: Ebpf,
     pub status: Vec<ProbeStatus>,
-    pub layout: KernelLayout,
     pub reasons: layout::ResetReasons,
     pub store: StoreChoice,
 }
@@ -360,8 +114,8 @@ impl Loaded {
         (!hooks.is_empty()).then(|| hooks.join(", "))
     }
 
-    fn into_probes(self, layout: KernelLayout, reasons: layout::ResetReasons, store: StoreChoice) -> Probes {
-        Probes { ebpf: self.ebpf, status: self.status, layout, reasons, store }
+    fn into_probes(self, reasons: layout::ResetReasons, store: StoreChoice) -> Probes {
+        Probes { ebpf: self.ebpf, status: self.status, reasons, store }
     }
 }
 
@@ -440,7 +194,7 @@ impl Probes {
     /// to stand in (kprobes cannot use socket storage) or it did not load,
     /// everything is loaded again with the LRU hash, which every hook can share.
     pub fn attach_with(sizes: ProbeSettings, try_all: bool) -> Result<Probes, Error> {
-        crate::privileges::require()?;
+        privileges::require()?;
         let btf = Btf::from_vmlinux()?;
         let kernel_layout = layout::resolve(&btf)?;
         let reasons = layout::ResetReasons::from_btf(&btf);
@@ -453,7 +207,7 @@ impl Probes {
         } else {
             let why = match ctx.load(StateStore::SocketLocal) {
                 Ok(loaded) => match loaded.kprobe_in_use() {
-                    None => return Ok(loaded.into_probes(kernel_layout, reasons, StoreChoice::socket_local())),
+                    None => return Ok(loaded.into_probes(reasons, StoreChoice::socket_local())),
                     Some(hooks) => format!("{hooks} cannot use socket storage"),
                 },
                 Err(e) => e.to_string(),
@@ -462,7 +216,7 @@ impl Probes {
             Some(why)
         };
         let loaded = ctx.load(StateStore::LruHash)?;
-        Ok(loaded.into_probes(kernel_layout, reasons, StoreChoice { store: StateStore::LruHash, refused }))
+        Ok(loaded.into_probes(reasons, StoreChoice { store: StateStore::LruHash, refused }))
     }
 
     pub fn attached(&self, feature: Feature) -> bool {
@@ -496,32 +250,25 @@ impl Probes {
         let sockets = self.ebpf.take_map(SOCKETS_MAP).ok_or_else(|| Error::Load("no SOCKETS map".into()))?;
         let counters = self.ebpf.take_map(COUNTERS_MAP).ok_or_else(|| Error::Load("no COUNTERS map".into()))?;
         let sockets = AyaHashMap::try_from(sockets).map_err(|e| Error::Load(e.to_string()))?;
-        Ok(KernelStats {
-            sockets: (self.store.store == StateStore::LruHash).then_some(sockets),
-            counters: PerCpuArray::try_from(counters).map_err(|e| Error::Load(e.to_string()))?,
-        })
-    }
-}
-
-/// Kernel-side state that `/metrics` and `trace` report on.
-pub struct KernelStats {
-    /// The LRU socket map, when it holds the state.
-    sockets: Option<AyaHashMap<MapData, u64, SockState>>,
-    counters: PerCpuArray<MapData, u64>,
-}
-
-impl KernelStats {
-    /// Sum over CPUs of one kernel-side counter.
-    pub fn counter(&self, counter: Counter) -> u64 {
-        self.counters.get(&(counter as u32), 0).map(|v| v.iter().fold(0, |a: u64, b| a.wrapping_add(*b))).unwrap_or(0)
+        let counters = PerCpuArray::try_from(counters).map_err(|e| Error::Load(e.to_string()))?;
+        Ok(KernelStats::new((self.store.store == StateStore::LruHash).then_some(sockets), counters))
     }
 
-    /// Sockets with kernel-side state now: the LRU map's entries (one
-    /// syscall per socket), or socket-local states created minus freed.
-    pub fn tracked_sockets(&self) -> usize {
-        match &self.sockets {
-            Some(map) => map.keys().filter(Result::is_ok).count(),
-            None => self.counter(Counter::StatesCreated).saturating_sub(self.counter(Counter::StatesFreed)) as usize,
+    /// Logs, at the start of `run` and `trace`, which probes attached and what is lost.
+    pub fn log_status(&self) {
+        for s in &self.status {
+            match &s.outcome {
+                Outcome::Attached => {
+                    log::info!("probe {} attached ({})", s.candidate.hooks(), s.candidate.feature.name())
+                }
+                Outcome::Unavailable(why) => log::debug!("probe {} unavailable: {why}", s.candidate.hooks()),
+                Outcome::Standby => {}
+            }
+        }
+        for f in Feature::ALL {
+            if !self.attached(f) {
+                log::warn!("no probe for {}: {}", f.name(), f.loss().unwrap_or("required"));
+            }
         }
     }
 }
@@ -639,7 +386,7 @@ fn describe(e: &ProgramError) -> String {
     }
 }
 
-fn one_line(e: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -657,33 +404,3 @@ fn raise_memlock_limit() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_feature_has_a_candidate_and_required_ones_come_first() {
-        for f in Feature::ALL {
-            assert!(PROBE_TABLE.iter().any(|c| c.feature == f), "{f:?} has no candidate");
-        }
-        assert!(Feature::StateChanges.loss().is_none());
-    }
-
-    #[test]
-    fn program_names_are_unique_per_hook() {
-        let mut seen = std::collections::HashSet::new();
-        for c in PROBE_TABLE {
-            for (name, hook) in c.programs {
-                // A program may appear in two rows only with the same hook.
-                if !seen.insert(*name) {
-                    let same = PROBE_TABLE
-                        .iter()
-                        .flat_map(|c| c.programs.iter())
-                        .filter(|(n, _)| n == name)
-                        .all(|(_, h)| h == hook);
-                    assert!(same, "{name} used with different hooks");
-                }
-            }
-        }
-    }
-}

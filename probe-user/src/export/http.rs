@@ -7,7 +7,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::web_config::WebConfig;
+use super::web_config::WebConfig;
 
 pub struct Response {
     pub status: u16,

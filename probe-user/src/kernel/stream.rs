@@ -1,18 +1,13 @@
-//! The event ring buffer as an async stream of decoded records.
+//! The event ring buffer as an async source of raw kernel records.
 use aya::maps::{MapData, RingBuf};
+use probe_common::Event;
 use tokio::io::{Interest, unix::AsyncFd};
 
-use probe_common::Event;
-
-use crate::{
-    error::Error,
-    events::{Decoder, Record, parse_event},
-    probes::Probes,
-};
+use super::Probes;
+use crate::error::Error;
 
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
-    decoder: Decoder,
     /// The kernel side wakes us only when much data is queued (to spare an
     /// irq_work per event), so we also look on this timer.
     tick: tokio::time::Interval,
@@ -29,21 +24,11 @@ impl EventStream {
             .map_err(|e| Error::io("cannot poll the event ring buffer", e.into()))?;
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(EventStream { ring, decoder: Decoder::new(probes.reasons.clone()), tick })
+        Ok(EventStream { ring, tick })
     }
 
     /// Waits for a wakeup or the poll timer, then hands every queued event to `f`.
-    pub async fn next_batch(&mut self, mut f: impl FnMut(Record)) -> Result<(), Error> {
-        self.next_raw_batch(|decoder, ev| {
-            if let Some(rec) = decoder.decode(ev) {
-                f(rec);
-            }
-        })
-        .await
-    }
-
-    /// As [`EventStream::next_batch`], with the raw kernel records.
-    pub async fn next_raw_batch(&mut self, mut f: impl FnMut(&mut Decoder, &Event)) -> Result<(), Error> {
+    pub async fn next_batch(&mut self, mut f: impl FnMut(&Event)) -> Result<(), Error> {
         tokio::select! {
             guard = self.ring.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::io("event ring buffer", e))?;
@@ -56,15 +41,20 @@ impl EventStream {
             if let Some(ev) = parse_event(&item) {
                 // One kernel record for a close out of CLOSE_WAIT: two events.
                 if let Some(end) = ev.close_wait_end() {
-                    f(&mut self.decoder, &end);
+                    f(&end);
                 }
-                f(&mut self.decoder, &ev);
+                f(&ev);
             }
         }
         Ok(())
     }
+}
 
-    pub fn decoder(&mut self) -> &mut Decoder {
-        &mut self.decoder
+/// One ring-buffer record; `None` when it is too short to be an [`Event`].
+pub fn parse_event(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < size_of::<Event>() {
+        return None;
     }
+    // SAFETY: length checked; Event is plain old data.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Event) })
 }

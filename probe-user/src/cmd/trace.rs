@@ -1,14 +1,15 @@
 //! `sockprobe trace`: events as JSON lines on stdout.
 use std::io::Write;
 
-use crate::{
-    error::Error,
-    events::Record,
-    probes::{ProbeSettings, Probes},
-    shutdown,
-    stream::EventStream,
-};
 use probe_common::{Counter, EventKind};
+
+use super::signals;
+use crate::{
+    decode::{Decoder, Record},
+    error::Error,
+    identity::sockets,
+    kernel::{EventStream, ProbeSettings, Probes},
+};
 
 /// Which events to print. Empty lists match everything.
 #[derive(Debug, Clone, Default)]
@@ -22,11 +23,11 @@ impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
         (self.pids.is_empty() || self.pids.contains(&r.pid))
             && (self.comms.is_empty() || self.comms.contains(&r.comm))
-            && (self.events.is_empty() || r.kind.is_some_and(|k| self.events.contains(&k)))
+            && (self.events.is_empty() || self.events.contains(&r.kind))
     }
 }
 
-/// Parses `--event` values: names from contract.md, comma-separated or repeated.
+/// Parses `--event` values (docs/metrics.md, "Events"), comma-separated or repeated.
 pub fn parse_event_names(values: &[String]) -> Result<Vec<EventKind>, String> {
     let mut out = Vec::new();
     for name in values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
@@ -43,26 +44,32 @@ pub fn parse_event_names(values: &[String]) -> Result<Vec<EventKind>, String> {
 
 pub async fn run(filter: Filter, sizes: ProbeSettings) -> Result<(), Error> {
     let mut probes = Probes::attach(sizes)?;
-    crate::check::log_probe_status(&probes);
+    probes.log_status();
     let mut events = EventStream::new(&mut probes)?;
+    let mut decoder = Decoder::new(probes.reasons.clone());
     let stats = probes.take_stats()?;
     // As the daemon does: listeners that predate us, so their accepted
     // sockets carry an owner from the start (docs/architecture.md).
-    match crate::scan::listeners() {
-        Ok(found) => {
+    match sockets::listeners() {
+        Ok((found, ports)) => {
             let _ = probes.seed_listeners(found);
+            decoder.set_ports(ports);
         }
         Err(e) => log::warn!("cannot list listening sockets, their connections get owners at first I/O: {e}"),
     }
     eprintln!("sockprobe trace: probes attached, streaming events (Ctrl-C to stop)");
-    let mut stop = std::pin::pin!(shutdown::requested());
+    let mut stop = std::pin::pin!(signals::requested());
     let stdout = std::io::stdout();
     let mut pipe_closed = false;
     while !pipe_closed {
         tokio::select! {
             _ = &mut stop => break,
-            batch = events.next_batch(|rec| {
-                if pipe_closed || !filter.matches(&rec) {
+            batch = events.next_batch(|ev| {
+                if pipe_closed {
+                    return;
+                }
+                let Some(rec) = decoder.decode(ev) else { return };
+                if !filter.matches(&rec) {
                     return;
                 }
                 let line = serde_json::to_string(&rec).unwrap_or_default();

@@ -1,0 +1,196 @@
+//! The metric families of docs/metrics.md, registered once.
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder, core::Collector,
+};
+use probe_common::EventKind;
+
+/// Labels of the per-process families.
+pub const PROC: [&str; 2] = ["comm", "container"];
+/// Labels of the per-connection families.
+pub const CONN: [&str; 4] = ["comm", "container", "direction", "endpoint"];
+
+/// Per-connection counters; index into [`Families::counters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    Opened,
+    Closed,
+    UnreadCloses,
+    UnreadBytes,
+    ResetsReceived,
+}
+
+impl Count {
+    pub const ALL: [Count; 5] = [Count::Opened, Count::Closed, Count::UnreadCloses, Count::UnreadBytes, Count::ResetsReceived];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Count::Opened => "sockprobe_tcp_connections_opened_total",
+            Count::Closed => "sockprobe_tcp_connections_closed_total",
+            Count::UnreadCloses => "sockprobe_tcp_unread_closes_total",
+            Count::UnreadBytes => "sockprobe_tcp_unread_bytes_total",
+            Count::ResetsReceived => "sockprobe_tcp_resets_received_total",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Count::Opened => "TCP connections that reached ESTABLISHED.",
+            Count::Closed => "TCP connections that left ESTABLISHED/CLOSE_WAIT for good.",
+            Count::UnreadCloses => {
+                "close() while unread bytes were still queued, so the kernel reset the connection (TcpExt TCPAbortOnClose, per process)."
+            }
+            Count::UnreadBytes => "Bytes thrown away by closes with unread data.",
+            Count::ResetsReceived => "RSTs received on the process's connections.",
+        }
+    }
+}
+
+/// Per-connection histograms; index into [`Families::histograms`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spread {
+    Duration,
+    Exchanges,
+    CloseWaitDuration,
+}
+
+impl Spread {
+    pub const ALL: [Spread; 3] = [Spread::Duration, Spread::Exchanges, Spread::CloseWaitDuration];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Spread::Duration => "sockprobe_tcp_connection_duration_seconds",
+            Spread::Exchanges => "sockprobe_tcp_connection_exchanges",
+            Spread::CloseWaitDuration => "sockprobe_tcp_close_wait_duration_seconds",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Spread::Duration => "Time from ESTABLISHED to the application's close.",
+            Spread::Exchanges => "Request/response exchanges a connection carried before it closed (its reuse).",
+            Spread::CloseWaitDuration => "Time from the peer's FIN to the process's close.",
+        }
+    }
+
+    fn buckets(self) -> Vec<f64> {
+        match self {
+            Spread::Duration => {
+                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0]
+            }
+            Spread::Exchanges => vec![1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0],
+            Spread::CloseWaitDuration => vec![0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
+        }
+    }
+}
+
+pub const RESETS_SENT: &str = "sockprobe_tcp_resets_sent_total";
+
+/// The family an event first lands in: the `metric` label of
+/// `sockprobe_series_overflow_total` when its label set is folded.
+pub fn family_of(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Open => Count::Opened.name(),
+        EventKind::Close => Count::Closed.name(),
+        EventKind::UnreadClose => Count::UnreadCloses.name(),
+        EventKind::ResetSent => RESETS_SENT,
+        EventKind::ResetReceived => Count::ResetsReceived.name(),
+        EventKind::CloseWait | EventKind::CloseWaitEnd => Spread::CloseWaitDuration.name(),
+    }
+}
+
+pub struct Families {
+    registry: Registry,
+    pub counters: [IntCounterVec; Count::ALL.len()],
+    pub histograms: [HistogramVec; Spread::ALL.len()],
+    pub resets_sent: IntCounterVec,
+    pub sockets: IntGaugeVec,
+    pub close_wait_oldest: GaugeVec,
+    pub build_info: IntGaugeVec,
+    pub probe_attached: IntGaugeVec,
+    pub events_lost: IntCounter,
+    pub tracked_sockets: IntGauge,
+    pub series_overflow: IntCounterVec,
+}
+
+fn register<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        Families::new()
+    }
+}
+
+impl Families {
+    pub fn new() -> Families {
+        let r = Registry::new();
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        Families {
+            counters: Count::ALL.map(|c| vec(c.name(), c.help(), &CONN)),
+            histograms: Spread::ALL.map(|h| {
+                let opts = HistogramOpts::new(h.name(), h.help()).buckets(h.buckets());
+                register(&r, HistogramVec::new(opts, &CONN).expect("valid metric"))
+            }),
+            resets_sent: vec(
+                RESETS_SENT,
+                "RSTs this host sent on the process's connections, by kernel reason.",
+                &["comm", "container", "direction", "endpoint", "reason"],
+            ),
+            sockets: gauges(
+                "sockprobe_tcp_sockets",
+                "Open TCP sockets by state, now.",
+                &["comm", "container", "direction", "endpoint", "state"],
+            ),
+            close_wait_oldest: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "sockprobe_tcp_close_wait_oldest_seconds",
+                        "Age of the process's oldest socket in CLOSE_WAIT (peer closed, process has not).",
+                    ),
+                    &PROC,
+                )
+                .expect("valid metric"),
+            ),
+            build_info: gauges(
+                "sockprobe_build_info",
+                "sockprobe version and the kernel it runs on; always 1.",
+                &["version", "kernel"],
+            ),
+            probe_attached: gauges("sockprobe_probe_attached", "1 if the probe is attached, 0 if not.", &["probe"]),
+            events_lost: register(
+                &r,
+                IntCounter::new(
+                    "sockprobe_events_lost_total",
+                    "Events the kernel side could not hand over (ring buffer full).",
+                )
+                .expect("valid metric"),
+            ),
+            tracked_sockets: register(
+                &r,
+                IntGauge::new("sockprobe_tracked_sockets", "Sockets held in kernel state now.").expect("valid metric"),
+            ),
+            series_overflow: vec(
+                "sockprobe_series_overflow_total",
+                "Label sets folded into endpoint=\"other\" by the per-process endpoint cap.",
+                &["metric"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,311 @@
+//! Events turned into the metrics of docs/metrics.md, with bounded
+//! cardinality: at most N `endpoint` values per (comm, container), the rest
+//! folded into `endpoint="other"`, and label sets of processes gone for a
+//! while expired.
+//!
+//! [`families`] registers the metric families, [`series`] keeps the label
+//! sets and their indexes, [`live`] the sockets open now; [`Aggregator`]
+//! ties them to the event stream and the scrape.
+pub mod families;
+pub mod live;
+pub mod series;
+
+use std::{collections::HashMap, time::Duration};
+
+use probe_common::{Direction, Event, EventKind};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
+
+use self::{
+    families::{Count, Families, Spread, family_of},
+    live::LiveSockets,
+    series::{ProcKey, RawKey, SeriesTable},
+};
+pub use self::series::{OTHER_ENDPOINT, UNKNOWN_COMM};
+use crate::{
+    decode::{Decoder, comm_str, direction_label, endpoint_label, ip_addr},
+    identity::sockets::{FoundSocket, LiveState},
+};
+
+fn counter<'a>(slot: &'a mut Option<IntCounter>, vec: &IntCounterVec, labels: &[&str]) -> &'a IntCounter {
+    slot.get_or_insert_with(|| vec.with_label_values(labels))
+}
+
+fn histogram<'a>(slot: &'a mut Option<Histogram>, vec: &HistogramVec, labels: &[&str]) -> &'a Histogram {
+    slot.get_or_insert_with(|| vec.with_label_values(labels))
+}
+
+pub struct Aggregator {
+    f: Families,
+    ttl: Duration,
+    series: SeriesTable,
+    live: LiveSockets,
+    events_lost_seen: u64,
+}
+
+impl Aggregator {
+    pub fn new(max_endpoints: u32, ttl: Duration, version: &str, kernel: &str) -> Aggregator {
+        let f = Families::new();
+        f.build_info.with_label_values(&[version, kernel]).set(1);
+        Aggregator {
+            f,
+            ttl,
+            series: SeriesTable::new(max_endpoints as usize),
+            live: LiveSockets::default(),
+            events_lost_seen: 0,
+        }
+    }
+
+    pub fn set_probe(&self, probe: &str, attached: bool) {
+        self.f.probe_attached.with_label_values(&[probe]).set(attached as i64);
+    }
+
+    /// The slot of the event's label set: one hash lookup on the kernel's
+    /// identity; labels are built only for a new one.
+    fn slot_of(&mut self, decoder: &mut Decoder, ev: &Event, kind: EventKind) -> usize {
+        let direction = decoder.direction(ev);
+        let inbound = direction == Direction::Inbound;
+        let (addr, port) = if inbound { (ev.saddr, ev.sport) } else { (ev.daddr, ev.dport) };
+        let raw = RawKey { comm: ev.owner.comm, cgroup_id: ev.owner.cgroup_id, inbound, family: ev.family, addr, port };
+        if let Some(slot) = self.series.by_raw(&raw) {
+            return slot;
+        }
+        let proc = ProcKey::new(&comm_str(&ev.owner.comm), decoder.container(ev.owner.cgroup_id));
+        let endpoint = endpoint_label(&ip_addr(ev.family, &addr), port);
+        let overflow = &self.f.series_overflow;
+        self.series.slot(ev.ts_ns, proc, direction_label(direction), endpoint, Some(raw), || {
+            overflow.with_label_values(&[family_of(kind)]).inc()
+        })
+    }
+
+    /// Accounts one kernel event.
+    pub fn observe(&mut self, decoder: &mut Decoder, ev: &Event) {
+        let Some(kind) = EventKind::from_u8(ev.kind) else { return };
+        let slot = self.slot_of(decoder, ev, kind);
+        let f = &self.f;
+        let Some(s) = self.series.get_mut(slot) else { return };
+        s.last_seen_ns = s.last_seen_ns.max(ev.ts_ns);
+        let labels =
+            [s.key.proc.comm.as_str(), s.key.proc.container.as_str(), s.key.direction, s.key.endpoint.as_str()];
+        let mut count = |c: Count, by: u64| {
+            counter(&mut s.counters[c as usize], &f.counters[c as usize], &labels).inc_by(by);
+        };
+        match kind {
+            EventKind::Open => count(Count::Opened, 1),
+            EventKind::Close => count(Count::Closed, 1),
+            EventKind::UnreadClose => {
+                count(Count::UnreadCloses, 1);
+                count(Count::UnreadBytes, ev.value);
+            }
+            EventKind::ResetReceived => count(Count::ResetsReceived, 1),
+            EventKind::ResetSent | EventKind::CloseWait | EventKind::CloseWaitEnd => {}
+        }
+        let mut observe = |h: Spread, v: f64| {
+            histogram(&mut s.histograms[h as usize], &f.histograms[h as usize], &labels).observe(v);
+        };
+        match kind {
+            EventKind::Close => {
+                if ev.value > 0 {
+                    observe(Spread::Duration, ev.value as f64 / 1e9);
+                }
+                observe(Spread::Exchanges, ev.exchanges as f64);
+            }
+            EventKind::CloseWaitEnd => observe(Spread::CloseWaitDuration, ev.value as f64 / 1e9),
+            _ => {}
+        }
+        if kind == EventKind::ResetSent {
+            match s.resets_sent.iter().find(|(r, _, _)| *r == ev.reason) {
+                Some((_, _, c)) => c.inc(),
+                None => {
+                    let name = decoder.reason_name(ev.reason);
+                    let c = f.resets_sent.with_label_values(&[labels[0], labels[1], labels[2], labels[3], &name]);
+                    c.inc();
+                    s.resets_sent.push((ev.reason, name, c));
+                }
+            }
+        }
+        match kind {
+            EventKind::Open => self.live.track(ev.cookie, slot, LiveState::Established, 0),
+            EventKind::CloseWait => self.live.track(ev.cookie, slot, LiveState::CloseWait, ev.ts_ns),
+            EventKind::Close => self.live.untrack(ev.cookie),
+            _ => {}
+        }
+    }
+
+    /// Adds a socket that existed before sockprobe started.
+    pub fn add_existing(&mut self, decoder: &Decoder, s: &FoundSocket, now_mono_ns: u64) {
+        let (addr, port) = match s.direction {
+            Direction::Inbound => (&s.saddr, s.sport),
+            _ => (&s.daddr, s.dport),
+        };
+        let proc = ProcKey::new(&s.holder.comm, decoder.container_of_path(&s.holder.cgroup));
+        let overflow = &self.f.series_overflow;
+        let slot = self.series.slot(
+            now_mono_ns,
+            proc,
+            direction_label(s.direction),
+            endpoint_label(addr, port),
+            None,
+            || overflow.with_label_values(&[Count::Opened.name()]).inc(),
+        );
+        self.live.track(s.cookie, slot, s.state, now_mono_ns);
+    }
+
+    /// Drops live sockets the kernel no longer has (missed close events).
+    pub fn retain_live(&mut self, existing: &std::collections::HashSet<u64>) {
+        self.live.retain(existing);
+    }
+
+    /// Recomputes gauges and self-metrics, expires stale label sets, and
+    /// renders the exposition.
+    pub fn render(&mut self, now_mono_ns: u64, events_lost: u64, tracked_sockets: i64) -> String {
+        self.expire(now_mono_ns);
+        self.f.sockets.reset();
+        self.f.close_wait_oldest.reset();
+        let mut per_slot: HashMap<(usize, LiveState), i64> = HashMap::new();
+        let mut oldest: HashMap<&ProcKey, u64> = HashMap::new();
+        for l in self.live.iter() {
+            *per_slot.entry((l.slot, l.state)).or_default() += 1;
+            if l.state == LiveState::CloseWait
+                && let Some(s) = self.series.get(l.slot)
+            {
+                let o = oldest.entry(&s.key.proc).or_insert(l.close_wait_since);
+                *o = (*o).min(l.close_wait_since);
+            }
+        }
+        for ((slot, state), n) in per_slot {
+            if let Some(s) = self.series.get(slot) {
+                let [c, k, d, e] = s.labels();
+                self.f.sockets.with_label_values(&[c, k, d, e, state.label()]).set(n);
+            }
+        }
+        for (key, since) in oldest {
+            let age = now_mono_ns.saturating_sub(since) as f64 / 1e9;
+            self.f.close_wait_oldest.with_label_values(&[&key.comm, &key.container]).set(age);
+        }
+        if events_lost > self.events_lost_seen {
+            self.f.events_lost.inc_by(events_lost - self.events_lost_seen);
+            self.events_lost_seen = events_lost;
+        }
+        self.f.tracked_sockets.set(tracked_sockets);
+        self.f.encode()
+    }
+
+    /// Forgets processes with no live socket and no event for `ttl`, and
+    /// their label sets in every family.
+    fn expire(&mut self, now_mono_ns: u64) {
+        let live = self.live.slots();
+        let idle_since = now_mono_ns.saturating_sub(self.ttl.as_nanos() as u64);
+        for s in self.series.expire(idle_since, |slot| live.contains(&slot)) {
+            let l = s.labels();
+            for (handle, vec) in s.counters.iter().zip(&self.f.counters) {
+                if handle.is_some() {
+                    let _ = vec.remove_label_values(&l);
+                }
+            }
+            for (handle, vec) in s.histograms.iter().zip(&self.f.histograms) {
+                if handle.is_some() {
+                    let _ = vec.remove_label_values(&l);
+                }
+            }
+            for (_, reason, _) in &s.resets_sent {
+                let _ = self.f.resets_sent.remove_label_values(&[l[0], l[1], l[2], l[3], reason]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::{AF_INET, Direction, Owner, REASON_UNKNOWN};
+
+    use super::*;
+    use crate::kernel::layout::ResetReasons;
+
+    fn event(kind: EventKind, comm: &str, dport: u16, ts_ns: u64) -> Event {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        Event {
+            ts_ns,
+            cookie: dport as u64,
+            value: 1_000_000,
+            bytes_in: 1,
+            bytes_out: 1,
+            owner: Owner { cgroup_id: 0, tgid: 1, _pad: 0, comm: c },
+            exchanges: 1,
+            reason: REASON_UNKNOWN,
+            saddr: [0; 16],
+            daddr,
+            sport: 40000,
+            dport,
+            family: AF_INET,
+            kind: kind as u8,
+            direction: Direction::Outbound as u8,
+            close_wait_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_close_out_of_close_wait_carries_its_end() {
+        let mut close = event(EventKind::Close, "c", 80, 10);
+        assert!(close.close_wait_end().is_none(), "no CLOSE_WAIT, no close_wait_end");
+        close.close_wait_ns = 7;
+        let end = close.close_wait_end().expect("close_wait_end folded into the close");
+        assert_eq!((end.kind, end.value, end.close_wait_ns), (EventKind::CloseWaitEnd as u8, 7, 0));
+        assert_eq!((end.cookie, end.ts_ns), (close.cookie, close.ts_ns));
+        let mut open = event(EventKind::Open, "c", 80, 10);
+        open.close_wait_ns = 7;
+        assert!(open.close_wait_end().is_none(), "only close records carry it");
+    }
+
+    fn decoder() -> Decoder {
+        Decoder::new(ResetReasons::default())
+    }
+
+    #[test]
+    fn endpoints_fold_past_the_cap_and_count() {
+        let mut a = Aggregator::new(2, Duration::from_secs(600), "0", "k");
+        let mut d = decoder();
+        for port in 1..=5 {
+            a.observe(&mut d, &event(EventKind::Open, "c", port, 0));
+        }
+        let text = a.render(0, 0, 0);
+        assert!(text.contains(r#"endpoint="10.0.0.1:1""#));
+        assert!(text.contains(r#"endpoint="10.0.0.1:2""#));
+        assert!(!text.contains(r#"endpoint="10.0.0.1:3""#));
+        assert!(text.contains(r#"sockprobe_tcp_connections_opened_total{comm="c",container="",direction="outbound",endpoint="other"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"sockprobe_series_overflow_total{metric="sockprobe_tcp_connections_opened_total"} 3"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn gone_processes_expire() {
+        let mut a = Aggregator::new(10, Duration::from_millis(1), "0", "k");
+        let mut d = decoder();
+        a.observe(&mut d, &event(EventKind::Open, "short", 1, 0));
+        a.observe(&mut d, &event(EventKind::Close, "short", 1, 0));
+        assert!(a.render(1_000_000, 0, 0).contains(r#"comm="short""#), "not idle for longer than the ttl yet");
+        let text = a.render(5_000_000, 0, 0);
+        assert!(!text.contains("short"), "{text}");
+        // And it comes back cleanly.
+        a.observe(&mut d, &event(EventKind::Open, "short", 1, 6_000_000));
+        assert!(a.render(6_500_000, 0, 0).contains(r#"comm="short""#));
+    }
+
+    #[test]
+    fn close_wait_gauges() {
+        let mut a = Aggregator::new(10, Duration::from_secs(600), "0", "k");
+        let mut d = decoder();
+        a.observe(&mut d, &event(EventKind::Open, "leaky", 7, 0));
+        a.observe(&mut d, &event(EventKind::CloseWait, "leaky", 7, 1_000_000_000));
+        let text = a.render(4_000_000_000, 0, 0);
+        assert!(text.contains(r#"sockprobe_tcp_sockets{comm="leaky",container="",direction="outbound",endpoint="10.0.0.1:7",state="close_wait"} 1"#), "{text}");
+        assert!(text.contains(r#"sockprobe_tcp_close_wait_oldest_seconds{comm="leaky",container=""} 3"#), "{text}");
+        a.observe(&mut d, &event(EventKind::Close, "leaky", 7, 0));
+        let text = a.render(5_000_000_000, 0, 0);
+        assert!(!text.contains("state=\"close_wait\""), "{text}");
+    }
+}
