@@ -29,25 +29,25 @@ fn with_default(help: &str, default: impl fmt::Display) -> String {
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WebSection {
-    #[arg(long = "web.listen-address", value_name = "IP:PORT",
+    #[arg(id = "web.listen-address", long = "web.listen-address", value_name = "IP:PORT",
           help = with_default("Address to serve metrics on ([::]:9741 for IPv6)", DEFAULT_LISTEN))]
     pub listen_address: Option<ListenAddress>,
-    #[arg(long = "web.telemetry-path", value_name = "PATH",
+    #[arg(id = "web.telemetry-path", long = "web.telemetry-path", value_name = "PATH",
           help = with_default("Path of the metrics", DEFAULT_TELEMETRY_PATH))]
     pub telemetry_path: Option<TelemetryPath>,
     /// TLS and basic-auth settings, in the Prometheus exporter-toolkit
     /// web-config format (tls_server_config, basic_auth_users).
-    #[arg(long = "web.config.file", value_name = "FILE")]
+    #[arg(id = "web.config.file", long = "web.config.file", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MetricsSection {
-    #[arg(long = "metrics.max-endpoints", value_name = "N",
+    #[arg(id = "metrics.max-endpoints", long = "metrics.max-endpoints", value_name = "N",
           help = with_default("Distinct `endpoint` label values per (comm, container); the rest are folded into endpoint=\"other\"", DEFAULT_MAX_ENDPOINTS))]
     pub max_endpoints: Option<u32>,
-    #[arg(long = "metrics.series-ttl", value_name = "DURATION",
+    #[arg(id = "metrics.series-ttl", long = "metrics.series-ttl", value_name = "DURATION",
           help = with_default("Drop the series of a process with no socket and no event for this long (90s, 10m, 1h)", DEFAULT_SERIES_TTL))]
     pub series_ttl: Option<HumanDuration>,
 }
@@ -55,10 +55,10 @@ pub struct MetricsSection {
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProbeSection {
-    #[arg(long = "probe.max-sockets", value_name = "N",
+    #[arg(id = "probe.max-sockets", long = "probe.max-sockets", value_name = "N",
           help = with_default("Size of the LRU per-socket map; beyond it the least recently used sockets are forgotten (~160 bytes of kernel memory each)", DEFAULT_MAX_SOCKETS))]
     pub max_sockets: Option<u32>,
-    #[arg(long = "probe.ring-buffer-bytes", value_name = "BYTES",
+    #[arg(id = "probe.ring-buffer-bytes", long = "probe.ring-buffer-bytes", value_name = "BYTES",
           help = with_default("Kernel-to-userspace ring buffer, a power of two; overflow is counted in sockprobe_events_lost_total", DEFAULT_RING_BUFFER_BYTES))]
     pub ring_buffer_bytes: Option<u32>,
     /// Where the kernel side keeps per-socket state: `lru`, a hash map of
@@ -66,7 +66,7 @@ pub struct ProbeSection {
     /// `socket-local`, socket storage (kernel 5.11+, not with kprobes): cheaper
     /// per send/recv and unbounded, but an allocation per socket. Benchmarks:
     /// docs/benchmarks.md [default: lru].
-    #[arg(long = "probe.state-store", value_name = "STORE")]
+    #[arg(id = "probe.state-store", long = "probe.state-store", value_name = "STORE")]
     pub state_store: Option<StateStore>,
 }
 
@@ -75,10 +75,10 @@ pub struct ProbeSection {
 pub struct KubernetesSection {
     /// Kubernetes API server, to name pods' containers /k8s/<namespace>/<pod>/<container>
     /// [default: in-cluster (KUBERNETES_SERVICE_HOST) when running in a pod].
-    #[arg(long = "kubernetes.api-url", value_name = "URL")]
+    #[arg(id = "kubernetes.api-url", long = "kubernetes.api-url", value_name = "URL")]
     pub api_url: Option<String>,
     /// This node's name, to list only its pods [default: $NODE_NAME].
-    #[arg(long = "kubernetes.node-name", value_name = "NAME")]
+    #[arg(id = "kubernetes.node-name", long = "kubernetes.node-name", value_name = "NAME")]
     pub node_name: Option<String>,
 }
 

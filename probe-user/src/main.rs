@@ -170,3 +170,39 @@ fn fail(e: Error) -> ExitCode {
         _ => ExitCode::FAILURE,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap's own consistency checks: unique ids (two `config_file` fields
+    /// once made `--web.config.file` fill `--config.file`), valid defaults.
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_reach_their_sections() {
+        let cli = Cli::try_parse_from([
+            "sockprobe",
+            "run",
+            "--config.file",
+            "/a.toml",
+            "--web.config.file",
+            "/w.yml",
+            "--probe.state-store",
+            "socket-local",
+            "--log.level",
+            "debug",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else { panic!("run") };
+        assert_eq!(args.config_file.as_deref(), Some(std::path::Path::new("/a.toml")));
+        assert_eq!(args.web.config_file.as_deref(), Some(std::path::Path::new("/w.yml")));
+        assert_eq!(args.probe.state_store, Some(probe_common::StateStore::SocketLocal));
+        assert_eq!(cli.log_level, Some(LogLevel::Debug));
+    }
+}

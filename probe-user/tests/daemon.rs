@@ -254,7 +254,8 @@ fn bad_config_values_exit_2_naming_the_key() {
     assert!(err.contains("metrics.max-endpoints") && err.trim_end().lines().count() == 1, "{err}");
     let out = Command::new(*SOCKPROBE).args(["run", "--metrics.series-ttl", "forever"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("metrics.series-ttl 'forever'"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'forever'") && err.contains("--metrics.series-ttl") && err.contains("10m"), "{err}");
     let out = Command::new(*SOCKPROBE).args(["run", "--config.file", "/nonexistent/sockprobe.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).ok();

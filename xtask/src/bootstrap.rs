@@ -202,8 +202,9 @@ pub fn apt_install(packages: &[String]) -> Result<()> {
     }
     eprintln!("xtask: apt-get install {list}");
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    // Recommends would drag in ~170 packages for qemu alone (ffmpeg's libraries among them).
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq"])
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(missing.iter().map(|s| s.as_str()))
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }

@@ -2,10 +2,12 @@
 //!
 //! Boots Debian's cloud kernel packages under QEMU (TCG) with an initramfs
 //! that holds busybox, `ip`, sockprobe, sockprobe-peer and the scenario test
-//! binary (at the same absolute paths as here, since the tests find the
-//! binaries by compile-time paths). Inside: `sockprobe check`, then every
-//! privileged scenario. Prints per kernel which probes attached and which
-//! scenario passed; the table goes to target/kernels/report.md.
+//! binary at fixed paths under [`GUEST_BIN`] (not their host paths: the
+//! guest mounts a tmpfs on /tmp, which would hide a clone's build tree
+//! there); `SOCKPROBE_BIN` and `SOCKPROBE_PEER_BIN` tell the tests. Inside:
+//! `sockprobe check --json`, then every privileged scenario. Prints per
+//! kernel which probes attached and which scenario passed; the table goes to
+//! target/kernels/report.md.
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
@@ -165,10 +167,11 @@ impl Cpio {
         self.entry(path, 0o120777, target.as_bytes());
     }
 
-    /// A host binary at its own path, with the shared libraries it needs.
-    fn binary(&mut self, path: &Path) -> Result<()> {
+    /// A host binary at `guest_path`, with the shared libraries it needs
+    /// (at their host paths).
+    fn binary(&mut self, path: &Path, guest_path: &str) -> Result<()> {
         let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-        self.file(&path.to_string_lossy(), &data, 0o755);
+        self.file(guest_path, &data, 0o755);
         let ldd = Command::new("ldd").arg(path).output()?;
         for line in String::from_utf8_lossy(&ldd.stdout).lines() {
             let lib = match line.split_once("=>") {
@@ -191,6 +194,9 @@ impl Cpio {
     }
 }
 
+/// Where the guest finds what it runs.
+const GUEST_BIN: &str = "/opt/sockprobe";
+
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 # iproute2's ip (netns) must win over busybox's applet.
@@ -206,11 +212,12 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 ip link set lo up
+export SOCKPROBE_BIN=@SOCKPROBE@ SOCKPROBE_PEER_BIN=@PEER@
 echo "@@kernel $(uname -r)"
-echo "@@check-begin"
-@SOCKPROBE@ check
+@SOCKPROBE@ check --json > /run/check.json
 echo "@@check-end rc=$?"
-SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --test-threads=1 privileged_ 2>&1
+echo "@@check-json $(cat /run/check.json)"
+SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --include-ignored --test-threads=1 privileged_ 2>&1
 echo "@@tests-end rc=$?"
 # The daemon: unread closes in /metrics against the guest's TCPAbortOnClose.
 abort_on_close() {
@@ -235,7 +242,7 @@ kill $SP; wait $SP 2>/dev/null
 # Again with fentry/fexit refused: the kprobe fallbacks carry app I/O and closes.
 echo "@@pass kprobe"
 SOCKPROBE_SKIP_HOOKS=fentry,fexit @SOCKPROBE@ check | grep -E "kprobe|result"
-SOCKPROBE_SKIP_HOOKS=fentry,fexit SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --test-threads=1 privileged_ 2>&1
+SOCKPROBE_SKIP_HOOKS=fentry,fexit SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --include-ignored --test-threads=1 privileged_ 2>&1
 echo "@@kprobe-tests-end rc=$?"
 poweroff -f
 "#;
@@ -245,7 +252,7 @@ struct Outcome {
     probes: Vec<(String, String, String)>,
     tests: Vec<(String, bool)>,
     check_ok: bool,
-    /// `sockprobe check`'s line on where per-socket state lives.
+    /// Where per-socket state lives, as `sockprobe check --json` says.
     state: String,
 }
 
@@ -275,15 +282,17 @@ fn build_initramfs(dir: &Path) -> Result<PathBuf> {
     // The kernel opens /dev/console for init before anything is mounted.
     cpio.node("dev/console", 0o020600, &[], (5, 1));
     cpio.file("bin/busybox", &std::fs::read("/bin/busybox").context("busybox-static")?, 0o755);
+    let guest = |name: &str| format!("{GUEST_BIN}/{name}");
     let init = INIT
-        .replace("@SOCKPROBE@", &sockprobe.to_string_lossy())
-        .replace("@PEER@", &peer.to_string_lossy())
-        .replace("@SCENARIOS@", &scenarios.to_string_lossy());
+        .replace("@SOCKPROBE@", &guest("sockprobe"))
+        .replace("@PEER@", &guest("sockprobe-peer"))
+        .replace("@SCENARIOS@", &guest("scenarios"));
     cpio.file("init", init.as_bytes(), 0o755);
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644);
-    for bin in [sockprobe.as_path(), peer.as_path(), scenarios.as_path(), Path::new("/usr/sbin/ip")] {
-        cpio.binary(bin)?;
+    for (bin, name) in [(&sockprobe, "sockprobe"), (&peer, "sockprobe-peer"), (&scenarios, "scenarios")] {
+        cpio.binary(bin, &guest(name))?;
     }
+    cpio.binary(Path::new("/usr/sbin/ip"), "/usr/sbin/ip")?;
     cpio.symlink("sbin/ip", "/usr/sbin/ip");
     let path = dir.join("initramfs.cpio");
     std::fs::write(&path, cpio.finish())?;
@@ -317,7 +326,6 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
     let started = Instant::now();
     let mut out =
         Outcome { kernel: String::new(), probes: Vec::new(), tests: Vec::new(), check_ok: false, state: String::new() };
-    let mut in_check = false;
     let mut pass = "";
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -343,21 +351,10 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
         // Console control sequences may precede the marker on its line.
         if let Some((_, k)) = line.split_once("@@kernel ") {
             out.kernel = k.to_string();
-        } else if line == "@@check-begin" {
-            in_check = true;
         } else if let Some(rc) = line.strip_prefix("@@check-end rc=") {
-            in_check = false;
             out.check_ok = rc == "0";
-        } else if let Some(state) = line.strip_prefix("state ").filter(|_| in_check) {
-            out.state = state.trim().to_string();
-        } else if in_check && line.starts_with("  ") {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() >= 3 {
-                let feature = cols[0].to_string();
-                let rest = line.trim_start()[feature.len()..].trim_start().to_string();
-                let (hooks, status) = split_status(&rest);
-                out.probes.push((feature, hooks, status));
-            }
+        } else if let Some(json) = line.strip_prefix("@@check-json ") {
+            read_check(json, &mut out);
         } else if line == "@@pass kprobe" {
             pass = " (kprobe fallbacks)";
         } else if let Some(t) = line.strip_prefix("test ") {
@@ -373,16 +370,34 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
     Ok(out)
 }
 
-/// `tp_btf/x + tp_btf/y   attached  [min kernel ...]` → (hooks, status).
-fn split_status(rest: &str) -> (String, String) {
-    for key in ["attached", "available", "unavailable:"] {
-        if let Some(i) = rest.find(&format!(" {key}")) {
-            let status = rest[i..].trim();
-            let status = status.split("  [min kernel").next().unwrap_or(status).trim();
-            return (rest[..i].trim().to_string(), status.to_string());
+/// Probes and the state store from `sockprobe check --json`.
+fn read_check(json: &str, out: &mut Outcome) {
+    let report: serde_json::Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(e) => {
+            out.state = format!("unreadable `sockprobe check --json` ({e})");
+            out.check_ok = false;
+            return;
         }
+    };
+    for p in report["probes"].as_array().into_iter().flatten() {
+        let text = |k: &str| p[k].as_str().unwrap_or("").to_string();
+        let status = match (text("result").as_str(), text("reason")) {
+            ("standby", _) => "available (standby)".to_string(),
+            (result, reason) if reason.is_empty() => result.to_string(),
+            (result, reason) => format!("{result}: {reason}"),
+        };
+        out.probes.push((text("feature"), text("probe"), status));
     }
-    (rest.to_string(), String::new())
+    let store = &report["state_store"];
+    out.state = match store["socket_local"].as_bool() {
+        Some(true) => "per-socket state: LRU hash (default); socket-local storage available".into(),
+        Some(false) => format!(
+            "per-socket state: LRU hash; socket-local storage unavailable: {}",
+            store["reason"].as_str().unwrap_or("")
+        ),
+        None => format!("no state store reported: {}", report["result"].as_str().unwrap_or("")),
+    };
 }
 
 pub fn run(args: &KernelArgs) -> Result<()> {
