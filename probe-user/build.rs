@@ -1,5 +1,5 @@
 // Builds probe-ebpf for the BPF target and puts the object in OUT_DIR, from
-// where src/loader.rs embeds it into the one `sockprobe` binary.
+// where src/kernel/loader.rs embeds it into the one `sockprobe` binary.
 fn main() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../probe-ebpf");
     aya_build::build_ebpf(

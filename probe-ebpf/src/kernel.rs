@@ -68,7 +68,7 @@ pub fn sk_shutdown<A: Access>(sk: *const u8) -> u32 {
 }
 
 /// Bytes received in order but not read by the application: `rcv_nxt - copied_seq`,
-/// minus the FIN's sequence number when the peer's FIN is in (see kernel-notes §2).
+/// minus the FIN's sequence number when the peer's FIN is in (docs/kernel-facts.md §2).
 #[inline(always)]
 pub fn unread_bytes(sk: *const u8, fin_received: bool) -> u32 {
     // tcp_sock members lie past `struct sock`, beyond what a typed load of

@@ -56,7 +56,7 @@ fn unreachable_api_keeps_the_cgroup_names() {
         .refresh(&ApiConfig { url: format!("http://{closed}"), node: "node-1".into(), token: None, ca_file: None })
         .unwrap_err();
     assert!(err.to_string().contains("Kubernetes API"), "{err}");
-    assert_eq!(pods.len(), 3);
+    assert_eq!(pods.count(), 3);
     let fresh = PodNames::default();
     let label = "/k8s/pod-1b2c3d4e-0000-1111-2222-333344445555/0123456789ab";
     assert_eq!(fresh.resolve(label), label, "no API: the cgroup-derived form");

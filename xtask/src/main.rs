@@ -118,8 +118,9 @@ pub fn cargo() -> Command {
 }
 
 /// Binary to /usr/local/bin, unit to /etc/systemd/system, config to
-/// /etc/sockprobe (kept if present); then `systemctl daemon-reload` on a live
-/// systemd host.
+/// /etc/sockprobe (kept if present), README and docs/ to
+/// /usr/local/share/doc/sockprobe (the unit's `Documentation=`); then
+/// `systemctl daemon-reload` on a live systemd host.
 fn install(root: &std::path::Path) -> Result<()> {
     let ws = workspace_root();
     let copy = |from: &str, to: &str, mode: u32, keep: bool| -> Result<()> {
@@ -138,6 +139,13 @@ fn install(root: &std::path::Path) -> Result<()> {
     copy("target/release/sockprobe", "/usr/local/bin/sockprobe", 0o755, false)?;
     copy("deploy/systemd/sockprobe.service", "/etc/systemd/system/sockprobe.service", 0o644, false)?;
     copy("deploy/sockprobe.toml", "/etc/sockprobe/sockprobe.toml", 0o644, true)?;
+    copy("README.md", "/usr/local/share/doc/sockprobe/README.md", 0o644, false)?;
+    for doc in std::fs::read_dir(ws.join("docs"))?.flatten() {
+        let name = doc.file_name().to_string_lossy().to_string();
+        if name.ends_with(".md") {
+            copy(&format!("docs/{name}"), &format!("/usr/local/share/doc/sockprobe/docs/{name}"), 0o644, false)?;
+        }
+    }
     if root == std::path::Path::new("/") && std::path::Path::new("/run/systemd/system").exists() {
         let _ = Command::new("systemctl").arg("daemon-reload").status();
         println!("next: systemctl enable --now sockprobe");

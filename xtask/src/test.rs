@@ -38,7 +38,8 @@ fn add_result_line(t: &mut Totals, line: &str) {
 
 pub fn run(extra: &[String]) -> Result<ExitCode> {
     let root = is_root();
-    let mut args: Vec<String> = vec!["test".into(), "--release".into(), "--".into()];
+    // Every test binary runs, whichever fails first.
+    let mut args: Vec<String> = vec!["test".into(), "--release".into(), "--no-fail-fast".into(), "--".into()];
     // Tests share the kernel and its counters: one at a time.
     args.push("--test-threads=1".into());
     if root {

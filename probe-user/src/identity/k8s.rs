@@ -1,7 +1,7 @@
 //! Pod identity in DaemonSet mode: the pods of this node, from the
 //! Kubernetes API, name containers `/k8s/<namespace>/<pod>/<container>`
 //! instead of the cgroup-derived `/k8s/pod-<uid>/<id12>`. When the API is
-//! unreachable the cgroup form stays (contract.md, label `container`).
+//! unreachable the cgroup form stays (docs/metrics.md, label `container`).
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read, Write},
@@ -97,12 +97,9 @@ impl PodNames {
         self.map.read().unwrap().get(label).cloned().unwrap_or_else(|| label.to_string())
     }
 
-    pub fn len(&self) -> usize {
+    /// How many containers are named.
+    pub fn count(&self) -> usize {
         self.map.read().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Replaces the mapping with the pods the API lists for this node.

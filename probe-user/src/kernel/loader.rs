@@ -149,6 +149,13 @@ impl LoadContext<'_> {
                             }
                             Err(reason) => Outcome::Unavailable(reason),
                         }
+                    } else if self.try_all {
+                        // Shares a program with the attached candidate, so it
+                        // cannot be loaded beside it: at least its BTF needs.
+                        match candidate.needs.iter().try_for_each(|n| n.check(btf)) {
+                            Ok(()) => Outcome::Standby,
+                            Err(reason) => Outcome::Unavailable(reason),
+                        }
                     } else {
                         Outcome::Standby
                     }
