@@ -18,8 +18,10 @@ pub const SOCKETS_MAP: &str = "SOCKETS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Per-CPU counters indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
-/// Owner of each listening port ([`Owner`] by `u32` port).
+/// Owner of each listening socket ([`Owner`] by [`ListenerKey`]).
 pub const LISTENERS_MAP: &str = "LISTENERS";
+/// The iterator program that lists every task's TCP sockets ([`SocketEntry`]).
+pub const SOCKET_ITER_PROGRAM: &str = "iter_task_file_sockets";
 /// Name of the global that says where per-socket state lives ([`StateStore`]).
 pub const STATE_STORE_GLOBAL: &str = "STATE_STORE";
 
@@ -114,14 +116,29 @@ pub struct KernelLayout {
     pub sk_cgroup: Field,
     pub cgroup_kn: Field,
     pub kernfs_node_id: Field,
+    /// `sock.__sk_common.skc_net.net` and `net.ns.inum`: the network namespace.
+    pub sk_net: Field,
+    pub net_ns_inum: Field,
+    /// `sock.__sk_common.skc_cookie` (set once anything asked for the cookie).
+    pub skc_cookie: Field,
     // struct inet_sock
     pub inet_sport: Field,
+    // struct inet_connection_sock / request_sock: a listener's accept queue
+    pub icsk_accept_head: Field,
+    pub request_sock_next: Field,
+    pub request_sock_sk: Field,
+    // struct socket
+    pub socket_sk: Field,
     // struct tcp_sock
     pub tcp_rcv_nxt: Field,
     pub tcp_copied_seq: Field,
     // struct task_struct
     pub task_group_leader: Field,
     pub task_comm: Field,
+    pub task_tgid: Field,
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`: a task's cgroup v2.
+    pub task_cgroups: Field,
+    pub css_set_dfl_cgrp: Field,
     pub states: TcpStates,
     /// `SK_RST_REASON_TCP_ABORT_ON_CLOSE`, or [`REASON_UNKNOWN`].
     pub rst_abort_on_close: u32,
@@ -143,11 +160,21 @@ impl KernelLayout {
         sk_cgroup: Field::MISSING,
         cgroup_kn: Field::MISSING,
         kernfs_node_id: Field::MISSING,
+        sk_net: Field::MISSING,
+        net_ns_inum: Field::MISSING,
+        skc_cookie: Field::MISSING,
         inet_sport: Field::MISSING,
+        icsk_accept_head: Field::MISSING,
+        request_sock_next: Field::MISSING,
+        request_sock_sk: Field::MISSING,
+        socket_sk: Field::MISSING,
         tcp_rcv_nxt: Field::MISSING,
         tcp_copied_seq: Field::MISSING,
         task_group_leader: Field::MISSING,
         task_comm: Field::MISSING,
+        task_tgid: Field::MISSING,
+        task_cgroups: Field::MISSING,
+        css_set_dfl_cgrp: Field::MISSING,
         states: TcpStates {
             established: 0,
             syn_sent: 0,
@@ -219,6 +246,51 @@ pub struct Owner {
     pub _pad: u32,
     /// Thread-group leader's comm, NUL-padded.
     pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// A listening socket's identity: its network namespace, local address
+/// (zero for a wildcard bind) and port, so listeners on the same port in two
+/// namespaces, or on two addresses, stay apart.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    /// `net.ns.inum` of the socket's network namespace.
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+    /// IPv4 in the first 4 bytes, or IPv6; all zero for 0.0.0.0 / [::].
+    pub addr: [u8; 16],
+}
+
+/// [`SocketEntry::flags`] bits.
+pub mod entry_flags {
+    /// Listed from a listener's accept queue: not yet accepted, so no fd;
+    /// its holder is the listener's.
+    pub const QUEUED: u8 = 1 << 0;
+}
+
+/// One TCP socket held by a process, as the socket-listing iterator writes
+/// it: every task's fds, whatever their network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketEntry {
+    pub cookie: u64,
+    /// The holder's cgroup v2 id.
+    pub cgroup_id: u64,
+    pub netns: u32,
+    /// The holder's process id (thread-group id).
+    pub tgid: u32,
+    /// The holder's thread-group leader's comm.
+    pub comm: [u8; TASK_COMM_LEN],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    /// Kernel TCP state.
+    pub state: u8,
+    pub flags: u8,
 }
 
 /// Per-socket state, in the LRU hash or in socket-local storage ([`StateStore`]).
@@ -373,4 +445,5 @@ mod user {
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::SockState {}
     unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::ListenerKey {}
 }

@@ -135,7 +135,17 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             let Some(st) = new_state::<A>(sk, cookie(), Direction::Inbound) else { return };
             let st = unsafe { &mut *st };
             kernel::read_endpoints::<A>(sk, st);
-            if let Some(owner) = unsafe { LISTENERS.get(st.sport as u32) } {
+            // The child still carries its listener's local address here
+            // (docs/architecture.md): the exact key, else the wildcard one.
+            let mut key = kernel::listener_key::<A>(sk, st.sport);
+            let owner = match unsafe { LISTENERS.get(&key) } {
+                Some(o) => Some(o),
+                None => {
+                    kernel::write16(&mut key.addr, [0, 0]);
+                    unsafe { LISTENERS.get(&key) }
+                }
+            };
+            if let Some(owner) = owner {
                 kernel::copy_owner(&mut st.owner, owner);
             }
             st
@@ -223,13 +233,13 @@ fn on_listener<A: Access>(sk: *const u8, listening: bool) {
     if !kernel::is_tcp::<A>(sk) {
         return;
     }
-    let port = kernel::sport(sk) as u32;
+    let key = kernel::listener_key::<A>(sk, kernel::sport(sk));
     if listening {
         let mut owner = Owner { cgroup_id: 0, tgid: 0, _pad: 0, comm: [0; 16] };
         kernel::capture_owner(&mut owner);
-        let _ = LISTENERS.insert(port, &owner, 0);
+        let _ = LISTENERS.insert(&key, &owner, 0);
     } else {
-        let _ = LISTENERS.remove(port);
+        let _ = LISTENERS.remove(&key);
     }
 }
 

@@ -3,7 +3,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
     bpf_probe_read_kernel_buf,
 };
-use probe_common::{AF_INET, AF_INET6, Event, Field, KernelLayout, NO_OFFSET, Owner, SockState};
+use probe_common::{AF_INET, AF_INET6, Event, Field, KernelLayout, ListenerKey, NO_OFFSET, Owner, SockState, SocketEntry};
 
 use crate::access::Access;
 
@@ -138,6 +138,27 @@ pub fn read_endpoints<A: Access>(sk: *const u8, st: &mut SockState) {
     st.sport = sport(sk);
 }
 
+/// The socket's network namespace (`net.ns.inum`), 0 where BTF lacks it.
+#[inline(always)]
+pub fn netns(sk: *const u8) -> u32 {
+    let net = probe_read::<u64>(sk, layout!(sk_net), 0);
+    probe_read::<u32>(net as *const u8, layout!(net_ns_inum), 0)
+}
+
+/// Who listens on `sk`: its namespace, local address (zero for a wildcard
+/// bind) and port.
+#[inline(always)]
+pub fn listener_key<A: Access>(sk: *const u8, port: u16) -> ListenerKey {
+    let mut key = ListenerKey { netns: netns(sk), port, _pad: 0, addr: [0; 16] };
+    let addr = if A::read::<u16>(sk, layout!(skc_family), 0) == AF_INET {
+        [A::read::<u32>(sk, layout!(skc_rcv_saddr), 0) as u64, 0]
+    } else {
+        read_in6::<A>(sk, layout!(skc_v6_rcv_saddr))
+    };
+    write16(&mut key.addr, addr);
+    key
+}
+
 /// An `inet_sock` member: past `struct sock`, so a probe read.
 #[inline(always)]
 pub fn sport(sk: *const u8) -> u16 {
@@ -145,7 +166,7 @@ pub fn sport(sk: *const u8) -> u16 {
 }
 
 #[inline(always)]
-fn read_in6<A: Access>(sk: *const u8, field: Field) -> [u64; 2] {
+pub fn read_in6<A: Access>(sk: *const u8, field: Field) -> [u64; 2] {
     [A::read::<u64>(sk, field, 0), A::read::<u64>(sk, Field { offset: field.offset.wrapping_add(8), ..field }, 0)]
 }
 
@@ -173,6 +194,9 @@ const _: () = {
     assert!(offset_of!(SockState, saddr) % 8 == 0 && offset_of!(SockState, daddr) % 8 == 0);
     assert!(offset_of!(Event, saddr) % 8 == 0 && offset_of!(Event, daddr) % 8 == 0);
     assert!(offset_of!(Owner, comm) % 8 == 0);
+    assert!(align_of::<ListenerKey>() == 8 && offset_of!(ListenerKey, addr) % 8 == 0);
+    assert!(align_of::<SocketEntry>() == 8 && offset_of!(SocketEntry, saddr) % 8 == 0);
+    assert!(offset_of!(SocketEntry, daddr) % 8 == 0 && offset_of!(SocketEntry, comm) % 8 == 0);
 };
 
 /// As [`write16`], for an [`Owner`] (its `comm` is a byte array).

@@ -4,7 +4,9 @@ use aya_ebpf::{
     macros::{btf_map, map},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use probe_common::{COUNTER_SLOTS, Counter, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, Owner, SockState};
+use probe_common::{
+    COUNTER_SLOTS, Counter, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, ListenerKey, Owner, SockState,
+};
 
 /// Per-socket state keyed by `struct sock *` (see `store`). LRU so a missed
 /// destroy cannot leak. Shrunk to one entry when socket storage is used.
@@ -21,11 +23,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Owner of each listening port, captured at listen() (process context):
-/// accepted sockets start with it, so idle accepted connections have an
-/// owner before their first I/O.
+/// Owner of each listening socket (by namespace, address and port), captured
+/// at listen() (process context): accepted sockets start with it, so idle
+/// accepted connections have an owner before their first I/O.
 #[map(name = "LISTENERS")]
-pub static LISTENERS: HashMap<u32, Owner> = HashMap::with_max_entries(8192, 0);
+pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(8192, 0);
 
 /// kprobe fallback: `tcp_{send,recv}msg` arguments stashed from entry to return,
 /// keyed by pid_tgid.

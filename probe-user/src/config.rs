@@ -17,6 +17,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
 pub const DEFAULT_MAX_ENDPOINTS: u32 = 100;
 pub const DEFAULT_SERIES_TTL: &str = "10m";
+pub const DEFAULT_RECONCILE_INTERVAL: &str = "30s";
 pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
 pub const MAX_SOCKETS_RANGE: (u32, u32) = (1024, 16_777_216);
 pub const RING_BUFFER_RANGE: (u32, u32) = (4096, 1 << 30);
@@ -50,6 +51,9 @@ pub struct MetricsSection {
     #[arg(id = "metrics.series-ttl", long = "metrics.series-ttl", value_name = "DURATION",
           help = with_default("Drop the series of a process with no socket and no event for this long (90s, 10m, 1h)", DEFAULT_SERIES_TTL))]
     pub series_ttl: Option<HumanDuration>,
+    #[arg(id = "metrics.reconcile-interval", long = "metrics.reconcile-interval", value_name = "DURATION",
+          help = with_default("How often every process's sockets are listed, in every network namespace, to correct the live gauges (sockets whose events were missed, connections over but still held)", DEFAULT_RECONCILE_INTERVAL))]
+    pub reconcile_interval: Option<HumanDuration>,
 }
 
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
@@ -147,6 +151,7 @@ impl Settings {
             metrics: MetricsSection {
                 max_endpoints: m.max_endpoints.or(f.metrics.max_endpoints),
                 series_ttl: m.series_ttl.or(f.metrics.series_ttl),
+                reconcile_interval: m.reconcile_interval.or(f.metrics.reconcile_interval),
             },
             probe: p.merge(f.probe),
             log: LogSection { level: l.level.or(f.log.level) },
@@ -175,6 +180,11 @@ impl Settings {
             web_config_file: self.web.config_file,
             max_endpoints,
             series_ttl: self.metrics.series_ttl.unwrap_or_else(|| DEFAULT_SERIES_TTL.parse().expect("valid default")).0,
+            reconcile_interval: self
+                .metrics
+                .reconcile_interval
+                .unwrap_or_else(|| DEFAULT_RECONCILE_INTERVAL.parse().expect("valid default"))
+                .0,
             probe: self.probe.resolve()?,
             log_level: self.log.level.unwrap_or(DEFAULT_LOG_LEVEL),
             kubernetes_api_url,
@@ -220,6 +230,8 @@ pub struct RunConfig {
     pub max_endpoints: u32,
     /// Label sets of processes without sockets or events for this long are dropped.
     pub series_ttl: Duration,
+    /// How often live sockets are listed again.
+    pub reconcile_interval: Duration,
     pub probe: ProbeSettings,
     pub log_level: LogLevel,
     /// Kubernetes API for pod names; default: in-cluster when running in a pod.
@@ -366,6 +378,7 @@ mod tests {
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.max_endpoints, 100);
         assert_eq!(c.series_ttl, Duration::from_secs(600));
+        assert_eq!(c.reconcile_interval, Duration::from_secs(30));
         assert_eq!(c.probe.state_store, StateStore::LruHash);
         assert_eq!(c.probe.max_sockets, 131_072);
         assert_eq!(c.log_level, LogLevel::Info);

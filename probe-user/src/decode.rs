@@ -108,7 +108,7 @@ impl Decoder {
         }
         // Unknown ids (a cgroup created and gone between scans) are not cached.
         let Some(path) = self.cgroups.path(cgroup_id) else { return String::new() };
-        let c = self.container_of_path(&path);
+        let c = self.pods.resolve(&container_of(&path));
         // A pod the API has not named yet may be named at the next refresh.
         if !c.starts_with("/k8s/pod-") {
             self.containers.insert(cgroup_id, c.clone());
@@ -116,10 +116,6 @@ impl Decoder {
         c
     }
 
-    /// The `container` label of a cgroup path.
-    pub fn container_of_path(&self, path: &str) -> String {
-        self.pods.resolve(&container_of(path))
-    }
 
     /// Names Kubernetes containers through the API (DaemonSet mode).
     pub fn set_pods(&mut self, pods: PodNames) {

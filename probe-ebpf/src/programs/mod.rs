@@ -4,6 +4,7 @@
 mod close;
 mod destroy;
 mod io;
+mod listing;
 mod reset;
 mod state;
 

@@ -12,6 +12,9 @@ pub struct LiveSocket {
     pub state: LiveState,
     /// Monotonic ns when CLOSE_WAIT began (or when first seen in it).
     pub close_wait_since: u64,
+    /// Monotonic ns since when it is tracked: a listing that began earlier
+    /// cannot show it missing.
+    pub tracked_since: u64,
 }
 
 #[derive(Default)]
@@ -20,16 +23,21 @@ pub struct LiveSockets {
 }
 
 impl LiveSockets {
-    /// A socket opened, or entered CLOSE_WAIT at `since`.
-    pub fn track(&mut self, cookie: u64, slot: usize, state: LiveState, since: u64) {
+    /// A socket opened (or was found), or entered CLOSE_WAIT, at `at`.
+    pub fn track(&mut self, cookie: u64, slot: usize, state: LiveState, at: u64) {
         // Kprobe-only kernels report no cookie: no live gauges there.
         if cookie == 0 {
             return;
         }
-        let l = self.by_cookie.entry(cookie).or_insert(LiveSocket { slot, state, close_wait_since: since });
-        if state == LiveState::CloseWait {
+        let l = self.by_cookie.entry(cookie).or_insert(LiveSocket {
+            slot,
+            state,
+            close_wait_since: at,
+            tracked_since: at,
+        });
+        if state != l.state {
             l.state = state;
-            l.close_wait_since = since;
+            l.close_wait_since = at;
         }
     }
 
@@ -37,9 +45,16 @@ impl LiveSockets {
         self.by_cookie.remove(&cookie);
     }
 
-    /// Drops sockets the kernel no longer has (missed close events).
-    pub fn retain(&mut self, existing: &HashSet<u64>) {
-        self.by_cookie.retain(|c, _| existing.contains(c));
+    pub fn get(&self, cookie: u64) -> Option<&LiveSocket> {
+        self.by_cookie.get(&cookie)
+    }
+
+    /// Drops the sockets tracked since before `listed_at` that a listing
+    /// taken then did not show; returns how many.
+    pub fn drop_unlisted(&mut self, listed: &HashSet<u64>, listed_at: u64) -> usize {
+        let before = self.by_cookie.len();
+        self.by_cookie.retain(|c, l| listed.contains(c) || l.tracked_since > listed_at);
+        before - self.by_cookie.len()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &LiveSocket> {

@@ -10,7 +10,10 @@ pub mod families;
 pub mod live;
 pub mod series;
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use probe_common::{Direction, Event, EventKind};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
@@ -23,7 +26,7 @@ use self::{
 pub use self::series::{OTHER_ENDPOINT, UNKNOWN_COMM};
 use crate::{
     decode::{Decoder, comm_str, direction_label, endpoint_label, ip_addr},
-    identity::sockets::{FoundSocket, LiveState},
+    identity::sockets::{FoundSocket, Listing, LiveState},
 };
 
 fn counter<'a>(slot: &'a mut Option<IntCounter>, vec: &IntCounterVec, labels: &[&str]) -> &'a IntCounter {
@@ -40,6 +43,20 @@ pub struct Aggregator {
     series: SeriesTable,
     live: LiveSockets,
     events_lost_seen: u64,
+    /// While a listing is being taken: when it began, and the sockets whose
+    /// close was seen since (the listing may still show them).
+    listing: Option<(u64, HashSet<u64>)>,
+}
+
+/// What applying a listing changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Tracked sockets the listing did not show: their close was missed.
+    pub dropped: usize,
+    /// Listed sockets not tracked yet: older than sockprobe, or their open missed.
+    pub adopted: usize,
+    /// Tracked sockets whose state the listing corrects (e.g. to `closed`).
+    pub changed: usize,
 }
 
 impl Aggregator {
@@ -52,6 +69,7 @@ impl Aggregator {
             series: SeriesTable::new(max_endpoints as usize),
             live: LiveSockets::default(),
             events_lost_seen: 0,
+            listing: None,
         }
     }
 
@@ -126,18 +144,57 @@ impl Aggregator {
         match kind {
             EventKind::Open => self.live.track(ev.cookie, slot, LiveState::Established, 0),
             EventKind::CloseWait => self.live.track(ev.cookie, slot, LiveState::CloseWait, ev.ts_ns),
-            EventKind::Close => self.live.untrack(ev.cookie),
+            EventKind::Close => {
+                self.live.untrack(ev.cookie);
+                if let Some((_, closed)) = self.listing.as_mut() {
+                    closed.insert(ev.cookie);
+                }
+            }
             _ => {}
         }
     }
 
-    /// Adds a socket that existed before sockprobe started.
-    pub fn add_existing(&mut self, decoder: &Decoder, s: &FoundSocket, now_mono_ns: u64) {
+    /// A listing of every socket is about to be taken (at `now`, monotonic ns).
+    pub fn begin_listing(&mut self, now: u64) {
+        self.listing = Some((now, HashSet::new()));
+    }
+
+    /// Brings the live sockets in line with a listing begun with
+    /// [`Aggregator::begin_listing`]: a socket that still exists anywhere
+    /// stays, one that is gone goes, and one the events missed is adopted.
+    pub fn apply_listing(&mut self, decoder: &mut Decoder, listing: &Listing, now: u64) -> Reconciled {
+        let (listed_at, closed) = self.listing.take().unwrap_or((now, HashSet::new()));
+        let listed: HashSet<u64> = listing.sockets.iter().map(|s| s.cookie).collect();
+        let mut r = Reconciled { dropped: self.live.drop_unlisted(&listed, listed_at), ..Reconciled::default() };
+        for s in &listing.sockets {
+            match self.live.get(s.cookie) {
+                Some(l) if l.state == s.state => {}
+                // A CLOSE_WAIT entry or a close may be on its way in the ring buffer.
+                Some(l) if l.tracked_since > listed_at => {}
+                Some(l) => {
+                    let slot = l.slot;
+                    self.live.track(s.cookie, slot, s.state, now);
+                    r.changed += 1;
+                }
+                // Closed while the listing was taken: it is gone, or it is
+                // held after a reset and the next listing finds it.
+                None if closed.contains(&s.cookie) => {}
+                None => {
+                    self.adopt(decoder, s, now);
+                    r.adopted += 1;
+                }
+            }
+        }
+        r
+    }
+
+    /// Tracks a socket the events did not announce.
+    fn adopt(&mut self, decoder: &mut Decoder, s: &FoundSocket, now_mono_ns: u64) {
         let (addr, port) = match s.direction {
             Direction::Inbound => (&s.saddr, s.sport),
             _ => (&s.daddr, s.dport),
         };
-        let proc = ProcKey::new(&s.holder.comm, decoder.container_of_path(&s.holder.cgroup));
+        let proc = ProcKey::new(&s.holder.comm, decoder.container(s.holder.cgroup_id));
         let overflow = &self.f.series_overflow;
         let slot = self.series.slot(
             now_mono_ns,
@@ -148,11 +205,6 @@ impl Aggregator {
             || overflow.with_label_values(&[Count::Opened.name()]).inc(),
         );
         self.live.track(s.cookie, slot, s.state, now_mono_ns);
-    }
-
-    /// Drops live sockets the kernel no longer has (missed close events).
-    pub fn retain_live(&mut self, existing: &std::collections::HashSet<u64>) {
-        self.live.retain(existing);
     }
 
     /// Recomputes gauges and self-metrics, expires stale label sets, and

@@ -10,6 +10,9 @@ use crate::{
     kernel::{self, Feature, Outcome, PROBE_TABLE, ProbeSettings, Probes, btf::Btf, layout, privileges},
 };
 
+pub const LISTING_ITERATOR: &str = "task_file iterator (every network namespace, in the kernel)";
+pub const LISTING_SOCK_DIAG: &str = "sock_diag entered into each network namespace (fallback)";
+
 /// The whole finding; `--json` prints it as is.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -23,6 +26,9 @@ pub struct Report {
     pub probes: Vec<ProbeRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_store: Option<StateStoreRow>,
+    /// How live sockets are listed: `task_file iterator` or `sock_diag per namespace`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_listing: Option<&'static str>,
     /// Features no candidate covers here, with what is lost.
     pub degraded: Vec<Degraded>,
     /// `run` and `trace` would work.
@@ -74,6 +80,7 @@ pub fn inspect() -> Report {
         privileges: None,
         probes: Vec::new(),
         state_store: None,
+        socket_listing: None,
         degraded: Vec::new(),
         ok: false,
         result: String::new(),
@@ -160,6 +167,11 @@ pub fn inspect() -> Report {
                 socket_local: probes.store.refused.is_none(),
                 reason: probes.store.refused.clone(),
             });
+            r.socket_listing = Some(if probes.attached(Feature::SocketListing) {
+                LISTING_ITERATOR
+            } else {
+                LISTING_SOCK_DIAG
+            });
             r.degraded = Feature::ALL
                 .into_iter()
                 .filter(|f| !probes.attached(*f))
@@ -204,6 +216,9 @@ pub fn render(r: &Report) -> String {
             ),
             Some(why) => writeln!(out, "state        per-socket state: LRU hash; socket-local storage unavailable: {why}"),
         };
+    }
+    if let Some(l) = r.socket_listing {
+        let _ = writeln!(out, "listing      live sockets: {l}");
     }
     for d in &r.degraded {
         let _ = writeln!(out, "degraded     {}: {}", d.feature, d.loss);

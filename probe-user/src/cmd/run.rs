@@ -16,14 +16,10 @@ use crate::{
     identity::{
         Clock,
         k8s::{ApiConfig, PodNames},
-        sockets,
+        sockets::Listing,
     },
     kernel::{self, EventStream, Outcome, Probes},
 };
-
-/// How often live sockets are reconciled with the kernel's socket table
-/// (drops sockets whose close event was lost).
-const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     let web = Arc::new(match &cfg.web_config_file {
@@ -74,29 +70,24 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     }
     *shared.stats.lock().unwrap() = Some(probes.take_stats()?);
 
-    // Probes first, then the scan: a socket closing in between is seen by
-    // the probes, and the periodic reconcile drops what the scan adds late.
+    // Probes first, then the listing: a socket closing in between is seen
+    // by the probes (its close is remembered until the listing is applied).
     let started = Instant::now();
-    match sockets::list() {
+    shared.agg.lock().unwrap().begin_listing(Clock::monotonic_now_ns());
+    let job = super::listing_job(&mut probes);
+    match tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string()).and_then(|r| r) {
         Ok(found) => {
-            let now = Clock::monotonic_now_ns();
-            {
-                let mut agg = shared.agg.lock().unwrap();
-                for s in &found.sockets {
-                    agg.add_existing(&decoder, s, now);
-                }
-            }
-            let seeded = probes.seed_listeners(found.listeners);
-            decoder.set_ports(found.ports);
+            let r = shared.agg.lock().unwrap().apply_listing(&mut decoder, &found, Clock::monotonic_now_ns());
+            let seeded = probes.seed_listeners(&found.listeners);
             log::info!(
-                "start-up scan: {} existing sockets ({} without owner), {} listening ports named, in {:?}",
-                found.sockets.len(),
-                found.unowned,
+                "start-up listing: {} existing sockets, {} listeners named, in {:?}",
+                r.adopted,
                 seeded.unwrap_or(0),
                 started.elapsed()
             );
+            decoder.set_ports(found.ports);
         }
-        Err(e) => log::warn!("start-up scan failed, existing sockets appear as they change: {e}"),
+        Err(e) => log::warn!("start-up listing failed, existing sockets appear as they change: {e}"),
     }
     // Start-up parsed ~6 MiB of kernel BTF twice; give the heap back.
     // SAFETY: malloc_trim only releases free memory.
@@ -105,14 +96,27 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     log::info!("ready");
 
     let mut stop = std::pin::pin!(signals::requested());
-    let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    let mut reconcile = tokio::time::interval(cfg.reconcile_interval);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     reconcile.tick().await;
+    let mut pending: Option<tokio::task::JoinHandle<Result<Listing, String>>> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = reconcile.tick() => {
-                if let Ok(open) = sockets::open_cookies() {
-                    shared.agg.lock().unwrap().retain_live(&open);
+            _ = reconcile.tick(), if pending.is_none() => {
+                shared.agg.lock().unwrap().begin_listing(Clock::monotonic_now_ns());
+                pending = Some(tokio::task::spawn_blocking(super::listing_job(&mut probes)));
+            }
+            done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                pending = None;
+                match done.map_err(|e| e.to_string()).and_then(|r| r) {
+                    Ok(found) => {
+                        let r = shared.agg.lock().unwrap().apply_listing(&mut decoder, &found, Clock::monotonic_now_ns());
+                        let _ = probes.seed_listeners(&found.listeners);
+                        decoder.set_ports(found.ports);
+                        log::debug!("reconcile: {r:?}");
+                    }
+                    Err(e) => log::warn!("reconcile failed, live gauges may drift until the next: {e}"),
                 }
             }
             batch = events.next_batch(|ev| {

@@ -7,7 +7,6 @@ use super::signals;
 use crate::{
     decode::{Decoder, Record},
     error::Error,
-    identity::sockets,
     kernel::{EventStream, ProbeSettings, Probes},
 };
 
@@ -50,10 +49,10 @@ pub async fn run(filter: Filter, sizes: ProbeSettings) -> Result<(), Error> {
     let stats = probes.take_stats()?;
     // As the daemon does: listeners that predate us, so their accepted
     // sockets carry an owner from the start (docs/architecture.md).
-    match sockets::listeners() {
-        Ok((found, ports)) => {
-            let _ = probes.seed_listeners(found);
-            decoder.set_ports(ports);
+    match super::listing_job(&mut probes)() {
+        Ok(found) => {
+            let _ = probes.seed_listeners(&found.listeners);
+            decoder.set_ports(found.ports);
         }
         Err(e) => log::warn!("cannot list listening sockets, their connections get owners at first I/O: {e}"),
     }

@@ -15,27 +15,39 @@ use std::{collections::HashSet, ops::RangeInclusive};
 
 use probe_common::Direction;
 
-/// The local ports that tell a direction: listening ones and the ephemeral range.
+/// The local ports that tell a direction: listening ones (per network
+/// namespace) and the ephemeral range.
 #[derive(Clone, Debug)]
 pub struct LocalPorts {
     ephemeral: RangeInclusive<u16>,
-    listening: HashSet<u16>,
+    /// (network namespace, port) of every listener.
+    listening: HashSet<(u32, u16)>,
+    /// The same ports, any namespace: for events, which carry no namespace.
+    listening_anywhere: HashSet<u16>,
 }
 
 impl Default for LocalPorts {
     fn default() -> Self {
-        LocalPorts { ephemeral: ephemeral_range(), listening: HashSet::new() }
+        LocalPorts { ephemeral: ephemeral_range(), listening: HashSet::new(), listening_anywhere: HashSet::new() }
     }
 }
 
 impl LocalPorts {
-    pub fn with_listening(ports: impl IntoIterator<Item = u16>) -> LocalPorts {
-        LocalPorts { listening: ports.into_iter().collect(), ..LocalPorts::default() }
+    /// Listeners as (network namespace, port).
+    pub fn with_listening(ports: impl IntoIterator<Item = (u32, u16)>) -> LocalPorts {
+        let listening: HashSet<(u32, u16)> = ports.into_iter().collect();
+        let listening_anywhere = listening.iter().map(|(_, p)| *p).collect();
+        LocalPorts { listening, listening_anywhere, ..LocalPorts::default() }
     }
 
-    /// The direction by the rule above.
-    pub fn infer(&self, local_port: u16) -> Direction {
-        if self.listening.contains(&local_port) {
+    /// The direction by the rule above; `netns` where known (else a listener
+    /// on that port in any namespace counts).
+    pub fn infer(&self, netns: Option<u32>, local_port: u16) -> Direction {
+        let listening = match netns {
+            Some(ns) => self.listening.contains(&(ns, local_port)),
+            None => self.listening_anywhere.contains(&local_port),
+        };
+        if listening {
             Direction::Inbound
         } else if self.ephemeral.contains(&local_port) {
             Direction::Outbound
@@ -47,7 +59,7 @@ impl LocalPorts {
     /// The kernel's direction where it knew it, else [`LocalPorts::infer`].
     pub fn resolve(&self, kernel: Direction, local_port: u16) -> Direction {
         match kernel {
-            Direction::Unknown => self.infer(local_port),
+            Direction::Unknown => self.infer(None, local_port),
             known => known,
         }
     }
@@ -70,11 +82,13 @@ mod tests {
 
     #[test]
     fn listening_ports_win_over_the_ephemeral_range() {
-        let ports = LocalPorts { ephemeral: 32768..=60999, listening: [40000, 8080].into() };
-        assert_eq!(ports.infer(40000), Direction::Inbound, "a listener on an ephemeral port");
-        assert_eq!(ports.infer(8080), Direction::Inbound);
-        assert_eq!(ports.infer(40001), Direction::Outbound);
-        assert_eq!(ports.infer(443), Direction::Inbound, "fixed port, listener gone");
+        let ports = LocalPorts { ephemeral: 32768..=60999, ..LocalPorts::with_listening([(1, 40000), (1, 8080)]) };
+        assert_eq!(ports.infer(Some(1), 40000), Direction::Inbound, "a listener on an ephemeral port");
+        assert_eq!(ports.infer(Some(2), 40000), Direction::Outbound, "that listener is in another namespace");
+        assert_eq!(ports.infer(None, 40000), Direction::Inbound, "namespace unknown: any listener counts");
+        assert_eq!(ports.infer(Some(1), 8080), Direction::Inbound);
+        assert_eq!(ports.infer(Some(1), 40001), Direction::Outbound);
+        assert_eq!(ports.infer(Some(1), 443), Direction::Inbound, "fixed port, listener gone");
         assert_eq!(ports.resolve(Direction::Outbound, 8080), Direction::Outbound, "the kernel's word wins");
         assert_eq!(ports.resolve(Direction::Unknown, 40001), Direction::Outbound);
     }

@@ -3,11 +3,11 @@
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
+    programs::{BtfTracePoint, FEntry, FExit, Iter, KProbe, Program, ProgramError},
 };
 use probe_common::{
     COUNTERS_MAP, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL,
-    LISTENERS_MAP, Owner, SOCKETS_MAP, STATE_STORE_GLOBAL, StateStore,
+    LISTENERS_MAP, ListenerKey, Owner, SOCKET_ITER_PROGRAM, SOCKETS_MAP, STATE_STORE_GLOBAL, StateStore, TcpStates,
 };
 
 use super::{
@@ -61,6 +61,8 @@ pub struct Probes {
     ebpf: Ebpf,
     pub status: Vec<ProbeStatus>,
     pub reasons: layout::ResetReasons,
+    /// TCP states as this kernel numbers them.
+    pub states: TcpStates,
     pub store: StoreChoice,
 }
 
@@ -114,8 +116,8 @@ impl Loaded {
         (!hooks.is_empty()).then(|| hooks.join(", "))
     }
 
-    fn into_probes(self, reasons: layout::ResetReasons, store: StoreChoice) -> Probes {
-        Probes { ebpf: self.ebpf, status: self.status, reasons, store }
+    fn into_probes(self, reasons: layout::ResetReasons, states: TcpStates, store: StoreChoice) -> Probes {
+        Probes { ebpf: self.ebpf, status: self.status, reasons, states, store }
     }
 }
 
@@ -214,7 +216,7 @@ impl Probes {
         } else {
             let why = match ctx.load(StateStore::SocketLocal) {
                 Ok(loaded) => match loaded.kprobe_in_use() {
-                    None => return Ok(loaded.into_probes(reasons, StoreChoice::socket_local())),
+                    None => return Ok(loaded.into_probes(reasons, kernel_layout.states, StoreChoice::socket_local())),
                     Some(hooks) => format!("{hooks} cannot use socket storage"),
                 },
                 Err(e) => e.to_string(),
@@ -223,7 +225,7 @@ impl Probes {
             Some(why)
         };
         let loaded = ctx.load(StateStore::LruHash)?;
-        Ok(loaded.into_probes(reasons, StoreChoice { store: StateStore::LruHash, refused }))
+        Ok(loaded.into_probes(reasons, kernel_layout.states, StoreChoice { store: StateStore::LruHash, refused }))
     }
 
     pub fn attached(&self, feature: Feature) -> bool {
@@ -239,17 +241,34 @@ impl Probes {
     /// the connections they accept start with an owner. Ports that a
     /// `listen()` seen since attaching already named are left alone.
     /// Returns how many were added.
-    pub fn seed_listeners(&mut self, listeners: impl IntoIterator<Item = (u16, Owner)>) -> Result<usize, Error> {
+    pub fn seed_listeners<'a>(
+        &mut self,
+        listeners: impl IntoIterator<Item = &'a (ListenerKey, Owner)>,
+    ) -> Result<usize, Error> {
         let map = self.ebpf.map_mut(LISTENERS_MAP).ok_or_else(|| Error::Load("no LISTENERS map".into()))?;
-        let mut map: AyaHashMap<_, u32, Owner> = AyaHashMap::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
+        let mut map: AyaHashMap<_, ListenerKey, Owner> =
+            AyaHashMap::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
         const BPF_NOEXIST: u64 = 1;
         let mut added = 0;
-        for (port, owner) in listeners {
-            if map.insert(port as u32, owner, BPF_NOEXIST).is_ok() {
+        for (key, owner) in listeners {
+            if map.insert(key, owner, BPF_NOEXIST).is_ok() {
                 added += 1;
             }
         }
         Ok(added)
+    }
+
+    /// A fresh run of the socket-listing iterator, to read (off the event
+    /// path: reading it is what runs it); `None` where it did not attach.
+    pub fn socket_listing(&mut self) -> Result<Option<std::fs::File>, Error> {
+        if !self.attached(Feature::SocketListing) {
+            return Ok(None);
+        }
+        let program = self.ebpf.program_mut(SOCKET_ITER_PROGRAM).ok_or_else(|| Error::Load("no iterator".into()))?;
+        let iter: &mut Iter = program.try_into().map_err(|e: ProgramError| Error::Load(describe(&e)))?;
+        let link = iter.attach().map_err(|e| Error::Load(describe(&e)))?;
+        let link = iter.take_link(link).map_err(|e| Error::Load(describe(&e)))?;
+        link.into_file().map(Some).map_err(|e| Error::Load(one_line(&e)))
     }
 
     /// Hands out the kernel-side state userspace reports on (counters, map size).
@@ -346,6 +365,12 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, hook: Hook, btf: &AyaBtf) -> Result<(
             p.load().map_err(err)?;
             p.attach(func, 0).map_err(err)?;
         }
+        Hook::Iter(target) => {
+            // Attached once to prove it works; each listing attaches anew.
+            let p: &mut Iter = program.try_into().map_err(err)?;
+            p.load(target, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
     }
     Ok(())
 }
@@ -356,6 +381,7 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
         Some(Program::FEntry(p)) => p.unload(),
         Some(Program::FExit(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),
+        Some(Program::Iter(p)) => p.unload(),
         _ => Ok(()),
     };
 }

@@ -5,6 +5,7 @@
 //! process or formats a label; that is [`crate::decode`]'s job.
 pub mod btf;
 pub mod layout;
+pub mod listing;
 pub mod loader;
 pub mod privileges;
 pub mod stats;

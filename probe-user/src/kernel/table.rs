@@ -4,6 +4,8 @@
 //! the first candidate this kernel accepts wins.
 use std::fmt;
 
+use probe_common::SOCKET_ITER_PROGRAM;
+
 use crate::kernel::btf::Btf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,16 +20,20 @@ pub enum Feature {
     SocketDestroy,
     /// `tcp_close` entry: the exact closing task.
     CloseEntry,
+    /// Every task's TCP sockets, whatever their network namespace: the
+    /// start-up scan and the periodic reconcile of live sockets.
+    SocketListing,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 6] = [
+    pub const ALL: [Feature; 7] = [
         Feature::StateChanges,
         Feature::AppIo,
         Feature::ResetsSent,
         Feature::ResetsReceived,
         Feature::SocketDestroy,
         Feature::CloseEntry,
+        Feature::SocketListing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +44,7 @@ impl Feature {
             Feature::ResetsReceived => "resets-received",
             Feature::SocketDestroy => "socket-destroy",
             Feature::CloseEntry => "close-entry",
+            Feature::SocketListing => "socket-listing",
         }
     }
 
@@ -50,6 +57,9 @@ impl Feature {
             Feature::ResetsReceived => Some("no reset_received events"),
             Feature::SocketDestroy => Some("socket state freed only by LRU eviction"),
             Feature::CloseEntry => Some("none: closers are recognised from state changes"),
+            Feature::SocketListing => Some(
+                "live sockets are listed per network namespace through /proc (needs CAP_SYS_ADMIN and CAP_SYS_PTRACE), without sockets whose connection is over",
+            ),
         }
     }
 }
@@ -61,6 +71,8 @@ pub enum Hook {
     FExit(&'static str),
     KProbe(&'static str),
     KRetProbe(&'static str),
+    /// A BPF iterator (`iter/<target>`): loaded, then run by reading it.
+    Iter(&'static str),
 }
 
 impl fmt::Display for Hook {
@@ -71,6 +83,7 @@ impl fmt::Display for Hook {
             Hook::FExit(t) => write!(f, "fexit/{t}"),
             Hook::KProbe(t) => write!(f, "kprobe/{t}"),
             Hook::KRetProbe(t) => write!(f, "kretprobe/{t}"),
+            Hook::Iter(t) => write!(f, "iter/{t}"),
         }
     }
 }
@@ -253,6 +266,13 @@ pub const PROBE_TABLE: &[Candidate] = &[
         needs: &[AnyFunction("tcp_close")],
         min_kernel: "5.12 (sockprobe's floor)",
         note: "as above, via kprobe",
+    },
+    Candidate {
+        feature: Feature::SocketListing,
+        programs: &[(SOCKET_ITER_PROGRAM, Iter("task_file"))],
+        needs: &[AnyFunction("bpf_iter_task_file"), AnyFunction("bpf_sock_from_file")],
+        min_kernel: "5.11 (bpf_sock_from_file)",
+        note: "preferred: every network namespace in one pass, in the kernel",
     },
 ];
 

@@ -1,0 +1,121 @@
+//! The live-socket listing: a BPF iterator over every task's files
+//! (`iter/task_file`, 5.8+; `bpf_sock_from_file`, 5.11+). It sees every
+//! network namespace at once, which sock_diag (the caller's namespace only)
+//! cannot, and names each socket's holder without reading `/proc`. One
+//! [`SocketEntry`] per TCP socket fd; for a listener, also one per
+//! connection waiting in its accept queue (no fd yet, so no other holder).
+use aya_ebpf::helpers::{
+    bpf_get_socket_cookie, bpf_probe_read_kernel_buf,
+    generated::{bpf_seq_write, bpf_sock_from_file},
+};
+use probe_common::{AF_INET, SocketEntry, entry_flags};
+
+use crate::{
+    access::{Access, Typed, Untyped},
+    kernel::{self, layout, probe_read},
+};
+
+/// Longest accept queue walked per listener (the rest are left to events).
+const MAX_QUEUED: u32 = 64;
+
+/// `struct bpf_iter__task_file`: `meta`, `task`, `fd`, `file` at 0, 8, 16, 24.
+/// The context of an iterator program is ABI (programs compiled against any
+/// kernel's headers access it at these offsets), unlike kernel structs.
+#[repr(C)]
+struct TaskFileCtx {
+    meta: *const *mut u8,
+    task: *const u8,
+    fd: u32,
+    file: *mut u8,
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task_file")]
+pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = unsafe { &*(ctx as *const TaskFileCtx) };
+    let (task, file) = (ctx.task, ctx.file);
+    if task.is_null() || file.is_null() {
+        return 0;
+    }
+    let sock = unsafe { bpf_sock_from_file(file.cast()) } as *const u8;
+    if sock.is_null() {
+        return 0;
+    }
+    let sk = Typed::read::<u64>(sock, layout!(socket_sk), 0) as *const u8;
+    if sk.is_null() || !kernel::is_tcp::<Typed>(sk) {
+        return 0;
+    }
+    let seq = unsafe { *ctx.meta };
+    let mut entry: SocketEntry = unsafe { core::mem::zeroed() };
+    holder(task, &mut entry);
+    endpoints::<Typed>(sk, &mut entry);
+    entry.cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    write(seq, &entry);
+    if entry.state as u32 == layout!(states.listen) {
+        queued(seq, sk, &mut entry);
+    }
+    0
+}
+
+/// Connections a listener has not accepted yet: walked through its accept
+/// queue, with probe reads (their sockets are not typed pointers here).
+#[inline(always)]
+fn queued(seq: *mut u8, listener: *const u8, entry: &mut SocketEntry) {
+    let mut req = probe_read::<u64>(listener, layout!(icsk_accept_head), 0);
+    for _ in 0..MAX_QUEUED {
+        if req == 0 {
+            break;
+        }
+        let child = probe_read::<u64>(req as *const u8, layout!(request_sock_sk), 0) as *const u8;
+        // The cookie exists if anything asked for it (our birth probes did).
+        let cookie = probe_read::<u64>(child, layout!(skc_cookie), 0);
+        if !child.is_null() && cookie != 0 {
+            endpoints::<Untyped>(child, entry);
+            entry.cookie = cookie;
+            entry.flags = entry_flags::QUEUED;
+            write(seq, entry);
+        }
+        req = probe_read::<u64>(req as *const u8, layout!(request_sock_next), 0);
+    }
+}
+
+#[inline(always)]
+fn write(seq: *mut u8, entry: &SocketEntry) {
+    unsafe { bpf_seq_write(seq.cast(), (entry as *const SocketEntry).cast_mut().cast(), size_of::<SocketEntry>() as u32) };
+}
+
+/// The process holding the fd: tgid, its leader's comm, its cgroup v2 id.
+#[inline(always)]
+fn holder(task: *const u8, entry: &mut SocketEntry) {
+    entry.tgid = probe_read::<u32>(task, layout!(task_tgid), 0);
+    let leader = probe_read::<u64>(task, layout!(task_group_leader), task as u64);
+    let comm = layout!(task_comm);
+    let src = (leader as *const u8).wrapping_add(comm.offset as usize);
+    if unsafe { bpf_probe_read_kernel_buf(src, &mut entry.comm) }.is_err() {
+        kernel::write16(&mut entry.comm, [0, 0]);
+    }
+    let cgroups = probe_read::<u64>(task, layout!(task_cgroups), 0);
+    let cgroup = probe_read::<u64>(cgroups as *const u8, layout!(css_set_dfl_cgrp), 0);
+    let kn = probe_read::<u64>(cgroup as *const u8, layout!(cgroup_kn), 0);
+    entry.cgroup_id = probe_read::<u64>(kn as *const u8, layout!(kernfs_node_id), 0);
+}
+
+#[inline(always)]
+fn endpoints<A: Access>(sk: *const u8, entry: &mut SocketEntry) {
+    let family = A::read::<u16>(sk, layout!(skc_family), 0);
+    entry.family = family;
+    entry.state = A::read::<u8>(sk, layout!(skc_state), 0);
+    entry.netns = kernel::netns(sk);
+    let (d, s) = if family == AF_INET {
+        (
+            [A::read::<u32>(sk, layout!(skc_daddr), 0) as u64, 0],
+            [A::read::<u32>(sk, layout!(skc_rcv_saddr), 0) as u64, 0],
+        )
+    } else {
+        (kernel::read_in6::<A>(sk, layout!(skc_v6_daddr)), kernel::read_in6::<A>(sk, layout!(skc_v6_rcv_saddr)))
+    };
+    kernel::write16(&mut entry.daddr, d);
+    kernel::write16(&mut entry.saddr, s);
+    entry.dport = u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0));
+    entry.sport = kernel::sport(sk);
+}
