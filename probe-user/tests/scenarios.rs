@@ -228,3 +228,91 @@ fn privileged_listener_predating_trace_names_idle_accepted_socket() {
     assert_eq!(u64_of(open, "pid"), server.child.id() as u64, "{open}");
     idle_client.join().expect("client");
 }
+
+/// Network namespaces (`ip netns`, as every pod has one): CLOSE_WAIT sockets
+/// and connections reset while their fds stay held, in one namespace from
+/// before the daemon started and one from after, against each namespace's
+/// own TCP table over several reconcile periods.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_namespaces_live_gauges_match_each_kernel_table() {
+    require_root();
+    let before = NetNs::new("gauges-a");
+    let hold = |ns: &NetNs, name: &str| {
+        Killed(spawn_ready(
+            &ns.prefix(),
+            *PEER,
+            &["--name", name, "hold", "--connections", "12", "--close-wait", "5", "--reset", "3"],
+        ))
+    };
+    let first = hold(&before, "ns-hold-a");
+    let daemon = Daemon::start(&["--metrics.reconcile-interval", "1s"]);
+    let after = NetNs::new("gauges-b");
+    let second = hold(&after, "ns-hold-b");
+    let check = |ns: &NetNs, comm: &str, pid: u32, text: &str| {
+        let table = ns.tcp_table();
+        let close_wait = table.iter().filter(|r| r.state == STATE_CLOSE_WAIT).count() as f64;
+        let closed = held_but_unlisted(pid, &table) as f64;
+        let gauge = |state| metric(text, "sockprobe_tcp_sockets", &[("comm", comm), ("state", state)]);
+        (gauge("close_wait"), close_wait, gauge("closed"), closed)
+    };
+    let mut text = String::new();
+    wait_until("both namespaces' sockets in the gauges", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        let (a, ea, b, eb) = check(&before, "ns-hold-a", first.0.id(), &text);
+        let (c, ec, d, ed) = check(&after, "ns-hold-b", second.0.id(), &text);
+        a == ea && b == eb && c == ec && d == ed
+    });
+    // Three reconcile periods: nothing drifts, nothing is dropped.
+    for i in 0..12 {
+        let text = daemon.scrape();
+        for (ns, comm, pid) in [(&before, "ns-hold-a", first.0.id()), (&after, "ns-hold-b", second.0.id())] {
+            let (cw, expected_cw, closed, expected_closed) = check(ns, comm, pid, &text);
+            assert_eq!((cw, closed), (expected_cw, expected_closed), "check {i}, {comm}: (close_wait, closed)\n{text}");
+            assert_eq!((expected_cw, expected_closed), (5.0, 3.0), "the kernel's own count");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Two namespaces, a server on 127.0.0.1:8080 in each, holding a connection
+/// it has not read from (its owner comes from the listener alone): each
+/// belongs to its own server, and one server exiting leaves the other's
+/// owner in place for the connections it accepts next.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_namespaces_listeners_on_one_port_keep_their_owners() {
+    require_root();
+    let daemon = Daemon::start(&[]);
+    let (a, b) = (NetNs::new("listen-a"), NetNs::new("listen-b"));
+    let server = |ns: &NetNs, name: &str| {
+        let s = Server::start(&ns.prefix(), name, &["--listen", "127.0.0.1:8080", "--connections", "3"]);
+        assert_eq!(s.addr, "127.0.0.1:8080");
+        s
+    };
+    let idle_client = |ns: &NetNs, name: &str| {
+        Killed(spawn(
+            &ns.prefix(),
+            *PEER,
+            &["--name", name, "client", "--connect", "127.0.0.1:8080", "--requests", "0", "--hold-ms", "600000"],
+        ))
+    };
+    let mut server_a = server(&a, "ns-srv-a");
+    let _server_b = server(&b, "ns-srv-b");
+    let _clients = [idle_client(&a, "ns-cli-a"), idle_client(&b, "ns-cli-b")];
+    let inbound = |text: &str, comm: &str| {
+        metric(text, "sockprobe_tcp_sockets", &[("comm", comm), ("direction", "inbound"), ("endpoint", "127.0.0.1:8080")])
+    };
+    let mut text = String::new();
+    wait_until("each server's accepted connection", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        inbound(&text, "ns-srv-a") == 1.0 && inbound(&text, "ns-srv-b") == 1.0
+    });
+    server_a.child.kill().ok();
+    server_a.child.wait().ok();
+    let _next = idle_client(&b, "ns-cli-b");
+    wait_until("B's next connection under B's server", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        inbound(&text, "ns-srv-b") == 2.0
+    });
+}

@@ -22,7 +22,18 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("curl", "curl"),
     ("systemd-analyze", "systemd"),
+    ("nsenter", "util-linux"),
+    ("pgrep", "procps"),
+    // Real containers (docs/development.md): podman with runc, no registry.
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("conmon", "conmon"),
 ];
+
+/// Packages whose file, not command, the tests need: a static busybox for
+/// the container image and the QEMU initramfs (the dynamic `busybox`
+/// package would not run there).
+const TEST_PACKAGES: &[&str] = &["busybox-static"];
 
 pub fn ensure() -> Result<()> {
     let nightly_llvm = ensure_nightly()?;
@@ -167,6 +178,7 @@ fn ensure_pip_tools() -> Result<()> {
 
 fn ensure_test_tools() -> Result<()> {
     ensure_pip_tools()?;
+    apt_install(&TEST_PACKAGES.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
         .filter(|(bin, _)| {

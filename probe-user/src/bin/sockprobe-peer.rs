@@ -46,12 +46,16 @@ enum Role {
     },
     /// Hold --connections open loopback connections (both ends in this
     /// process), the server side of --close-wait of them closed so the
-    /// client side sits in CLOSE_WAIT. Prints `ready`, then waits to be killed.
+    /// client side sits in CLOSE_WAIT, and of the next --reset of them reset
+    /// (SO_LINGER 0) so the client side's connection is over while its fd
+    /// stays open. Prints `ready`, then waits to be killed.
     Hold {
         #[arg(long, default_value_t = 1000)]
         connections: u32,
         #[arg(long, default_value_t = 0)]
         close_wait: u32,
+        #[arg(long, default_value_t = 0)]
+        reset: u32,
     },
     /// Connect, make --requests exchanges, then close.
     Client {
@@ -163,7 +167,7 @@ fn client(
     Ok(())
 }
 
-fn hold(connections: u32, close_wait: u32) -> std::io::Result<()> {
+fn hold(connections: u32, close_wait: u32, reset: u32) -> std::io::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut held = Vec::with_capacity(2 * connections as usize);
@@ -171,9 +175,23 @@ fn hold(connections: u32, close_wait: u32) -> std::io::Result<()> {
         let client = TcpStream::connect(addr)?;
         let (server, _) = listener.accept()?;
         held.push(client);
-        if i >= close_wait {
+        if i < close_wait {
+            // Dropped: FIN sent, the client side enters CLOSE_WAIT.
+        } else if i < close_wait + reset {
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: SO_LINGER with a valid struct linger; then the close sends a RST.
+            unsafe {
+                libc::setsockopt(
+                    server.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+        } else {
             held.push(server);
-        } // else: dropped, FIN sent, the client side enters CLOSE_WAIT
+        }
     }
     println!("ready");
     std::io::stdout().flush()?;
@@ -193,7 +211,7 @@ fn main() -> ExitCode {
             std::io::stdout().flush()?;
             serve(l, response, close_after, connections)
         }),
-        Role::Hold { connections, close_wait } => hold(connections, close_wait),
+        Role::Hold { connections, close_wait, reset } => hold(connections, close_wait, reset),
         Role::Client { connect, requests, response, read, connections, spread, hold_ms, fork_close } => {
             let read = read.unwrap_or(response).min(response);
             (0..spread).flat_map(|i| (0..connections).map(move |_| i)).try_for_each(|i| {

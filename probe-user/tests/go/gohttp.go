@@ -15,14 +15,49 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "server", "server | drain | unread | leak")
+	mode := flag.String("mode", "server", "server | drain | unread | leak | accept-only | dial")
 	listen := flag.String("listen", "127.0.0.1:0", "server: address")
 	bodyBytes := flag.Int("body-bytes", 64*1024, "server: response body size")
 	idle := flag.Duration("idle-timeout", 0, "server: close idle keep-alive connections after this long")
 	url := flag.String("url", "", "client: URL to request")
 	n := flag.Int("n", 100, "client: requests (0 = until killed)")
 	interval := flag.Duration("interval", 0, "client: pause between requests")
+	keepalive := flag.Duration("keepalive", 0, "client: TCP keepalive period (0: Go's default)")
+	stay := flag.Bool("stay", false, "client: keep running (and holding what it holds) after the requests")
+	addr := flag.String("addr", "", "dial: address to connect to and hold")
 	flag.Parse()
+
+	switch *mode {
+	case "accept-only":
+		// Accepts connections and holds them without reading: their owner
+		// can only come from the listener.
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("listening %s\n", ln.Addr())
+		var held []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				os.Exit(1)
+			}
+			held = append(held, c)
+		}
+	case "dial":
+		var held []net.Conn
+		for i := 0; i < *n; i++ {
+			c, err := net.Dial("tcp", *addr)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			held = append(held, c)
+		}
+		fmt.Println("dialed", len(held))
+		select {}
+	}
 
 	if *mode == "server" {
 		body := bytes.Repeat([]byte("x"), *bodyBytes)
@@ -44,7 +79,11 @@ func main() {
 		return
 	}
 
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	transport := &http.Transport{MaxIdleConnsPerHost: 4}
+	if *keepalive > 0 {
+		transport.DialContext = (&net.Dialer{KeepAlive: *keepalive}).DialContext
+	}
+	client := &http.Client{Transport: transport}
 	var leaked []*http.Response
 	for i := 0; *n == 0 || i < *n; i++ {
 		var resp *http.Response
@@ -76,4 +115,7 @@ func main() {
 		time.Sleep(*interval)
 	}
 	fmt.Println("done", len(leaked))
+	if *stay {
+		select {}
+	}
 }

@@ -246,6 +246,17 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// The namespace's TCP table (`/proc/net/tcp{,6}`), as the kernel has it.
+    pub fn tcp_table(&self) -> Vec<TcpRow> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "cat", "/proc/net/tcp", "/proc/net/tcp6"])
+            .output()
+            .expect("read /proc/net/tcp");
+        parse_tcp_table(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
@@ -283,18 +294,23 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_under(&[], args)
+    }
+
+    /// As [`Daemon::start`], the command prefixed (e.g. `setpriv ...`).
+    pub fn start_under(prefix: &[&str], args: &[&str]) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(*SOCKPROBE)
+        let child = command(prefix, *SOCKPROBE)
             .args(["run", "--web.listen-address", &addr])
             .args(args)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn sockprobe run");
         let d = Daemon { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
         while http_get(&d.addr, "/healthz").map(|(s, _)| s) != Some(200) {
-            assert!(Instant::now() < deadline, "sockprobe run not healthy within 30 s");
+            assert!(Instant::now() < deadline, "sockprobe run not healthy within 30 s (time-scaled)");
             thread::sleep(Duration::from_millis(50));
         }
         d
@@ -402,6 +418,25 @@ pub fn spawn_listening(prefix: &[&str], program: &str, args: &[&str]) -> (Child,
     (child, addr)
 }
 
+/// Starts `program args...` (optionally inside `prefix`) and waits for it to print `ready`.
+pub fn spawn_ready(prefix: &[&str], program: &str, args: &[&str]) -> Child {
+    let mut child = command(prefix, program).args(args).stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("prints ready");
+    assert_eq!(line.trim(), "ready", "unexpected output");
+    child
+}
+
+/// Kills a child on drop.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn spawn(prefix: &[&str], program: &str, args: &[&str]) -> Child {
     command(prefix, program).args(args).stdout(Stdio::null()).spawn().expect("spawn")
 }
@@ -455,3 +490,55 @@ impl Drop for GoLeak {
         }
     }
 }
+
+/// One line of `/proc/net/tcp{,6}`: the kernel's own socket table, the one
+/// `ss` reads too (and one a QEMU guest without `ss` can read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpRow {
+    /// Kernel TCP state number (1 ESTABLISHED, 8 CLOSE_WAIT, 10 LISTEN, ...).
+    pub state: u8,
+    pub local_port: u16,
+    pub inode: u64,
+}
+
+pub const STATE_ESTABLISHED: u8 = 1;
+pub const STATE_CLOSE_WAIT: u8 = 8;
+
+pub fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
+    text.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            if cols.len() < 10 || cols[0] == "sl" {
+                return None;
+            }
+            let local_port = u16::from_str_radix(cols[1].rsplit(':').next()?, 16).ok()?;
+            Some(TcpRow { state: u8::from_str_radix(cols[3], 16).ok()?, local_port, inode: cols[9].parse().ok()? })
+        })
+        .collect()
+}
+
+/// Socket inodes of the fds `pid` holds.
+pub fn socket_fds(pid: u32) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| {
+            let t = std::fs::read_link(e.path()).ok()?;
+            t.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+/// Sockets `pid` holds whose connection the kernel's table no longer lists:
+/// what sockprobe reports as `state="closed"`. (Other socket kinds, e.g.
+/// Unix sockets, are not in `table` either: only TCP-only holders fit.)
+pub fn held_but_unlisted(pid: u32, table: &[TcpRow]) -> usize {
+    socket_fds(pid).iter().filter(|ino| !table.iter().any(|r| r.inode == **ino)).count()
+}
+
+/// The pid of the process named `comm` (exactly), if one runs.
+pub fn pid_of(comm: &str) -> Option<u32> {
+    let out = Command::new("pgrep").args(["-x", comm]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().next()?.trim().parse().ok()
+}
+
+pub mod podman;

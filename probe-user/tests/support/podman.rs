@@ -1,0 +1,139 @@
+//! Real containers (Debian's podman, no registry): an image imported from a
+//! tarball of busybox and the static Go test program under many names, run
+//! with runc, `--network none` (a network namespace of its own) and explicit
+//! ulimits (docs/development.md says why).
+use std::{process::Command, sync::OnceLock};
+
+use super::{TcpRow, parse_tcp_table, tcpext_counter};
+
+/// Names the Go program answers to inside the image (its comm there).
+const NAMES: &[&str] = &[
+    "c1-srv", "c1-leaky", "c2-srv", "c2-leaky", "c3a-srv", "c3a-cli", "c3b-srv", "c3b-cli", "c4-srv", "c4-unread",
+    "c5-srv", "c5-leaky", "c6-srv", "c6-leaky",
+];
+
+const IMAGE: &str = "localhost/sockprobe-test:latest";
+
+fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman").args(args).output().unwrap_or_else(|e| panic!("podman {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "podman {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Builds and imports the image once per test binary.
+pub fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("podman");
+        let root = dir.join("rootfs");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        let go = root.join("bin/gohttp");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&go)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/gohttp.go"))
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env("GO111MODULE", "off")
+            .status()
+            .expect("go (Debian golang-go)");
+        assert!(status.success(), "static go build failed");
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+        for name in NAMES {
+            std::os::unix::fs::symlink("gohttp", root.join("bin").join(name)).unwrap();
+        }
+        let tar = dir.join("rootfs.tar");
+        let status = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
+        assert!(status.success(), "tar failed");
+        podman(&["import", "-q", tar.to_str().unwrap(), IMAGE]);
+    });
+    IMAGE
+}
+
+/// A running container; removed on drop.
+pub struct Container {
+    pub id: String,
+    /// Host pid of its first process.
+    pub pid: u32,
+}
+
+impl Container {
+    /// Runs `script` under busybox sh; `extra` are more `podman run` flags.
+    pub fn run(script: &str, extra: &[&str]) -> Container {
+        let image = image();
+        let nofile = {
+            let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+            format!("nofile={0}:{0}", l.rlim_max.min(1 << 20))
+        };
+        let mut args = vec!["--runtime", "runc", "run", "-d", "--network", "none", "--ulimit", &nofile];
+        args.extend(["--ulimit", "nproc=4096:4096"]);
+        args.extend(extra);
+        args.extend([image, "/bin/sh", "-c", script]);
+        let id = podman(&args);
+        let pid = podman(&["inspect", "-f", "{{.State.Pid}}", &id]).parse().expect("container pid");
+        Container { id, pid }
+    }
+
+    /// The `container` label sockprobe gives it.
+    pub fn label(&self) -> String {
+        format!("/podman/{}", &self.id[..12])
+    }
+
+    /// Runs a command inside, detached.
+    pub fn exec(&self, argv: &[&str]) {
+        let mut args = vec!["exec", "-d", &self.id];
+        args.extend(argv);
+        podman(&args);
+    }
+
+    /// Runs a command inside to its end.
+    pub fn exec_wait(&self, argv: &[&str]) {
+        let mut args = vec!["exec", &self.id];
+        args.extend(argv);
+        podman(&args);
+    }
+
+    fn in_netns(&self, argv: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-n"])
+            .args(argv)
+            .output()
+            .expect("nsenter (util-linux)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ss` inside: sockets in `state` (ss's name, e.g. close-wait) held by `comm`.
+    pub fn ss_count(&self, state: &str, comm: &str) -> usize {
+        let needle = format!("((\"{comm}\",");
+        self.in_netns(&["ss", "-tanpH", "state", state]).lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    /// The container's TCP table.
+    pub fn tcp_table(&self) -> Vec<TcpRow> {
+        parse_tcp_table(&self.in_netns(&["cat", "/proc/net/tcp", "/proc/net/tcp6"]))
+    }
+
+    /// A TcpExt counter of the container's network namespace.
+    pub fn tcpext(&self, counter: &str) -> u64 {
+        tcpext_counter(&self.in_netns(&["cat", "/proc/net/netstat"]), counter)
+    }
+
+    pub fn remove(&self) {
+        podman(&["rm", "-f", "-t", "0", &self.id]);
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rm", "-f", "-t", "0", &self.id]).output();
+    }
+}
