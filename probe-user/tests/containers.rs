@@ -21,7 +21,7 @@ fn gauge(text: &str, comm: &str, container: &Container, state: &str) -> f64 {
     metric(text, "sockprobe_tcp_sockets", &[("comm", comm), ("container", &container.label()), ("state", state)])
 }
 
-/// 1. A container leaking CLOSE_WAIT before the daemon starts: in the first scrape, equal to `ss` inside it.
+/// Case 1: A container leaking CLOSE_WAIT before the daemon starts: in the first scrape, equal to `ss` inside it.
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_container_leak_before_start_is_in_first_scrape() {
@@ -43,7 +43,7 @@ fn privileged_container_leak_before_start_is_in_first_scrape() {
     assert!(second >= first + 0.9, "the oldest age should grow: {first} then {second}");
 }
 
-/// 2. A container that starts leaking after the daemon: the gauge equals `ss`
+/// Case 2: A container that starts leaking after the daemon: the gauge equals `ss`
 /// inside at every check over several reconcile periods (1 s here).
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
@@ -64,7 +64,7 @@ fn privileged_container_leak_after_start_stays_equal_to_ss() {
     }
 }
 
-/// 3. Two containers, each with a server on 127.0.0.1:8080 holding accepted
+/// Case 3: Two containers, each with a server on 127.0.0.1:8080 holding accepted
 /// connections it never reads (their owner can only come from the listener):
 /// each belongs to its own server; one container exiting leaves the other's
 /// listener owner intact.
@@ -116,7 +116,7 @@ fn privileged_two_containers_same_listener_address() {
     });
 }
 
-/// 4. Unread closes inside a container equal its namespace's TCPAbortOnClose.
+/// Case 4: Unread closes inside a container equal its namespace's TCPAbortOnClose.
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_container_unread_closes_match_its_kernel_counter() {
@@ -137,7 +137,7 @@ fn privileged_container_unread_closes_match_its_kernel_counter() {
     assert_eq!(metric(&text, "sockprobe_tcp_unread_closes_total", &labels), delta, "{text}");
 }
 
-/// 5. Leaked fds of reset sockets: the client's CLOSE_WAIT sockets are reset
+/// Case 5: Leaked fds of reset sockets: the client's CLOSE_WAIT sockets are reset
 /// by its TCP keepalive once the server's FIN_WAIT2 is gone (1 s here); `ss`
 /// no longer lists them, the process still holds them: `state="closed"`.
 #[test]
@@ -160,7 +160,7 @@ fn privileged_container_reset_sockets_still_held_are_closed() {
     assert_eq!(gauge(&text, "c5-leaky", &c, "close_wait"), 0.0, "{text}");
 }
 
-/// 6. A container that exits: its gauges go at once (its sockets close),
+/// Case 6: A container that exits: its gauges go at once (its sockets close),
 /// its other series when they expire.
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]

@@ -33,6 +33,15 @@ pub struct BenchArgs {
     /// Connections to churn through for the leak check (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     churn_total: u64,
+    /// Network namespaces for the listing phase (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    listing_namespaces: u32,
+    /// Sockets held across them for the listing phase.
+    #[arg(long, default_value_t = 100_000)]
+    listing_sockets: u32,
+    /// Only the listing phase (no throughput rounds).
+    #[arg(long)]
+    listing_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -350,6 +359,12 @@ fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.listing_only {
+        let mut report = String::new();
+        crate::listing_bench::run(args.listing_namespaces, args.listing_sockets, &mut report)?;
+        println!("{report}");
+        return Ok(());
+    }
     crate::bootstrap::apt_install(&["wrk".into(), "nginx-light".into(), "bpftrace".into(), "bpftool".into()])?;
     // bpftrace 0.17 looks for tracepoints under debugfs.
     if !Path::new("/sys/kernel/debug/tracing/events").exists() {
@@ -498,6 +513,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.churn_total > 0 {
         churn_leak(args.churn_total, nginx.port, &mut report)?;
+    }
+    if args.listing_namespaces > 0 {
+        crate::listing_bench::run(args.listing_namespaces, args.listing_sockets, &mut report)?;
     }
     drop(nginx);
     std::fs::write(dir.join("report.md"), &report)?;

@@ -7,6 +7,7 @@
 mod bench;
 mod bootstrap;
 mod kernels;
+mod listing_bench;
 mod test;
 
 use std::process::{Command, ExitCode};

@@ -1,8 +1,5 @@
 //! `sockprobe run`: attach, aggregate, serve metrics until SIGTERM/SIGINT.
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
-};
+use std::{sync::{Arc, atomic::Ordering}, time::Duration};
 
 use tokio::net::TcpListener;
 
@@ -16,7 +13,6 @@ use crate::{
     identity::{
         Clock,
         k8s::{ApiConfig, PodNames},
-        sockets::Listing,
     },
     kernel::{self, EventStream, Outcome, Probes},
 };
@@ -72,20 +68,22 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
 
     // Probes first, then the listing: a socket closing in between is seen
     // by the probes (its close is remembered until the listing is applied).
-    let started = Instant::now();
     shared.agg.lock().unwrap().begin_listing(Clock::monotonic_now_ns());
     let job = super::listing_job(&mut probes);
     match tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string()).and_then(|r| r) {
-        Ok(found) => {
-            let r = shared.agg.lock().unwrap().apply_listing(&mut decoder, &found, Clock::monotonic_now_ns());
+        Ok(listed) => {
+            let found = &listed.listing;
+            let r = shared.agg.lock().unwrap().apply_listing(&mut decoder, found, Clock::monotonic_now_ns());
             let seeded = probes.seed_listeners(&found.listeners);
             log::info!(
-                "start-up listing: {} existing sockets, {} listeners named, in {:?}",
+                "start-up listing: {} existing sockets, {} listeners named; {} records in {:?} ({:?} CPU)",
                 r.adopted,
                 seeded.unwrap_or(0),
-                started.elapsed()
+                listed.records,
+                listed.took,
+                listed.cpu
             );
-            decoder.set_ports(found.ports);
+            decoder.set_ports(listed.listing.ports);
         }
         Err(e) => log::warn!("start-up listing failed, existing sockets appear as they change: {e}"),
     }
@@ -99,7 +97,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     let mut reconcile = tokio::time::interval(cfg.reconcile_interval);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     reconcile.tick().await;
-    let mut pending: Option<tokio::task::JoinHandle<Result<Listing, String>>> = None;
+    let mut pending: Option<tokio::task::JoinHandle<Result<super::Listed, String>>> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -110,11 +108,15 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
             done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
                 pending = None;
                 match done.map_err(|e| e.to_string()).and_then(|r| r) {
-                    Ok(found) => {
-                        let r = shared.agg.lock().unwrap().apply_listing(&mut decoder, &found, Clock::monotonic_now_ns());
+                    Ok(listed) => {
+                        let found = &listed.listing;
+                        let r = shared.agg.lock().unwrap().apply_listing(&mut decoder, found, Clock::monotonic_now_ns());
                         let _ = probes.seed_listeners(&found.listeners);
-                        decoder.set_ports(found.ports);
-                        log::debug!("reconcile: {r:?}");
+                        log::debug!(
+                            "reconcile: {} records listed in {:?} ({:?} CPU); {r:?}",
+                            listed.records, listed.took, listed.cpu
+                        );
+                        decoder.set_ports(listed.listing.ports);
                     }
                     Err(e) => log::warn!("reconcile failed, live gauges may drift until the next: {e}"),
                 }

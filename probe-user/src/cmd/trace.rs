@@ -50,9 +50,9 @@ pub async fn run(filter: Filter, sizes: ProbeSettings) -> Result<(), Error> {
     // As the daemon does: listeners that predate us, so their accepted
     // sockets carry an owner from the start (docs/architecture.md).
     match super::listing_job(&mut probes)() {
-        Ok(found) => {
-            let _ = probes.seed_listeners(&found.listeners);
-            decoder.set_ports(found.ports);
+        Ok(listed) => {
+            let _ = probes.seed_listeners(&listed.listing.listeners);
+            decoder.set_ports(listed.listing.ports);
         }
         Err(e) => log::warn!("cannot list listening sockets, their connections get owners at first I/O: {e}"),
     }
