@@ -16,6 +16,10 @@ use crate::{error::Error, kernel::ProbeSettings};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
 pub const DEFAULT_MAX_ENDPOINTS: u32 = 100;
+/// (comm, container) pairs and label sets in all: sized so that the worst
+/// case stays well inside the DaemonSet's 256 MiB (docs/security.md).
+pub const DEFAULT_MAX_PROCESSES: u32 = 1000;
+pub const DEFAULT_MAX_SERIES: u32 = 20_000;
 pub const DEFAULT_SERIES_TTL: &str = "10m";
 pub const DEFAULT_RECONCILE_INTERVAL: &str = "30s";
 pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
@@ -48,6 +52,12 @@ pub struct MetricsSection {
     #[arg(id = "metrics.max-endpoints", long = "metrics.max-endpoints", value_name = "N",
           help = with_default("Distinct `endpoint` label values per (comm, container); the rest are folded into endpoint=\"other\"", DEFAULT_MAX_ENDPOINTS))]
     pub max_endpoints: Option<u32>,
+    #[arg(id = "metrics.max-processes", long = "metrics.max-processes", value_name = "N",
+          help = with_default("Distinct (comm, container) pairs; the rest are folded into comm=\"other\" (a process renaming itself cannot add series without end)", DEFAULT_MAX_PROCESSES))]
+    pub max_processes: Option<u32>,
+    #[arg(id = "metrics.max-series", long = "metrics.max-series", value_name = "N",
+          help = with_default("Label sets (comm, container, direction, endpoint) in all; past it, new ones are folded into comm=\"other\", endpoint=\"other\"", DEFAULT_MAX_SERIES))]
+    pub max_series: Option<u32>,
     #[arg(id = "metrics.series-ttl", long = "metrics.series-ttl", value_name = "DURATION",
           help = with_default("Drop the series of a process with no socket and no event for this long (90s, 10m, 1h)", DEFAULT_SERIES_TTL))]
     pub series_ttl: Option<HumanDuration>,
@@ -150,6 +160,8 @@ impl Settings {
             },
             metrics: MetricsSection {
                 max_endpoints: m.max_endpoints.or(f.metrics.max_endpoints),
+                max_processes: m.max_processes.or(f.metrics.max_processes),
+                max_series: m.max_series.or(f.metrics.max_series),
                 series_ttl: m.series_ttl.or(f.metrics.series_ttl),
                 reconcile_interval: m.reconcile_interval.or(f.metrics.reconcile_interval),
             },
@@ -168,17 +180,35 @@ impl Settings {
         if max_endpoints == 0 {
             return Err(Error::Config("invalid metrics.max-endpoints 0: expected 1 or more".into()));
         }
+        let max_processes = self.metrics.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES);
+        let max_series = self.metrics.max_series.unwrap_or(DEFAULT_MAX_SERIES);
+        for (name, v) in [("metrics.max-processes", max_processes), ("metrics.max-series", max_series)] {
+            if v == 0 {
+                return Err(Error::Config(format!("invalid {name} 0: expected 1 or more")));
+            }
+        }
         let kubernetes_api_url = self.kubernetes.api_url;
         if let Some(u) = &kubernetes_api_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
+            && !(u.starts_with("https://") || u.starts_with("http://127.") || u.starts_with("http://[::1]"))
         {
-            return Err(Error::Config(format!("invalid kubernetes.api-url '{u}': expected https://HOST:PORT")));
+            return Err(Error::Config(format!(
+                "invalid kubernetes.api-url '{u}': expected https://HOST:PORT (plain http only to a loopback address)"
+            )));
+        }
+        if let Some(n) = &self.kubernetes.node_name
+            && !(n.len() <= 253
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'))
+        {
+            return Err(Error::Config(format!("invalid kubernetes.node-name {n:?}: expected a DNS subdomain")));
         }
         Ok(RunConfig {
             listen_address: self.web.listen_address.map_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"), |a| a.0),
             telemetry_path: self.web.telemetry_path.map_or_else(|| DEFAULT_TELEMETRY_PATH.into(), |p| p.0),
             web_config_file: self.web.config_file,
             max_endpoints,
+            max_processes,
+            max_series,
             series_ttl: self.metrics.series_ttl.unwrap_or_else(|| DEFAULT_SERIES_TTL.parse().expect("valid default")).0,
             reconcile_interval: self
                 .metrics
@@ -228,6 +258,10 @@ pub struct RunConfig {
     pub web_config_file: Option<PathBuf>,
     /// Distinct `endpoint` values per (comm, container) before folding into `other`.
     pub max_endpoints: u32,
+    /// (comm, container) pairs before folding into `comm="other"`.
+    pub max_processes: u32,
+    /// Label sets in all before folding.
+    pub max_series: u32,
     /// Label sets of processes without sockets or events for this long are dropped.
     pub series_ttl: Duration,
     /// How often live sockets are listed again.

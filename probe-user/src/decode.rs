@@ -79,6 +79,9 @@ pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// `container` labels cached by cgroup id.
+const MAX_CACHED_CONTAINERS: usize = 4096;
+
 pub struct Decoder {
     clock: Clock,
     cgroups: CgroupPaths,
@@ -111,6 +114,10 @@ impl Decoder {
         let c = self.pods.resolve(&container_of(&path));
         // A pod the API has not named yet may be named at the next refresh.
         if !c.starts_with("/k8s/pod-") {
+            if self.containers.len() >= MAX_CACHED_CONTAINERS {
+                // Bounded whatever the churn of cgroups: start over.
+                self.containers.clear();
+            }
             self.containers.insert(cgroup_id, c.clone());
         }
         c

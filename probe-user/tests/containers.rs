@@ -12,8 +12,8 @@ use support::{podman::Container, *};
 /// response bodies: `n` CLOSE_WAIT sockets in the client, then it stays.
 fn leaking(tag: &str, n: u32, extra_client_flags: &str) -> String {
     format!(
-        "/bin/{tag}-srv -mode server -listen 127.0.0.1:8080 -body-bytes 100 -idle-timeout 200ms & sleep 0.3; \
-         exec /bin/{tag}-leaky -mode leak -url http://127.0.0.1:8080/ -n {n} -interval 50ms -stay {extra_client_flags}"
+        "/bin/{tag}-srv -mode server -listen 127.0.0.1:8080 -body-bytes 100 -idle-timeout 200ms & \
+         exec /bin/{tag}-leaky -mode leak -wait -url http://127.0.0.1:8080/ -n {n} -interval 50ms -stay {extra_client_flags}"
     )
 }
 
@@ -77,8 +77,8 @@ fn privileged_two_containers_same_listener_address() {
     let daemon = Daemon::start(&[]);
     let script = |tag: &str| {
         format!(
-            "/bin/{tag}-srv -mode accept-only -listen 127.0.0.1:8080 & sleep 0.3; \
-             exec /bin/{tag}-cli -mode dial -addr 127.0.0.1:8080 -n 2"
+            "/bin/{tag}-srv -mode accept-only -listen 127.0.0.1:8080 & \
+             exec /bin/{tag}-cli -mode dial -wait -addr 127.0.0.1:8080 -n 2"
         )
     };
     let a = Container::run(&script("c3a"), &[]);
@@ -101,7 +101,11 @@ fn privileged_two_containers_same_listener_address() {
         text = daemon.scrape();
         inbound(&text, "c3a-srv", &a) == 2.0 && inbound(&text, "c3b-srv", &b) == 2.0
     });
-    let total_inbound = metric(&text, "sockprobe_tcp_sockets", &[("direction", "inbound"), ("endpoint", "127.0.0.1:8080")]);
+    let total_inbound = metric(
+        &text,
+        "sockprobe_tcp_sockets",
+        &[("direction", "inbound"), ("endpoint", "127.0.0.1:8080"), ("state", "established")],
+    );
     assert_eq!(total_inbound, 4.0, "no accepted socket under a wrong owner\n{text}");
     assert_eq!(gauge(&text, "c3a-cli", &a, "established"), 2.0, "{text}");
 

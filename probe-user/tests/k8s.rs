@@ -8,6 +8,14 @@ use std::{
 
 use sockprobe::identity::k8s::{ApiConfig, PodNames};
 
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn api(url: String, token: Option<&str>) -> ApiConfig {
+    ApiConfig { url, node: "node-1".into(), token: token.map(String::from), token_file: None, ca_file: None }
+}
+
 /// Serves `body` (chunked, as the API server does) to one request; sends
 /// the request line back.
 fn serve_once(body: &'static str) -> (String, mpsc::Receiver<String>) {
@@ -30,12 +38,12 @@ fn serve_once(body: &'static str) -> (String, mpsc::Receiver<String>) {
 #[test]
 fn pods_of_this_node_name_their_containers() {
     let (url, requests) = serve_once(include_str!("fixtures/pods-node-1.json"));
-    let api = ApiConfig { url, node: "node-1".into(), token: Some("t0ken".into()), ca_file: None };
+    let api = api(url, Some("t0ken"));
     let pods = PodNames::default();
-    assert_eq!(pods.refresh(&api).expect("refresh from the recorded API"), 3);
-    let req = requests.recv().unwrap();
-    assert!(req.starts_with("GET /api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1 HTTP/1.1"), "{req}");
-    assert!(req.contains("Authorization: Bearer t0ken"), "{req}");
+    assert_eq!(block_on(pods.refresh(&api)).expect("refresh from the recorded API"), 3);
+    let req = requests.recv().unwrap().to_ascii_lowercase();
+    assert!(req.starts_with("get /api/v1/pods?fieldselector=spec.nodename%3dnode-1&resourceversion=0 http/1.1"), "{req}");
+    assert!(req.contains("authorization: bearer t0ken"), "{req}");
     let uid = "1b2c3d4e-0000-1111-2222-333344445555";
     assert_eq!(pods.resolve(&format!("/k8s/pod-{uid}/0123456789ab")), "/k8s/shop/checkout-7d9f8c6b5-x2kqp/api");
     assert_eq!(pods.resolve(&format!("/k8s/pod-{uid}/fedcba987654")), "/k8s/shop/checkout-7d9f8c6b5-x2kqp/envoy");
@@ -49,12 +57,10 @@ fn pods_of_this_node_name_their_containers() {
 fn unreachable_api_keeps_the_cgroup_names() {
     let (url, _requests) = serve_once(include_str!("fixtures/pods-node-1.json"));
     let pods = PodNames::default();
-    pods.refresh(&ApiConfig { url, node: "node-1".into(), token: None, ca_file: None }).unwrap();
+    block_on(pods.refresh(&api(url, None))).unwrap();
     // The API goes away: refresh fails, the names learned so far stay.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let err = pods
-        .refresh(&ApiConfig { url: format!("http://{closed}"), node: "node-1".into(), token: None, ca_file: None })
-        .unwrap_err();
+    let err = block_on(pods.refresh(&api(format!("http://{closed}"), None))).unwrap_err();
     assert!(err.to_string().contains("Kubernetes API"), "{err}");
     assert_eq!(pods.count(), 3);
     let fresh = PodNames::default();

@@ -187,10 +187,14 @@ impl Families {
         }
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
-    pub fn encode(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
     }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
 }

@@ -21,9 +21,9 @@ use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 use self::{
     families::{Count, Families, Spread, family_of},
     live::LiveSockets,
-    series::{ProcKey, RawKey, SeriesTable},
+    series::{ProcKey, RawKey, SeriesKey, SeriesTable},
 };
-pub use self::series::{OTHER_ENDPOINT, UNKNOWN_COMM};
+pub use self::series::{Limits, OTHER_COMM, OTHER_ENDPOINT, UNKNOWN_COMM};
 use crate::{
     decode::{Decoder, comm_str, direction_label, endpoint_label, ip_addr},
     identity::sockets::{FoundSocket, Listing, LiveState},
@@ -42,10 +42,20 @@ pub struct Aggregator {
     ttl: Duration,
     series: SeriesTable,
     live: LiveSockets,
-    events_lost_seen: u64,
+    /// Label sets the gauges show now, to remove those that go.
+    shown_sockets: HashSet<(SeriesKey, LiveState)>,
+    shown_oldest: HashSet<ProcKey>,
     /// While a listing is being taken: when it began, and the sockets whose
     /// close was seen since (the listing may still show them).
     listing: Option<(u64, HashSet<u64>)>,
+}
+
+/// What `/metrics` encodes, for the exporter.
+#[derive(Clone)]
+pub struct Exported {
+    pub registry: prometheus::Registry,
+    pub events_lost: prometheus::IntCounter,
+    pub tracked_sockets: prometheus::IntGauge,
 }
 
 /// What applying a listing changed.
@@ -60,15 +70,16 @@ pub struct Reconciled {
 }
 
 impl Aggregator {
-    pub fn new(max_endpoints: u32, ttl: Duration, version: &str, kernel: &str) -> Aggregator {
+    pub fn new(limits: Limits, ttl: Duration, version: &str, kernel: &str) -> Aggregator {
         let f = Families::new();
         f.build_info.with_label_values(&[version, kernel]).set(1);
         Aggregator {
             f,
             ttl,
-            series: SeriesTable::new(max_endpoints as usize),
+            series: SeriesTable::new(limits),
             live: LiveSockets::default(),
-            events_lost_seen: 0,
+            shown_sockets: HashSet::new(),
+            shown_oldest: HashSet::new(),
             listing: None,
         }
     }
@@ -207,39 +218,50 @@ impl Aggregator {
         self.live.track(s.cookie, slot, s.state, now_mono_ns);
     }
 
-    /// Recomputes gauges and self-metrics, expires stale label sets, and
-    /// renders the exposition.
-    pub fn render(&mut self, now_mono_ns: u64, events_lost: u64, tracked_sockets: i64) -> String {
+    /// Brings the gauges up to date and expires stale label sets; the
+    /// exposition is encoded elsewhere, from [`Aggregator::registry`], so
+    /// encoding never holds up the event path. Gauges are set, not reset and
+    /// rebuilt, so a scrape running meanwhile never sees them empty.
+    pub fn refresh(&mut self, now_mono_ns: u64) {
         self.expire(now_mono_ns);
-        self.f.sockets.reset();
-        self.f.close_wait_oldest.reset();
-        let mut per_slot: HashMap<(usize, LiveState), i64> = HashMap::new();
-        let mut oldest: HashMap<&ProcKey, u64> = HashMap::new();
+        let mut sockets: HashMap<(SeriesKey, LiveState), i64> = HashMap::new();
+        let mut oldest: HashMap<ProcKey, u64> = HashMap::new();
         for l in self.live.iter() {
-            *per_slot.entry((l.slot, l.state)).or_default() += 1;
-            if l.state == LiveState::CloseWait
-                && let Some(s) = self.series.get(l.slot)
-            {
-                let o = oldest.entry(&s.key.proc).or_insert(l.close_wait_since);
+            let Some(s) = self.series.get(l.slot) else { continue };
+            *sockets.entry((s.key.clone(), l.state)).or_default() += 1;
+            if l.state == LiveState::CloseWait {
+                let o = oldest.entry(s.key.proc.clone()).or_insert(l.close_wait_since);
                 *o = (*o).min(l.close_wait_since);
             }
         }
-        for ((slot, state), n) in per_slot {
-            if let Some(s) = self.series.get(slot) {
-                let [c, k, d, e] = s.labels();
-                self.f.sockets.with_label_values(&[c, k, d, e, state.label()]).set(n);
-            }
+        for ((key, state), n) in &sockets {
+            let labels = [&key.proc.comm, &key.proc.container, key.direction, &key.endpoint, state.label()];
+            self.f.sockets.with_label_values(&labels).set(*n);
         }
-        for (key, since) in oldest {
-            let age = now_mono_ns.saturating_sub(since) as f64 / 1e9;
+        for gone in self.shown_sockets.iter().filter(|k| !sockets.contains_key(*k)) {
+            let (key, state) = gone;
+            let labels = [&key.proc.comm, &key.proc.container, key.direction, &key.endpoint, state.label()];
+            let _ = self.f.sockets.remove_label_values(&labels);
+        }
+        for (key, since) in &oldest {
+            let age = now_mono_ns.saturating_sub(*since) as f64 / 1e9;
             self.f.close_wait_oldest.with_label_values(&[&key.comm, &key.container]).set(age);
         }
-        if events_lost > self.events_lost_seen {
-            self.f.events_lost.inc_by(events_lost - self.events_lost_seen);
-            self.events_lost_seen = events_lost;
+        for gone in self.shown_oldest.iter().filter(|k| !oldest.contains_key(*k)) {
+            let _ = self.f.close_wait_oldest.remove_label_values(&[&gone.comm, &gone.container]);
         }
-        self.f.tracked_sockets.set(tracked_sockets);
-        self.f.encode()
+        self.shown_sockets = sockets.into_keys().collect();
+        self.shown_oldest = oldest.into_keys().collect();
+    }
+
+    /// The registry to encode (`/metrics`), and the self-metrics that the
+    /// exporter keeps up to date itself.
+    pub fn exported(&self) -> Exported {
+        Exported {
+            registry: self.f.registry(),
+            events_lost: self.f.events_lost.clone(),
+            tracked_sockets: self.f.tracked_sockets.clone(),
+        }
     }
 
     /// Forgets processes with no live socket and no event for `ttl`, and
@@ -311,18 +333,27 @@ mod tests {
         assert!(open.close_wait_end().is_none(), "only close records carry it");
     }
 
+    fn limits(max_endpoints: usize) -> Limits {
+        Limits { max_endpoints, max_processes: 1000, max_series: 20_000 }
+    }
+
+    fn render(a: &mut Aggregator, now: u64) -> String {
+        a.refresh(now);
+        families::encode(&a.exported().registry)
+    }
+
     fn decoder() -> Decoder {
         Decoder::new(ResetReasons::default())
     }
 
     #[test]
     fn endpoints_fold_past_the_cap_and_count() {
-        let mut a = Aggregator::new(2, Duration::from_secs(600), "0", "k");
+        let mut a = Aggregator::new(limits(2), Duration::from_secs(600), "0", "k");
         let mut d = decoder();
         for port in 1..=5 {
             a.observe(&mut d, &event(EventKind::Open, "c", port, 0));
         }
-        let text = a.render(0, 0, 0);
+        let text = render(&mut a, 0);
         assert!(text.contains(r#"endpoint="10.0.0.1:1""#));
         assert!(text.contains(r#"endpoint="10.0.0.1:2""#));
         assert!(!text.contains(r#"endpoint="10.0.0.1:3""#));
@@ -333,31 +364,53 @@ mod tests {
         );
     }
 
+    /// A process renaming itself before each connection: pairs stop at the
+    /// cap, the rest is one `comm="other"` label set, and the folding counted.
+    #[test]
+    fn renamed_processes_fold_past_the_caps() {
+        let mut a = Aggregator::new(Limits { max_endpoints: 10, max_processes: 50, max_series: 60 }, Duration::from_secs(600), "0", "k");
+        let mut d = decoder();
+        for i in 0..2000u32 {
+            a.observe(&mut d, &event(EventKind::Open, &format!("n{i}"), 80, 0));
+        }
+        let text = render(&mut a, 0);
+        let opened: Vec<&str> = text.lines().filter(|l| l.starts_with("sockprobe_tcp_connections_opened_total{")).collect();
+        assert_eq!(opened.len(), 51, "50 pairs and one folded label set");
+        assert!(text.contains(r#"sockprobe_tcp_connections_opened_total{comm="other",container="",direction="outbound",endpoint="10.0.0.1:80"} 1950"#), "{text}");
+        assert!(text.contains(r#"sockprobe_series_overflow_total{metric="sockprobe_tcp_connections_opened_total"} 1950"#), "{text}");
+        assert!(a.series.len() <= 60 && a.series.raw_keys() <= 4 * 60);
+        // Past the series cap, even a known pair's new endpoint folds into the catch-all.
+        for port in 1..=100 {
+            a.observe(&mut d, &event(EventKind::Open, "n1", port, 0));
+        }
+        assert!(a.series.len() <= 62, "{} label sets", a.series.len());
+    }
+
     #[test]
     fn gone_processes_expire() {
-        let mut a = Aggregator::new(10, Duration::from_millis(1), "0", "k");
+        let mut a = Aggregator::new(limits(10), Duration::from_millis(1), "0", "k");
         let mut d = decoder();
         a.observe(&mut d, &event(EventKind::Open, "short", 1, 0));
         a.observe(&mut d, &event(EventKind::Close, "short", 1, 0));
-        assert!(a.render(1_000_000, 0, 0).contains(r#"comm="short""#), "not idle for longer than the ttl yet");
-        let text = a.render(5_000_000, 0, 0);
+        assert!(render(&mut a, 1_000_000).contains(r#"comm="short""#), "not idle for longer than the ttl yet");
+        let text = render(&mut a, 5_000_000);
         assert!(!text.contains("short"), "{text}");
         // And it comes back cleanly.
         a.observe(&mut d, &event(EventKind::Open, "short", 1, 6_000_000));
-        assert!(a.render(6_500_000, 0, 0).contains(r#"comm="short""#));
+        assert!(render(&mut a, 6_500_000).contains(r#"comm="short""#));
     }
 
     #[test]
     fn close_wait_gauges() {
-        let mut a = Aggregator::new(10, Duration::from_secs(600), "0", "k");
+        let mut a = Aggregator::new(limits(10), Duration::from_secs(600), "0", "k");
         let mut d = decoder();
         a.observe(&mut d, &event(EventKind::Open, "leaky", 7, 0));
         a.observe(&mut d, &event(EventKind::CloseWait, "leaky", 7, 1_000_000_000));
-        let text = a.render(4_000_000_000, 0, 0);
+        let text = render(&mut a, 4_000_000_000);
         assert!(text.contains(r#"sockprobe_tcp_sockets{comm="leaky",container="",direction="outbound",endpoint="10.0.0.1:7",state="close_wait"} 1"#), "{text}");
         assert!(text.contains(r#"sockprobe_tcp_close_wait_oldest_seconds{comm="leaky",container=""} 3"#), "{text}");
         a.observe(&mut d, &event(EventKind::Close, "leaky", 7, 0));
-        let text = a.render(5_000_000_000, 0, 0);
+        let text = render(&mut a, 5_000_000_000);
         assert!(!text.contains("state=\"close_wait\""), "{text}");
     }
 }

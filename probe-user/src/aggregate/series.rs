@@ -12,6 +12,8 @@ use super::families::{Count, Spread};
 pub const UNKNOWN_COMM: &str = "[unknown]";
 /// The `endpoint` of label sets folded past the per-process cap.
 pub const OTHER_ENDPOINT: &str = "other";
+/// The `comm` of label sets folded past the process or series cap.
+pub const OTHER_COMM: &str = "other";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProcKey {
@@ -69,9 +71,26 @@ struct Proc {
     slots: Vec<usize>,
 }
 
+/// How many label sets may exist: what a process (its name, its endpoints)
+/// can make sockprobe and Prometheus hold is bounded by these.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `endpoint` values per (comm, container); past it, `endpoint="other"`.
+    pub max_endpoints: usize,
+    /// (comm, container) pairs; past it, `comm="other"` (a process renaming
+    /// itself before each connection cannot add pairs without end).
+    pub max_processes: usize,
+    /// Label sets in all; past it, `comm="other"` and `endpoint="other"`.
+    pub max_series: usize,
+}
+
+/// What the kernel-identity index may hold: folded label sets are looked up
+/// the slow way instead of being cached, so it stays bounded too.
+const RAW_KEYS_PER_SERIES: usize = 4;
+
 /// Slots of [`Series`] with their indexes.
 pub struct SeriesTable {
-    max_endpoints: usize,
+    limits: Limits,
     slots: Vec<Option<Series>>,
     free: Vec<usize>,
     by_raw: foldhash::HashMap<RawKey, usize>,
@@ -80,9 +99,9 @@ pub struct SeriesTable {
 }
 
 impl SeriesTable {
-    pub fn new(max_endpoints: usize) -> SeriesTable {
+    pub fn new(limits: Limits) -> SeriesTable {
         SeriesTable {
-            max_endpoints,
+            limits,
             slots: Vec::new(),
             free: Vec::new(),
             by_raw: Default::default(),
@@ -95,9 +114,10 @@ impl SeriesTable {
         self.by_raw.get(raw).copied()
     }
 
-    /// The slot of a label set, created if new, its endpoint folded into
-    /// [`OTHER_ENDPOINT`] past the per-process cap (then `folded` is called).
-    /// `raw`, if given, finds the slot from now on.
+    /// The slot of a label set, created if new, folded past the
+    /// [`Limits`] (then `folded` is called). `raw`, if given, finds the
+    /// slot from now on, while the index has room (past it, a folded label
+    /// set is folded, and counted, at each of its events).
     pub fn slot(
         &mut self,
         now_ns: u64,
@@ -105,16 +125,33 @@ impl SeriesTable {
         direction: &'static str,
         endpoint: String,
         raw: Option<RawKey>,
-        folded: impl FnOnce(),
+        mut folded: impl FnMut(),
     ) -> usize {
+        let mut was_folded = false;
+        let existing = SeriesKey { proc, direction, endpoint };
+        if let Some(&slot) = self.by_key.get(&existing) {
+            self.remember(raw, slot);
+            return slot;
+        }
+        let SeriesKey { proc, endpoint, .. } = existing;
+        let full = self.by_key.len() >= self.limits.max_series;
+        let proc = if full || (!self.procs.contains_key(&proc) && self.procs.len() >= self.limits.max_processes) {
+            was_folded = true;
+            ProcKey { comm: OTHER_COMM.to_string(), container: if full { String::new() } else { proc.container } }
+        } else {
+            proc
+        };
         let p = self.procs.entry(proc.clone()).or_default();
-        let endpoint = if p.endpoints.contains(&endpoint) || p.endpoints.len() < self.max_endpoints {
+        let endpoint = if !full && (p.endpoints.contains(&endpoint) || p.endpoints.len() < self.limits.max_endpoints) {
             p.endpoints.insert(endpoint.clone());
             endpoint
         } else {
-            folded();
+            was_folded = true;
             OTHER_ENDPOINT.to_string()
         };
+        if was_folded {
+            folded();
+        }
         let key = SeriesKey { proc, direction, endpoint };
         let slot = match self.by_key.get(&key) {
             Some(&slot) => slot,
@@ -142,13 +179,19 @@ impl SeriesTable {
                 slot
             }
         };
-        if let Some(raw) = raw {
-            self.by_raw.insert(raw, slot);
-            if let Some(s) = self.slots[slot].as_mut() {
-                s.raw_keys.push(raw);
-            }
-        }
+        self.remember(raw, slot);
         slot
+    }
+
+    /// Lets `raw` find `slot` from now on, while the index has room.
+    fn remember(&mut self, raw: Option<RawKey>, slot: usize) {
+        let room = self.by_raw.len() < RAW_KEYS_PER_SERIES * self.limits.max_series;
+        if let Some(raw) = raw.filter(|_| room)
+            && let Some(s) = self.slots[slot].as_mut()
+        {
+            self.by_raw.insert(raw, slot);
+            s.raw_keys.push(raw);
+        }
     }
 
     pub fn get(&self, slot: usize) -> Option<&Series> {
@@ -157,6 +200,20 @@ impl SeriesTable {
 
     pub fn get_mut(&mut self, slot: usize) -> Option<&mut Series> {
         self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// Label sets now (bounded by [`Limits::max_series`], plus the folded ones).
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Kernel identities cached (bounded by RAW_KEYS_PER_SERIES x max_series).
+    pub fn raw_keys(&self) -> usize {
+        self.by_raw.len()
     }
 
     /// Removes the processes none of whose label sets saw an event since

@@ -1,15 +1,29 @@
 //! `sockprobe run`: attach, aggregate, serve metrics until SIGTERM/SIGINT.
-use std::{sync::{Arc, atomic::Ordering}, time::Duration};
+//!
+//! Two threads with one rule: draining the kernel's events comes first. The
+//! event thread owns the ring buffer, the decoder and the aggregator, and
+//! runs nothing else (the socket listings it asks for run on a blocking
+//! thread). Everything a network client or another process can slow down,
+//! HTTP, TLS, bcrypt, encoding the exposition, the Kubernetes API, runs on
+//! the main runtime and only reads the metric registry.
+use std::{sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+};
 
-use super::signals;
+use super::{Listed, signals};
 use crate::{
-    aggregate::Aggregator,
+    aggregate::{Aggregator, Limits},
     config::RunConfig,
     decode::Decoder,
     error::Error,
-    export::{http, routes::Exporter, web_config::WebConfig},
+    export::{
+        http,
+        routes::{Exporter, RefreshRequest},
+        web_config::WebConfig,
+    },
     identity::{
         Clock,
         k8s::{ApiConfig, PodNames},
@@ -32,15 +46,16 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     listener.set_nonblocking(true).map_err(|e| Error::io("listener", e))?;
     let listener = TcpListener::from_std(listener).map_err(|e| Error::io("listener", e))?;
 
-    let agg = Aggregator::new(cfg.max_endpoints, cfg.series_ttl, env!("CARGO_PKG_VERSION"), &kernel::release());
-    let shared = Arc::new(Exporter::new(agg, cfg.telemetry_path.clone()));
-    let handler_state = shared.clone();
-    let handler = Arc::new(move |path: String| {
-        let s = handler_state.clone();
-        async move { s.respond(&path) }
-    });
+    let limits = Limits {
+        max_endpoints: cfg.max_endpoints as usize,
+        max_processes: cfg.max_processes as usize,
+        max_series: cfg.max_series as usize,
+    };
+    let agg = Aggregator::new(limits, cfg.series_ttl, env!("CARGO_PKG_VERSION"), &kernel::release());
+    let (refresh_tx, refresh_rx) = mpsc::channel::<RefreshRequest>(4);
+    let exporter = Arc::new(Exporter::new(agg.exported(), cfg.telemetry_path.clone(), refresh_tx));
     let scheme = if web.tls.is_some() { "https" } else { "http" };
-    tokio::spawn(http::serve(listener, handler, web));
+    tokio::spawn(http::serve(listener, exporter.clone(), web, http::Limits::default()));
     log::info!("listening on {scheme}://{}{}", cfg.listen_address, cfg.telemetry_path);
 
     let sizes = cfg.probe;
@@ -49,113 +64,135 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
         .map_err(|e| Error::Load(format!("attach task: {e}")))??;
     log::info!("per-socket state in {}", probes.store.describe());
     probes.log_status();
-    {
-        let agg = shared.agg.lock().unwrap();
-        for s in &probes.status {
-            if s.outcome != Outcome::Standby {
-                agg.set_probe(&s.candidate.hooks(), s.outcome == Outcome::Attached);
-            }
+    for s in &probes.status {
+        if s.outcome != Outcome::Standby {
+            agg.set_probe(&s.candidate.hooks(), s.outcome == Outcome::Attached);
         }
     }
-    let mut events = EventStream::new(&mut probes)?;
+    exporter.set_stats(Some(probes.take_stats()?));
     let mut decoder = Decoder::new(probes.reasons.clone());
     if let Some(api) = ApiConfig::in_cluster(cfg.kubernetes_api_url.clone(), cfg.kubernetes_node_name.clone()) {
         let pods = PodNames::default();
-        spawn_pod_refresh(api, pods.clone()).await;
+        // Not awaited: a slow API server must not keep the ring undrained.
+        tokio::spawn(crate::identity::k8s::keep_refreshed(api, pods.clone()));
         decoder.set_pods(pods);
     }
-    *shared.stats.lock().unwrap() = Some(probes.take_stats()?);
 
-    // Probes first, then the listing: a socket closing in between is seen
-    // by the probes (its close is remembered until the listing is applied).
-    shared.agg.lock().unwrap().begin_listing(Clock::monotonic_now_ns());
-    let job = super::listing_job(&mut probes);
-    match tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string()).and_then(|r| r) {
-        Ok(listed) => {
-            let found = &listed.listing;
-            let r = shared.agg.lock().unwrap().apply_listing(&mut decoder, found, Clock::monotonic_now_ns());
-            let seeded = probes.seed_listeners(&found.listeners);
-            log::info!(
-                "start-up listing: {} existing sockets, {} listeners named; {} records in {:?} ({:?} CPU)",
-                r.adopted,
-                seeded.unwrap_or(0),
-                listed.records,
-                listed.took,
-                listed.cpu
-            );
-            decoder.set_ports(listed.listing.ports);
-        }
-        Err(e) => log::warn!("start-up listing failed, existing sockets appear as they change: {e}"),
-    }
-    // Start-up parsed ~6 MiB of kernel BTF twice; give the heap back.
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe { libc::malloc_trim(0) };
-    shared.ready.store(true, Ordering::SeqCst);
-    log::info!("ready");
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<Result<(), Error>>();
+    let events = EventThread {
+        probes,
+        decoder,
+        agg,
+        reconcile_every: cfg.reconcile_interval,
+        refresh: refresh_rx,
+        stop: stop_rx,
+        exporter: exporter.clone(),
+    };
+    std::thread::Builder::new()
+        .name("sockprobe-events".into())
+        .spawn(move || {
+            let _ = done_tx.send(events.run());
+        })
+        .map_err(|e| Error::io("cannot start the event thread", e))?;
 
-    let mut stop = std::pin::pin!(signals::requested());
-    let mut reconcile = tokio::time::interval(cfg.reconcile_interval);
-    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    reconcile.tick().await;
-    let mut pending: Option<tokio::task::JoinHandle<Result<super::Listed, String>>> = None;
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = reconcile.tick(), if pending.is_none() => {
-                shared.agg.lock().unwrap().begin_listing(Clock::monotonic_now_ns());
-                pending = Some(tokio::task::spawn_blocking(super::listing_job(&mut probes)));
-            }
-            done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
-                pending = None;
-                match done.map_err(|e| e.to_string()).and_then(|r| r) {
-                    Ok(listed) => {
-                        let found = &listed.listing;
-                        let r = shared.agg.lock().unwrap().apply_listing(&mut decoder, found, Clock::monotonic_now_ns());
-                        let _ = probes.seed_listeners(&found.listeners);
-                        log::debug!(
-                            "reconcile: {} records listed in {:?} ({:?} CPU); {r:?}",
-                            listed.records, listed.took, listed.cpu
-                        );
-                        decoder.set_ports(listed.listing.ports);
-                    }
-                    Err(e) => log::warn!("reconcile failed, live gauges may drift until the next: {e}"),
-                }
-            }
-            batch = events.next_batch(|ev| {
-                shared.agg.lock().unwrap().observe(&mut decoder, ev);
-            }) => batch?,
+    let mut done = std::pin::pin!(done_rx);
+    tokio::select! {
+        _ = signals::requested() => {
+            log::info!("shutting down: detaching probes");
+            let _ = stop_tx.send(());
+            done.await.unwrap_or(Ok(()))
         }
+        result = &mut done => result.unwrap_or_else(|_| Err(Error::Load("the event thread ended".into()))),
     }
-    log::info!("shutting down: detaching probes");
-    drop(events);
-    shared.stats.lock().unwrap().take();
-    drop(probes);
-    Ok(())
 }
 
-/// How often the pod list of this node is fetched again.
-const POD_REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// The event thread's share: everything on the path of a kernel event.
+struct EventThread {
+    probes: Probes,
+    decoder: Decoder,
+    agg: Aggregator,
+    reconcile_every: Duration,
+    refresh: mpsc::Receiver<RefreshRequest>,
+    stop: oneshot::Receiver<()>,
+    exporter: Arc<Exporter>,
+}
 
-/// First fetch now (so the first scrape has pod names), then every 30 s.
-/// Failures keep the cgroup-derived names and are logged, never fatal.
-async fn spawn_pod_refresh(api: ApiConfig, pods: PodNames) {
-    let refresh = move |api: ApiConfig, pods: PodNames| async move {
-        tokio::task::spawn_blocking(move || pods.refresh(&api))
-            .await
-            .unwrap_or_else(|e| Err(Error::Load(e.to_string())))
-    };
-    match refresh(api.clone(), pods.clone()).await {
-        Ok(n) => log::info!("Kubernetes API {}: {n} containers on node {}", api.url, api.node),
-        Err(e) => log::warn!("{e}; containers keep their cgroup-derived names"),
+impl EventThread {
+    fn run(self) -> Result<(), Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start the event thread's runtime", e))?;
+        rt.block_on(self.drain())
     }
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(POD_REFRESH_EVERY);
-        tick.tick().await;
+
+    async fn drain(self) -> Result<(), Error> {
+        let EventThread { mut probes, mut decoder, mut agg, reconcile_every, mut refresh, mut stop, exporter } = self;
+        let mut events = EventStream::new(&mut probes)?;
+        // Probes first, then the listing: a socket closing in between is seen
+        // by the probes (its close is remembered until the listing is applied).
+        agg.begin_listing(Clock::monotonic_now_ns());
+        let job = super::listing_job(&mut probes);
+        match tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(listed) => {
+                let (adopted, seeded) = apply(&mut agg, &mut decoder, &mut probes, listed, "start-up listing");
+                log::info!("start-up listing: {adopted} existing sockets, {seeded} listeners named");
+            }
+            Err(e) => log::warn!("start-up listing failed, existing sockets appear as they change: {e}"),
+        }
+        agg.refresh(Clock::monotonic_now_ns());
+        // Start-up parsed ~6 MiB of kernel BTF twice; give the heap back.
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe { libc::malloc_trim(0) };
+        exporter.set_ready();
+        log::info!("ready");
+
+        let mut reconcile = tokio::time::interval(reconcile_every);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reconcile.tick().await;
+        let mut pending: Option<tokio::task::JoinHandle<Result<Listed, String>>> = None;
         loop {
-            tick.tick().await;
-            if let Err(e) = refresh(api.clone(), pods.clone()).await {
-                log::debug!("{e}");
+            tokio::select! {
+                _ = &mut stop => break,
+                batch = events.next_batch(|ev| agg.observe(&mut decoder, ev)) => batch?,
+                Some(reply) = refresh.recv() => {
+                    agg.refresh(Clock::monotonic_now_ns());
+                    let _ = reply.send(());
+                }
+                _ = reconcile.tick(), if pending.is_none() => {
+                    agg.begin_listing(Clock::monotonic_now_ns());
+                    pending = Some(tokio::task::spawn_blocking(super::listing_job(&mut probes)));
+                }
+                done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                    pending = None;
+                    match done.map_err(|e| e.to_string()).and_then(|r| r) {
+                        Ok(listed) => {
+                            apply(&mut agg, &mut decoder, &mut probes, listed, "reconcile");
+                        }
+                        Err(e) => log::warn!("reconcile failed, live gauges may drift until the next: {e}"),
+                    }
+                }
             }
         }
-    });
+        drop(events);
+        exporter.set_stats(None);
+        drop(probes);
+        Ok(())
+    }
+}
+
+/// A listing applied: gauges corrected, listeners named to the kernel side,
+/// directions learnt. Returns (sockets adopted, listeners named).
+fn apply(agg: &mut Aggregator, decoder: &mut Decoder, probes: &mut Probes, listed: Listed, what: &str) -> (usize, usize) {
+    let r = agg.apply_listing(decoder, &listed.listing, Clock::monotonic_now_ns());
+    let seeded = probes.seed_listeners(&listed.listing.listeners).unwrap_or(0);
+    log::debug!(
+        "{what}: {} records listed in {:?} ({:?} CPU); {r:?}",
+        listed.records,
+        listed.took,
+        listed.cpu
+    );
+    decoder.set_ports(listed.listing.ports);
+    (r.adopted, seeded)
 }

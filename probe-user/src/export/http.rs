@@ -1,13 +1,19 @@
-//! A deliberately small HTTP/1.1 server for `/metrics`, `/healthz` and `/`:
-//! one request per connection, bounded header size and time.
-use std::{future::Future, sync::Arc, time::Duration};
+//! The HTTP server for `/metrics`, `/healthz` and `/`, on hyper: HTTP/1.1
+//! framing, header limits and timeouts are hyper's; what is ours is a cap on
+//! connections, a deadline for TLS handshakes and whole connections, backoff
+//! when `accept` fails (EMFILE), and the credentials check.
+use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpListener,
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, StatusCode, body::Incoming, header, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use super::{
+    routes::Exporter,
+    web_config::{Auth, WebConfig},
 };
-
-use super::web_config::WebConfig;
 
 pub struct Response {
     pub status: u16,
@@ -21,85 +27,113 @@ impl Response {
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "",
+/// What one client can hold of the server.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// From connect to the end of the request head (slowloris).
+    pub header_read_timeout: Duration,
+    /// Request head bytes (request line and headers).
+    pub max_header_bytes: usize,
+    /// A connection's whole life, keep-alive included.
+    pub connection_timeout: Duration,
+    /// Pause after a failed `accept` (e.g. out of file descriptors).
+    pub accept_backoff: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+            connection_timeout: Duration::from_secs(60),
+            accept_backoff: Duration::from_millis(100),
+        }
     }
 }
 
-const MAX_HEAD: usize = 16 * 1024;
-
-/// Serves until the listener fails; `handler(path)` answers GET/HEAD
-/// requests, behind TLS and basic auth when `web` asks for them.
-pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>, web: Arc<WebConfig>)
-where
-    H: Fn(String) -> F + Send + Sync + 'static,
-    F: Future<Output = Response> + Send,
-{
+/// Serves until the listener fails for good, behind TLS and basic auth when
+/// `web` asks for them.
+pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, web: Arc<WebConfig>, limits: Limits) {
     let acceptor = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut accept_errors = 0u64;
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let (handler, web, acceptor) = (handler.clone(), web.clone(), acceptor.clone());
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                accept_errors += 1;
+                if accept_errors.is_power_of_two() {
+                    log::warn!("HTTP accept failed ({accept_errors} times so far): {e}");
+                }
+                tokio::time::sleep(limits.accept_backoff).await;
+                continue;
+            }
+        };
+        let (exporter, web, acceptor) = (exporter.clone(), web.clone(), acceptor.clone());
         tokio::spawn(async move {
+            let _permit = permit;
+            let client = peer.ip();
             let work = async {
                 match acceptor {
-                    Some(a) => match a.accept(stream).await {
-                        Ok(tls) => handle(tls, handler, &web).await,
-                        Err(e) => Err(e),
-                    },
-                    None => handle(stream, handler, &web).await,
+                    Some(a) => {
+                        if let Ok(Ok(tls)) = tokio::time::timeout(limits.header_read_timeout, a.accept(stream)).await {
+                            connection(tls, client, exporter, web, limits).await;
+                        }
+                    }
+                    None => connection(stream, client, exporter, web, limits).await,
                 }
             };
-            let _ = tokio::time::timeout(Duration::from_secs(30), work).await;
+            let _ = tokio::time::timeout(limits.connection_timeout, work).await;
         });
     }
 }
 
-async fn handle<S, H, F>(mut stream: S, handler: Arc<H>, web: &WebConfig) -> std::io::Result<()>
+async fn connection<S>(stream: S, client: IpAddr, exporter: Arc<Exporter>, web: Arc<WebConfig>, limits: Limits)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
-    H: Fn(String) -> F,
-    F: Future<Output = Response>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || head.len() + n > MAX_HEAD {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let mut parts = text.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("").to_string();
-    let authorization = text.lines().skip(1).find_map(|l| {
-        l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim())
+    let service = service_fn(move |req: Request<Incoming>| {
+        let (exporter, web) = (exporter.clone(), web.clone());
+        async move { Ok::<_, Infallible>(handle(req, client, &exporter, &web).await) }
     });
-    let resp = match method {
-        _ if !web.authorized(authorization) => Response::text(401, "unauthorized\n"),
-        "GET" | "HEAD" => handler(path).await,
-        "" => Response::text(400, "bad request\n"),
-        _ => Response::text(405, "only GET and HEAD\n"),
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// One request: credentials, method, path. The body, if any, is not read.
+pub async fn handle<B>(
+    req: Request<B>,
+    client: IpAddr,
+    exporter: &Exporter,
+    web: &WebConfig,
+) -> hyper::Response<Full<Bytes>> {
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let resp = match web.authorize(authorization, client).await {
+        Auth::Denied => Response::text(401, "unauthorized\n"),
+        Auth::RateLimited => Response::text(429, "too many failed attempts; try again later\n"),
+        Auth::Busy => Response::text(503, "busy checking credentials; try again\n"),
+        Auth::Allowed => match *req.method() {
+            Method::GET | Method::HEAD => exporter.respond(req.uri().path()).await,
+            _ => Response::text(405, "only GET and HEAD\n"),
+        },
     };
-    let challenge = if resp.status == 401 { "WWW-Authenticate: Basic realm=\"sockprobe\"\r\n" } else { "" };
-    let header = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
-        resp.status,
-        reason(resp.status),
-        resp.content_type,
-        resp.body.len()
-    );
-    stream.write_all(header.as_bytes()).await?;
-    if method != "HEAD" {
-        stream.write_all(resp.body.as_bytes()).await?;
+    let head = *req.method() == Method::HEAD;
+    let mut builder = hyper::Response::builder()
+        .status(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, resp.content_type);
+    match resp.status {
+        401 => builder = builder.header(header::WWW_AUTHENTICATE, "Basic realm=\"sockprobe\""),
+        429 | 503 => builder = builder.header(header::RETRY_AFTER, "1"),
+        _ => {}
     }
-    stream.shutdown().await
+    let body = if head { Bytes::new() } else { Bytes::from(resp.body) };
+    builder.body(Full::new(body)).unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
 }

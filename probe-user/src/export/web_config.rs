@@ -9,12 +9,17 @@
 //!   prometheus: $2y$10$...     # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\n')
 //! ```
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
+    net::IpAddr,
     path::Path,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
+use base64::Engine;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::error::Error;
 
@@ -26,7 +31,7 @@ struct File {
     basic_auth_users: HashMap<String, String>,
     /// Accepted for compatibility; sockprobe serves HTTP/1.1 only.
     #[serde(default, rename = "http_server_config")]
-    _http_server_config: Option<serde_yaml::Value>,
+    _http_server_config: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,12 +45,45 @@ struct TlsFile {
     min_version: Option<String>,
 }
 
+/// bcrypt costs accepted in `basic_auth_users`: a cost-31 hash would take
+/// days to check, so one such user could stall every scrape. htpasswd's
+/// default is 5, exporter-toolkit's examples use 10; 12 takes ~0.2 s here.
+pub const MAX_BCRYPT_COST: u32 = 12;
+/// bcrypt checks running at once (each on a blocking thread); a request
+/// beyond them is refused at once with 503, not queued.
+pub const MAX_CONCURRENT_BCRYPT: usize = 2;
+/// Wrong credentials a client address may send per window before its next
+/// attempts are refused without a bcrypt check.
+pub const MAX_FAILURES: u32 = 5;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// Client addresses remembered for the rate limit, and credentials cached as
+/// accepted: both bounded, whoever connects.
+const MAX_TRACKED_CLIENTS: usize = 4096;
+const MAX_ACCEPTED: usize = 64;
+
 /// What the HTTP server enforces.
 pub struct WebConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     users: HashMap<String, String>,
+    /// A hash of the right cost to check unknown users against, so an
+    /// unknown user takes as long as a wrong password (no user oracle).
+    dummy_hash: String,
     /// `Authorization` values already checked: bcrypt is slow on purpose.
-    accepted: Mutex<HashSet<String>>,
+    accepted: Mutex<Vec<String>>,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    bcrypt_slots: Arc<Semaphore>,
+}
+
+/// The outcome of checking a request's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Allowed,
+    /// Wrong or missing credentials: 401.
+    Denied,
+    /// Too many failures from this address: 429, no bcrypt check.
+    RateLimited,
+    /// Every bcrypt slot busy: 503, try again.
+    Busy,
 }
 
 fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
@@ -54,40 +92,55 @@ fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
 
 impl WebConfig {
     pub fn none() -> WebConfig {
-        WebConfig { tls: None, users: HashMap::new(), accepted: Mutex::new(HashSet::new()) }
+        WebConfig::with_users(None, HashMap::new())
+    }
+
+    fn with_users(tls: Option<Arc<rustls::ServerConfig>>, users: HashMap<String, String>) -> WebConfig {
+        let cost = users.values().filter_map(|h| bcrypt_cost(h)).max().unwrap_or(4);
+        let dummy_hash = if users.is_empty() {
+            String::new()
+        } else {
+            bcrypt::hash("sockprobe: no such user", cost).unwrap_or_default()
+        };
+        WebConfig {
+            tls,
+            users,
+            dummy_hash,
+            accepted: Mutex::new(Vec::new()),
+            failures: Mutex::new(HashMap::new()),
+            bcrypt_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_BCRYPT)),
+        }
     }
 
     pub fn load(path: &Path) -> Result<WebConfig, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read --web.config.file {}: {e}", path.display())))?;
-        let f: File = serde_yaml::from_str(&text).map_err(|e| bad(path, e.to_string().replace('\n', " ")))?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, dir).map_err(|what| bad(path, what))
+    }
+
+    /// The file's text; relative paths are resolved against `dir`.
+    pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
+        let f: File = serde_yaml_ng::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
         let tls = match f.tls_server_config {
             None => None,
             Some(t) => {
                 if t.client_auth_type.as_deref().is_some_and(|c| c != "NoClientCert") {
-                    return Err(bad(path, "client_auth_type: only NoClientCert is supported"));
+                    return Err("client_auth_type: only NoClientCert is supported".into());
                 }
                 if let Some(v) = t.min_version.as_deref().filter(|v| !["TLS12", "TLS13"].contains(v)) {
-                    return Err(bad(path, format!("min_version {v}: expected TLS12 or TLS13")));
+                    return Err(format!("min_version {v}: expected TLS12 or TLS13"));
                 }
                 let cert_path = dir.join(&t.cert_file);
                 let key_path = dir.join(&t.key_file);
-                let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(
-                    std::fs::File::open(&cert_path)
-                        .map_err(|e| bad(path, format!("cert_file {}: {e}", cert_path.display())))?,
-                ))
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(path, format!("cert_file {}: {e}", cert_path.display())))?;
+                let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&cert_path)
+                    .and_then(|certs| certs.collect::<Result<_, _>>())
+                    .map_err(|e| format!("cert_file {}: {e}", cert_path.display()))?;
                 if certs.is_empty() {
-                    return Err(bad(path, format!("cert_file {}: no PEM certificate", cert_path.display())));
+                    return Err(format!("cert_file {}: no PEM certificate", cert_path.display()));
                 }
-                let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-                    std::fs::File::open(&key_path)
-                        .map_err(|e| bad(path, format!("key_file {}: {e}", key_path.display())))?,
-                ))
-                .map_err(|e| bad(path, format!("key_file {}: {e}", key_path.display())))?
-                .ok_or_else(|| bad(path, format!("key_file {}: no PEM private key", key_path.display())))?;
+                let key = PrivateKeyDer::from_pem_file(&key_path)
+                    .map_err(|e| format!("key_file {}: {e}", key_path.display()))?;
                 let versions: &[&rustls::SupportedProtocolVersion] = if t.min_version.as_deref() == Some("TLS13") {
                     &[&rustls::version::TLS13]
                 } else {
@@ -96,93 +149,165 @@ impl WebConfig {
                 let config =
                     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                         .with_protocol_versions(versions)
-                        .map_err(|e| bad(path, e))?
+                        .map_err(|e| e.to_string())?
                         .with_no_client_auth()
                         .with_single_cert(certs, key)
-                        .map_err(|e| bad(path, format!("certificate and key: {e}")))?;
+                        .map_err(|e| format!("certificate and key: {e}"))?;
                 Some(Arc::new(config))
             }
         };
         for (user, hash) in &f.basic_auth_users {
-            if !hash.starts_with("$2") {
-                return Err(bad(path, format!("basic_auth_users.{user}: expected a bcrypt hash ($2y$...)")));
+            match bcrypt_cost(hash) {
+                None => return Err(format!("basic_auth_users.{user}: expected a bcrypt hash ($2y$10$...)")),
+                Some(c) if c > MAX_BCRYPT_COST => {
+                    return Err(format!(
+                        "basic_auth_users.{user}: bcrypt cost {c} is above {MAX_BCRYPT_COST} (each check would stall scrapes)"
+                    ));
+                }
+                Some(_) => {}
             }
         }
-        Ok(WebConfig { tls, users: f.basic_auth_users, accepted: Mutex::new(HashSet::new()) })
+        Ok(WebConfig::with_users(tls, f.basic_auth_users))
     }
 
-    /// Whether a request with this `Authorization` header may proceed.
-    pub fn authorized(&self, header: Option<&str>) -> bool {
+    pub fn requires_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// Checks a request's `Authorization` header from `client`. Cheap checks
+    /// first; bcrypt on a blocking thread, at most [`MAX_CONCURRENT_BCRYPT`]
+    /// at once.
+    pub async fn authorize(&self, header: Option<&str>, client: IpAddr) -> Auth {
         if self.users.is_empty() {
-            return true;
+            return Auth::Allowed;
         }
-        let Some(value) = header else { return false };
-        if self.accepted.lock().unwrap().contains(value) {
-            return true;
+        let Some(value) = header else { return Auth::Denied };
+        if self.accepted.lock().unwrap().iter().any(|a| a == value) {
+            return Auth::Allowed;
         }
-        let Some(decoded) = value.strip_prefix("Basic ").and_then(|b| base64_decode(b.trim())) else { return false };
-        let Ok(decoded) = String::from_utf8(decoded) else { return false };
-        let Some((user, pass)) = decoded.split_once(':') else { return false };
-        let ok = self.users.get(user).is_some_and(|hash| bcrypt::verify(pass, hash).unwrap_or(false));
+        if self.rate_limited(client) {
+            return Auth::RateLimited;
+        }
+        let Some((user, pass)) = basic_credentials(value) else {
+            self.failed(client);
+            return Auth::Denied;
+        };
+        let Ok(permit) = self.bcrypt_slots.clone().try_acquire_owned() else { return Auth::Busy };
+        // Unknown users are checked against a dummy hash: same time as a wrong password.
+        let (hash, known) = match self.users.get(&user) {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy_hash.clone(), false),
+        };
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            bcrypt::verify(pass, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+            && known;
         if ok {
-            self.accepted.lock().unwrap().insert(value.to_string());
+            let mut accepted = self.accepted.lock().unwrap();
+            if accepted.len() >= MAX_ACCEPTED {
+                accepted.remove(0);
+            }
+            accepted.push(value.to_string());
+            Auth::Allowed
+        } else {
+            self.failed(client);
+            Auth::Denied
         }
-        ok
+    }
+
+    fn rate_limited(&self, client: IpAddr) -> bool {
+        let failures = self.failures.lock().unwrap();
+        failures.get(&client).is_some_and(|(since, n)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, client: IpAddr) {
+        let mut failures = self.failures.lock().unwrap();
+        if failures.len() >= MAX_TRACKED_CLIENTS && !failures.contains_key(&client) {
+            failures.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
+            if failures.len() >= MAX_TRACKED_CLIENTS {
+                // Every slot fresh: a flood from many addresses; start over
+                // rather than grow (the bcrypt limit still holds).
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(client).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= FAILURE_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
 }
 
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * i);
-        }
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
+/// The cost of a bcrypt hash (`$2a$`, `$2b$`, `$2x$`, `$2y$`), if it is one.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let parts: bcrypt::HashParts = hash.parse().ok()?;
+    Some(parts.get_cost())
+}
+
+/// `Basic <base64 of user:password>`, strictly decoded (one spelling per credential).
+pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, pass) = decoded.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    fn alice() -> WebConfig {
+        WebConfig::with_users(None, HashMap::from([("alice".to_string(), bcrypt::hash("secret", 4).unwrap())]))
+    }
+
     #[test]
-    fn base64() {
-        assert_eq!(base64_decode("YWxpY2U6c2VjcmV0").unwrap(), b"alice:secret");
-        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
-        assert!(base64_decode("!!").is_none());
+    fn strict_base64() {
+        assert_eq!(basic_credentials("Basic YWxpY2U6c2VjcmV0"), Some(("alice".into(), "secret".into())));
+        assert!(basic_credentials("Basic YWxp=Y2U6c2VjcmV0").is_none(), "'=' inside: another spelling");
+        assert!(basic_credentials("Basic !!").is_none());
+        assert!(basic_credentials("Bearer x").is_none());
     }
 
     #[test]
     fn basic_auth() {
-        let hash = bcrypt::hash("secret", 4).unwrap();
-        let w = WebConfig {
-            tls: None,
-            users: HashMap::from([("alice".to_string(), hash)]),
-            accepted: Mutex::new(HashSet::new()),
-        };
-        assert!(w.authorized(Some("Basic YWxpY2U6c2VjcmV0")));
-        assert!(w.authorized(Some("Basic YWxpY2U6c2VjcmV0")), "cached");
-        assert!(!w.authorized(Some("Basic YWxpY2U6d3Jvbmc=")), "alice:wrong");
-        assert!(!w.authorized(None));
-        assert!(WebConfig::none().authorized(None));
+        let rt = runtime();
+        let w = alice();
+        let me: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(rt.block_on(w.authorize(Some("Basic YWxpY2U6c2VjcmV0"), me)), Auth::Allowed);
+        assert_eq!(rt.block_on(w.authorize(Some("Basic YWxpY2U6c2VjcmV0"), me)), Auth::Allowed, "cached");
+        assert_eq!(rt.block_on(w.authorize(Some("Basic YWxpY2U6d3Jvbmc="), me)), Auth::Denied, "alice:wrong");
+        assert_eq!(rt.block_on(w.authorize(None, me)), Auth::Denied);
+        assert_eq!(rt.block_on(WebConfig::none().authorize(None, me)), Auth::Allowed);
+    }
+
+    #[test]
+    fn failures_are_rate_limited_per_address() {
+        let rt = runtime();
+        let w = alice();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(rt.block_on(w.authorize(Some("Basic Ym9iOng="), a)), Auth::Denied, "bob:x, unknown user");
+        }
+        assert_eq!(rt.block_on(w.authorize(Some("Basic YWxpY2U6c2VjcmV0"), a)), Auth::RateLimited);
+        assert_eq!(rt.block_on(w.authorize(Some("Basic YWxpY2U6c2VjcmV0"), b)), Auth::Allowed, "others unaffected");
+    }
+
+    #[test]
+    fn absurd_costs_and_non_hashes_are_refused() {
+        let dir = Path::new("/");
+        let e = WebConfig::parse("basic_auth_users:\n  a: $2y$31$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa\n", dir);
+        assert!(e.err().unwrap().contains("cost 31"));
+        let e = WebConfig::parse("basic_auth_users:\n  a: plaintext\n", dir);
+        assert!(e.err().unwrap().contains("expected a bcrypt hash"));
+        let ok = WebConfig::parse("basic_auth_users:\n  a: $2y$10$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa\n", dir);
+        assert!(ok.unwrap().requires_auth());
     }
 }

@@ -6,16 +6,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Ids a fresh rescan did not find (a cgroup already gone), remembered so
+/// that their events do not rescan each time; bounded.
+const MAX_UNRESOLVED: usize = 1024;
+/// How long an unresolved id is not looked for again.
+const RETRY_UNRESOLVED: Duration = Duration::from_secs(1);
+
 /// Maps cgroup ids (the cgroup v2 directory's inode number) to paths.
 pub struct CgroupPaths {
     root: Option<PathBuf>,
+    /// The tree as of the last rescan: bounded by the cgroups that exist.
     cache: HashMap<u64, String>,
-    last_scan: Option<Instant>,
+    unresolved: HashMap<u64, Instant>,
 }
 
 impl CgroupPaths {
     pub fn new() -> CgroupPaths {
-        CgroupPaths { root: cgroup2_mount(), cache: HashMap::new(), last_scan: None }
+        CgroupPaths { root: cgroup2_mount(), cache: HashMap::new(), unresolved: HashMap::new() }
     }
 
     /// Path relative to the cgroup v2 root (`/` for the root), if known.
@@ -26,17 +33,26 @@ impl CgroupPaths {
         if let Some(p) = self.cache.get(&id) {
             return Some(p.clone());
         }
-        // New cgroups appear all the time; rescan, but not on every miss.
-        let due = self.last_scan.is_none_or(|t| t.elapsed() > Duration::from_millis(500));
-        if due {
-            self.rescan();
+        // A process had to be in the cgroup to make the event, so a rescan
+        // now finds it, unless it is gone already; those are not looked for
+        // again at every event.
+        if self.unresolved.get(&id).is_some_and(|t| t.elapsed() < RETRY_UNRESOLVED) {
+            return None;
         }
-        self.cache.get(&id).cloned()
+        self.rescan();
+        let found = self.cache.get(&id).cloned();
+        if found.is_none() {
+            if self.unresolved.len() >= MAX_UNRESOLVED {
+                self.unresolved.clear();
+            }
+            self.unresolved.insert(id, Instant::now());
+        }
+        found
     }
 
     fn rescan(&mut self) {
-        self.last_scan = Some(Instant::now());
         let Some(root) = self.root.clone() else { return };
+        self.cache.clear();
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = std::fs::metadata(&dir) else { continue };

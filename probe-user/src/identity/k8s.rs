@@ -4,27 +4,45 @@
 //! unreachable the cgroup form stays (docs/metrics.md, label `container`).
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
+    net::IpAddr,
+    path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde::Deserialize;
+use tokio::net::TcpStream;
 
 use crate::error::Error;
+
+/// How often the pod list of this node is fetched again.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Whole request, body included: a stalled API server cannot hold a refresh longer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// A node's pod list is far smaller (110 pods by default); anything larger is refused.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// Names kept: more than a node can run.
+const MAX_CONTAINERS: usize = 16_384;
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// Where and how to ask the API server.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    /// `https://host:port` or, for tests, `http://host:port`.
+    /// `https://host:port`; `http://` only to a loopback address (tests, a local proxy).
     pub url: String,
     pub node: String,
+    /// A fixed bearer token, or (in a pod) the service account's token file,
+    /// read again at every refresh: the kubelet rotates it.
     pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
     /// PEM CA bundle for https.
-    pub ca_file: Option<std::path::PathBuf>,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ApiConfig {
@@ -37,9 +55,15 @@ impl ApiConfig {
             Some(if host.contains(':') { format!("https://[{host}]:{port}") } else { format!("https://{host}:{port}") })
         })?;
         let node = node.or_else(|| std::env::var("NODE_NAME").ok())?;
-        let token = std::fs::read_to_string(format!("{SA_DIR}/token")).ok().map(|t| t.trim().to_string());
+        let token = std::path::Path::new(SA_DIR).join("token");
         let ca = std::path::Path::new(SA_DIR).join("ca.crt");
-        Some(ApiConfig { url, node, token, ca_file: ca.exists().then_some(ca) })
+        Some(ApiConfig {
+            url,
+            node,
+            token: None,
+            token_file: token.exists().then_some(token),
+            ca_file: ca.exists().then_some(ca),
+        })
     }
 }
 
@@ -102,12 +126,20 @@ impl PodNames {
         self.map.read().unwrap().len()
     }
 
-    /// Replaces the mapping with the pods the API lists for this node.
-    pub fn refresh(&self, api: &ApiConfig) -> Result<usize, Error> {
-        let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}", api.node);
-        let body = get(api, &path)?;
-        let list: PodList = serde_json::from_slice(&body)
-            .map_err(|e| Error::Config(format!("Kubernetes API: unexpected pod list: {e}")))?;
+        /// Replaces the mapping with the pods the API lists for this node.
+    pub async fn refresh(&self, api: &ApiConfig) -> Result<usize, Error> {
+        let err = |e: &dyn std::fmt::Display| Error::Config(format!("Kubernetes API {}: {e}", api.url));
+        if !is_node_name(&api.node) {
+            return Err(err(&format!("invalid node name {:?} (expected a DNS subdomain)", api.node)));
+        }
+        // resourceVersion=0: served from the API server's cache, not etcd.
+        let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}&resourceVersion=0", api.node);
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, get(api, &path))
+            .await
+            .map_err(|_| err(&format!("no answer within {REQUEST_TIMEOUT:?}")))?
+            .map_err(|e| err(&e))?;
+        let list: PodList =
+            serde_json::from_slice(&body).map_err(|e| err(&format!("unexpected pod list: {e}")))?;
         let mut map = HashMap::new();
         for pod in list.items {
             let status = pod.status.unwrap_or_default();
@@ -121,7 +153,7 @@ impl PodNames {
                 let Some(id) = c.container_id.as_deref().and_then(|i| i.split_once("://")).map(|(_, id)| id) else {
                     continue;
                 };
-                if id.len() < 12 {
+                if id.len() < 12 || !id.is_char_boundary(12) || map.len() >= MAX_CONTAINERS {
                     continue;
                 }
                 map.insert(
@@ -136,79 +168,109 @@ impl PodNames {
     }
 }
 
-/// A minimal HTTP/1.1 GET (chunked or sized body), over TLS for https.
-fn get(api: &ApiConfig, path: &str) -> Result<Vec<u8>, Error> {
-    let err = |e: &dyn std::fmt::Display| Error::Config(format!("Kubernetes API {}: {e}", api.url));
-    let (tls, rest) = if let Some(r) = api.url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = api.url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return Err(err(&"expected an http:// or https:// URL"));
+/// First fetch now, then every [`REFRESH_EVERY`]. Failures keep the names
+/// known so far (or the cgroup-derived ones) and are logged once until the
+/// next success, never fatal.
+pub async fn keep_refreshed(api: ApiConfig, pods: PodNames) {
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match pods.refresh(&api).await {
+            Ok(n) if failing || n > 0 => {
+                failing = false;
+                log::info!("Kubernetes API {}: {n} containers on node {}", api.url, api.node);
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                failing = true;
+                log::warn!("{e}; containers keep their cgroup-derived names");
+            }
+            Err(e) => log::debug!("{e}"),
+        }
+    }
+}
+
+/// A Kubernetes node name: a DNS subdomain (it goes into the request line).
+fn is_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// `https://host:port` (or `http://` to loopback) → (tls, host, port).
+fn endpoint(url: &str) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = match url.split_once("://") {
+        Some(("https", r)) => (true, r),
+        Some(("http", r)) => (false, r),
+        _ => return Err("expected an https:// URL".into()),
     };
     let hostport = rest.trim_end_matches('/');
-    let host = hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport).trim_matches(['[', ']']);
-    let tcp = TcpStream::connect(hostport).map_err(|e| err(&e))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| err(&e))?;
-    let auth = api.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Accept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    let mut raw = Vec::new();
-    if tls {
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') => (h, p.parse::<u16>().map_err(|_| format!("bad port in {url}"))?),
+        _ => (hostport, if tls { 443 } else { 80 }),
+    };
+    let host = host.trim_matches(['[', ']']).to_string();
+    if !tls && !host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        return Err("plain http:// is allowed to a loopback address only; use https://".into());
+    }
+    Ok((tls, host, port))
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One GET with hyper: bounded connect time, body size and (by the caller) total time.
+async fn get(api: &ApiConfig, path: &str) -> Result<Bytes, String> {
+    let (tls, host, port) = endpoint(&api.url)?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    let stream: Box<dyn Io> = if tls {
         let mut roots = rustls::RootCertStore::empty();
         if let Some(ca) = &api.ca_file {
-            let file = std::fs::File::open(ca).map_err(|e| err(&e))?;
-            for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
-                roots.add(cert.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("CA {}: {e}", ca.display()))? {
+                roots.add(cert.map_err(|e| format!("CA {}: {e}", ca.display()))?).map_err(|e| e.to_string())?;
             }
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| err(&e))?
+            .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| err(&e))?;
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| err(&e))?;
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
-        stream.write_all(request.as_bytes()).map_err(|e| err(&e))?;
-        let _ = stream.read_to_end(&mut raw); // close_notify may be missing
+        let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        Box::new(tls)
     } else {
-        let mut tcp = tcp;
-        tcp.write_all(request.as_bytes()).map_err(|e| err(&e))?;
-        tcp.read_to_end(&mut raw).map_err(|e| err(&e))?;
-    }
-    parse_response(&raw).map_err(|e| err(&e))
-}
-
-fn parse_response(raw: &[u8]) -> Result<Vec<u8>, String> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header")?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
-    if status != 200 {
-        return Err(format!("HTTP {status}"));
-    }
-    let body = &raw[end + 4..];
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+        Box::new(tcp)
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
     });
-    if !chunked {
-        return Ok(body.to_vec());
+    let token = match &api.token_file {
+        Some(f) => std::fs::read_to_string(f).ok().map(|t| t.trim().to_string()),
+        None => api.token.clone(),
+    };
+    let mut req = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::ACCEPT, "application/json");
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let mut out = Vec::new();
-    let mut reader = BufReader::new(body);
-    loop {
-        let mut size_line = String::new();
-        reader.read_line(&mut size_line).map_err(|e| e.to_string())?;
-        let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
-            .map_err(|_| "bad chunk size")?;
-        if size == 0 {
-            return Ok(out);
-        }
-        let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk).map_err(|e| e.to_string())?;
-        out.extend_from_slice(&chunk[..size]);
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() != hyper::StatusCode::OK {
+        return Err(format!("HTTP {}", resp.status()));
     }
+    let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the pod list: {e} (limit {MAX_BODY_BYTES} bytes)"))?;
+    Ok(body.to_bytes())
 }
 
 #[cfg(test)]
@@ -216,9 +278,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunked_bodies() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-        assert_eq!(parse_response(raw).unwrap(), b"hello world");
-        assert!(parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n").unwrap_err().contains("403"));
+    fn endpoints_and_node_names() {
+        assert_eq!(endpoint("https://10.0.0.1:6443").unwrap(), (true, "10.0.0.1".into(), 6443));
+        assert_eq!(endpoint("https://[fd00::1]:443/").unwrap(), (true, "fd00::1".into(), 443));
+        assert_eq!(endpoint("https://kubernetes.default").unwrap(), (true, "kubernetes.default".into(), 443));
+        assert_eq!(endpoint("http://127.0.0.1:8080").unwrap(), (false, "127.0.0.1".into(), 8080));
+        assert!(endpoint("http://10.0.0.1:8080").unwrap_err().contains("loopback"));
+        assert!(endpoint("ftp://x").is_err());
+        assert!(is_node_name("ip-10-0-0-1.ec2.internal"));
+        assert!(!is_node_name("node 1 HTTP/1.1\r\nX: y"));
+        assert!(!is_node_name(""));
     }
 }

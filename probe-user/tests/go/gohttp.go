@@ -10,9 +10,22 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"time"
 )
+
+// waitFor lets a client started beside its server (a container's script)
+// wait until the server listens, instead of failing its first request.
+func waitFor(addr string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 func main() {
 	mode := flag.String("mode", "server", "server | drain | unread | leak | accept-only | dial")
@@ -25,6 +38,7 @@ func main() {
 	keepalive := flag.Duration("keepalive", 0, "client: TCP keepalive period (0: Go's default)")
 	stay := flag.Bool("stay", false, "client: keep running (and holding what it holds) after the requests")
 	addr := flag.String("addr", "", "dial: address to connect to and hold")
+	wait := flag.Bool("wait", false, "client: first wait (up to 10 s) for the server to listen (one extra connection)")
 	flag.Parse()
 
 	switch *mode {
@@ -46,6 +60,9 @@ func main() {
 			held = append(held, c)
 		}
 	case "dial":
+		if *wait {
+			waitFor(*addr)
+		}
 		var held []net.Conn
 		for i := 0; i < *n; i++ {
 			c, err := net.Dial("tcp", *addr)
@@ -79,6 +96,9 @@ func main() {
 		return
 	}
 
+	if u, err := neturl.Parse(*url); err == nil && *wait {
+		waitFor(u.Host)
+	}
 	transport := &http.Transport{MaxIdleConnsPerHost: 4}
 	if *keepalive > 0 {
 		transport.DialContext = (&net.Dialer{KeepAlive: *keepalive}).DialContext
