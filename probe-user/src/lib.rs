@@ -16,6 +16,7 @@
 //! - [`aggregate`]: events into metric families with bounded cardinality.
 //! - [`export`]: the HTTP server and its pages.
 //! - [`cmd`]: `run`, `trace`, `check`, wiring the above.
+//! - [`fuzzing`]: the fuzz targets' entry points, on top like `cmd`.
 //!
 //! Nothing points back up: kernel imports none of the others, decode only
 //! kernel and identity, identity only kernel, aggregate neither export nor
@@ -26,6 +27,7 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod export;
+pub mod fuzzing;
 pub mod identity;
 pub mod kernel;
 

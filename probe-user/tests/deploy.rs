@@ -64,6 +64,7 @@ fn kubernetes_base_renders_and_validates() {
         "Service",
         "PodMonitor",
         "ConfigMap",
+        "NetworkPolicy",
     ] {
         assert!(rendered.contains(&format!("kind: {kind}\n")), "{kind} missing from the rendered base");
     }
@@ -75,6 +76,14 @@ fn kubernetes_base_renders_and_validates() {
     let dir = temp_dir("k8s");
     let file = dir.join("rendered.yaml");
     std::fs::write(&file, &rendered).unwrap();
+    let out = run(Command::new("kubernetes-validate").arg("--strict").arg(&file));
+    assert!(!out.contains("ERROR"), "{out}");
+    // RBAC: only what identity/k8s.rs calls (a LIST of this node's pods).
+    assert!(rendered.contains("verbs:\n  - list\n"), "RBAC beyond list:\n{rendered}");
+    // The overlay with TLS and basic auth renders and validates too.
+    let secure = run(Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/kubernetes-web-config")]));
+    assert!(secure.contains("--web.config.file=/etc/sockprobe/web/web.yml") && secure.contains("secretName: sockprobe-web-config"));
+    std::fs::write(&file, &secure).unwrap();
     let out = run(Command::new("kubernetes-validate").arg("--strict").arg(&file));
     assert!(!out.contains("ERROR"), "{out}");
     std::fs::remove_dir_all(dir).ok();

@@ -24,6 +24,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     ("nsenter", "util-linux"),
     ("pgrep", "procps"),
+    ("wrk", "wrk"),
     // Real containers (docs/development.md): podman with runc, no registry.
     ("podman", "podman"),
     ("runc", "runc"),

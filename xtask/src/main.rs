@@ -6,6 +6,7 @@
 //! pieces are installed; elsewhere the exact list is printed.
 mod bench;
 mod bootstrap;
+mod fuzz;
 mod kernels;
 mod listing_bench;
 mod test;
@@ -44,6 +45,9 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: std::path::PathBuf,
     },
+    /// Fuzz the parsers (cargo-fuzz, nightly) and minimize their corpora
+    /// (docs/security.md); `cargo xtask test` replays the corpora.
+    Fuzz(fuzz::FuzzArgs),
     /// Build, then run every test; privileged ones too when root.
     Test {
         /// Extra arguments for the test binaries (e.g. a name filter).
@@ -96,6 +100,11 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             bootstrap::ensure()?;
             build()?;
             install(&root)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fuzz(args) => {
+            bootstrap::ensure()?;
+            fuzz::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { args } => {

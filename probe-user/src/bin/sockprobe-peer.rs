@@ -85,6 +85,10 @@ enum Role {
         /// under this name closes last.
         #[arg(long)]
         fork_close: Option<String>,
+        /// Rename the process before each connection: this prefix and the
+        /// connection's number (a process sockprobe must not let bloat its series).
+        #[arg(long)]
+        rename_prefix: Option<String>,
     },
 }
 
@@ -212,9 +216,14 @@ fn main() -> ExitCode {
             serve(l, response, close_after, connections)
         }),
         Role::Hold { connections, close_wait, reset } => hold(connections, close_wait, reset),
-        Role::Client { connect, requests, response, read, connections, spread, hold_ms, fork_close } => {
+        Role::Client { connect, requests, response, read, connections, spread, hold_ms, fork_close, rename_prefix } => {
             let read = read.unwrap_or(response).min(response);
+            let mut n = 0u64;
             (0..spread).flat_map(|i| (0..connections).map(move |_| i)).try_for_each(|i| {
+                if let Some(prefix) = &rename_prefix {
+                    n += 1;
+                    set_comm(&format!("{prefix}{n}"));
+                }
                 let addr = match connect {
                     SocketAddr::V4(a) => {
                         SocketAddr::new(std::net::Ipv4Addr::from(u32::from(*a.ip()) + i).into(), a.port())

@@ -1,14 +1,24 @@
 //! The HTTP server for `/metrics`, `/healthz` and `/`, on hyper: HTTP/1.1
 //! framing, header limits and timeouts are hyper's; what is ours is a cap on
-//! connections, a deadline for TLS handshakes and whole connections, backoff
-//! when `accept` fails (EMFILE), and the credentials check.
-use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
+//! open connections (the oldest idle one goes first), a deadline for TLS
+//! handshakes and whole connections, backoff when `accept` fails (EMFILE),
+//! and the credentials check.
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{net::TcpListener, task::AbortHandle};
 
 use super::{
     routes::Exporter,
@@ -30,7 +40,7 @@ impl Response {
 /// What one client can hold of the server.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Connections served at once; more wait in the kernel's accept queue.
+    /// Connections open at once; a new one beyond closes the oldest idle one.
     pub max_connections: usize,
     /// From connect to the end of the request head (slowloris).
     pub header_read_timeout: Duration,
@@ -54,14 +64,23 @@ impl Default for Limits {
     }
 }
 
+/// Open connections, oldest first, so that a new one can push out the
+/// oldest that is not answering a request right now: idle or half-sent
+/// connections cannot hold every slot and lock out the scraper.
+#[derive(Default)]
+struct Open {
+    next_id: u64,
+    conns: VecDeque<(u64, AbortHandle, Arc<AtomicBool>)>,
+}
+
 /// Serves until the listener fails for good, behind TLS and basic auth when
-/// `web` asks for them.
+/// `web` asks for them. At most `max_connections` are open; past that, each
+/// new one closes the oldest idle one.
 pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, web: Arc<WebConfig>, limits: Limits) {
     let acceptor = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Mutex::new(Open::default()));
     let mut accept_errors = 0u64;
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -74,31 +93,59 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, web: Arc<WebC
             }
         };
         let (exporter, web, acceptor) = (exporter.clone(), web.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
+        let busy = Arc::new(AtomicBool::new(false));
+        let id = {
+            let mut o = open.lock().unwrap();
+            if o.conns.len() >= limits.max_connections
+                && let Some(i) = o.conns.iter().position(|(_, _, busy)| !busy.load(Ordering::SeqCst))
+                && let Some((_, oldest, _)) = o.conns.remove(i)
+            {
+                oldest.abort();
+            }
+            o.next_id += 1;
+            o.next_id
+        };
+        let open_for_task = open.clone();
+        let busy_for_task = busy.clone();
+        let task = tokio::spawn(async move {
             let client = peer.ip();
             let work = async {
                 match acceptor {
                     Some(a) => {
                         if let Ok(Ok(tls)) = tokio::time::timeout(limits.header_read_timeout, a.accept(stream)).await {
-                            connection(tls, client, exporter, web, limits).await;
+                            connection(tls, client, exporter, web, limits, busy_for_task).await;
                         }
                     }
-                    None => connection(stream, client, exporter, web, limits).await,
+                    None => connection(stream, client, exporter, web, limits, busy_for_task).await,
                 }
             };
             let _ = tokio::time::timeout(limits.connection_timeout, work).await;
+            open_for_task.lock().unwrap().conns.retain(|(i, _, _)| *i != id);
         });
+        open.lock().unwrap().conns.push_back((id, task.abort_handle(), busy));
     }
 }
 
-async fn connection<S>(stream: S, client: IpAddr, exporter: Arc<Exporter>, web: Arc<WebConfig>, limits: Limits)
-where
+/// Serves one connection (plain, or TLS already accepted) until it ends;
+/// `busy` is set while a request is being answered.
+pub async fn connection<S>(
+    stream: S,
+    client: IpAddr,
+    exporter: Arc<Exporter>,
+    web: Arc<WebConfig>,
+    limits: Limits,
+    busy: Arc<AtomicBool>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: Request<Incoming>| {
-        let (exporter, web) = (exporter.clone(), web.clone());
-        async move { Ok::<_, Infallible>(handle(req, client, &exporter, &web).await) }
+        let (exporter, web, busy) = (exporter.clone(), web.clone(), busy.clone());
+        async move {
+            busy.store(true, Ordering::SeqCst);
+            let resp = handle(req, client, &exporter, &web).await;
+            busy.store(false, Ordering::SeqCst);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -65,9 +65,11 @@ const MAX_ACCEPTED: usize = 64;
 pub struct WebConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     users: HashMap<String, String>,
-    /// A hash of the right cost to check unknown users against, so an
-    /// unknown user takes as long as a wrong password (no user oracle).
-    dummy_hash: String,
+    /// A hash of the users' highest cost to check unknown users against, so
+    /// an unknown user takes as long as a wrong password (no user oracle);
+    /// made at the first unknown user, on a blocking thread.
+    dummy_cost: u32,
+    dummy_hash: Arc<OnceLock<String>>,
     /// `Authorization` values already checked: bcrypt is slow on purpose.
     accepted: Mutex<Vec<String>>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -96,16 +98,12 @@ impl WebConfig {
     }
 
     fn with_users(tls: Option<Arc<rustls::ServerConfig>>, users: HashMap<String, String>) -> WebConfig {
-        let cost = users.values().filter_map(|h| bcrypt_cost(h)).max().unwrap_or(4);
-        let dummy_hash = if users.is_empty() {
-            String::new()
-        } else {
-            bcrypt::hash("sockprobe: no such user", cost).unwrap_or_default()
-        };
+        let dummy_cost = users.values().filter_map(|h| bcrypt_cost(h)).max().unwrap_or(4);
         WebConfig {
             tls,
             users,
-            dummy_hash,
+            dummy_cost,
+            dummy_hash: Arc::new(OnceLock::new()),
             accepted: Mutex::new(Vec::new()),
             failures: Mutex::new(HashMap::new()),
             bcrypt_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_BCRYPT)),
@@ -194,17 +192,19 @@ impl WebConfig {
         };
         let Ok(permit) = self.bcrypt_slots.clone().try_acquire_owned() else { return Auth::Busy };
         // Unknown users are checked against a dummy hash: same time as a wrong password.
-        let (hash, known) = match self.users.get(&user) {
-            Some(h) => (h.clone(), true),
-            None => (self.dummy_hash.clone(), false),
-        };
+        let known = self.users.get(&user).cloned();
+        let (dummy, cost) = (self.dummy_hash.clone(), self.dummy_cost);
+        let is_known = known.is_some();
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let hash = known.unwrap_or_else(|| {
+                dummy.get_or_init(|| bcrypt::hash("sockprobe: no such user", cost).unwrap_or_default()).clone()
+            });
             bcrypt::verify(pass, &hash).unwrap_or(false)
         })
         .await
         .unwrap_or(false)
-            && known;
+            && is_known;
         if ok {
             let mut accepted = self.accepted.lock().unwrap();
             if accepted.len() >= MAX_ACCEPTED {

@@ -74,28 +74,36 @@ fn dump(family: u8, states: u32, out: &mut Vec<DiagSocket>) -> io::Result<()> {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut msgs = &buf[..n as usize];
-        while msgs.len() >= 16 {
-            let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
-            let kind = u16::from_ne_bytes(msgs[4..6].try_into().unwrap());
-            if len < 16 || len > msgs.len() {
-                break;
-            }
-            match kind {
-                NLMSG_DONE => return Ok(()),
-                NLMSG_ERROR => {
-                    let errno = i32::from_ne_bytes(msgs[16..20].try_into().unwrap_or([0; 4]));
-                    return Err(io::Error::from_raw_os_error(-errno));
-                }
-                _ => {
-                    if let Some(s) = parse_diag_msg(&msgs[16..len]) {
-                        out.push(s);
-                    }
-                }
-            }
-            msgs = &msgs[(len + 3) & !3..];
+        if let Some(end) = parse_messages(&buf[..n as usize], out) {
+            return end;
         }
     }
+}
+
+/// One datagram of netlink messages: sockets into `out`; `Some` once the
+/// dump ends (done, or an error the kernel reports), `None` for more.
+pub fn parse_messages(mut msgs: &[u8], out: &mut Vec<DiagSocket>) -> Option<io::Result<()>> {
+    while msgs.len() >= 16 {
+        let len = u32::from_ne_bytes(msgs[0..4].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(msgs[4..6].try_into().ok()?);
+        if len < 16 || len > msgs.len() {
+            return None;
+        }
+        match kind {
+            NLMSG_DONE => return Some(Ok(())),
+            NLMSG_ERROR => {
+                let errno = msgs.get(16..20).map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or([0; 4])));
+                return Some(Err(io::Error::from_raw_os_error(errno.checked_neg().unwrap_or(0))));
+            }
+            _ => {
+                if let Some(s) = parse_diag_msg(&msgs[16..len]) {
+                    out.push(s);
+                }
+            }
+        }
+        msgs = msgs.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    None
 }
 
 /// `struct inet_diag_msg`: family, state, timer, retrans, id (48), expires,

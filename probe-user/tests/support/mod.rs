@@ -290,6 +290,8 @@ pub fn u64_of(v: &Value, key: &str) -> u64 {
 pub struct Daemon {
     pub child: Child,
     pub addr: String,
+    /// `Authorization` for scrapes, with `--web.config.file`.
+    pub auth: Option<String>,
 }
 
 impl Daemon {
@@ -297,8 +299,17 @@ impl Daemon {
         Daemon::start_under(&[], args)
     }
 
+    /// As [`Daemon::start`], scraping with these credentials.
+    pub fn start_auth(args: &[&str], authorization: &str) -> Daemon {
+        Daemon::start_with(&[], args, Some(authorization.to_string()))
+    }
+
     /// As [`Daemon::start`], the command prefixed (e.g. `setpriv ...`).
     pub fn start_under(prefix: &[&str], args: &[&str]) -> Daemon {
+        Daemon::start_with(prefix, args, None)
+    }
+
+    fn start_with(prefix: &[&str], args: &[&str], auth: Option<String>) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = command(prefix, *SOCKPROBE)
@@ -307,9 +318,9 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn sockprobe run");
-        let d = Daemon { child, addr };
+        let d = Daemon { child, addr, auth };
         let deadline = Instant::now() + scaled(Duration::from_secs(30));
-        while http_get(&d.addr, "/healthz").map(|(s, _)| s) != Some(200) {
+        while http_get_as(&d.addr, "/healthz", d.auth.as_deref()).map(|(s, _)| s) != Some(200) {
             assert!(Instant::now() < deadline, "sockprobe run not healthy within 30 s (time-scaled)");
             thread::sleep(Duration::from_millis(50));
         }
@@ -317,7 +328,7 @@ impl Daemon {
     }
 
     pub fn scrape(&self) -> String {
-        let (status, body) = http_get(&self.addr, "/metrics").expect("scrape /metrics");
+        let (status, body) = http_get_as(&self.addr, "/metrics", self.auth.as_deref()).expect("scrape /metrics");
         assert_eq!(status, 200, "scrape status");
         body
     }
@@ -344,10 +355,16 @@ pub fn free_port() -> u16 {
 
 /// Minimal HTTP/1.1 GET; (status, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_as(addr, path, None)
+}
+
+/// As [`http_get`], with an `Authorization` header value.
+pub fn http_get_as(addr: &str, path: &str, authorization: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let status = resp.split_whitespace().nth(1)?.parse().ok()?;
@@ -542,3 +559,24 @@ pub fn pid_of(comm: &str) -> Option<u32> {
 }
 
 pub mod podman;
+
+/// A `Tcp:` counter (e.g. `PassiveOpens`) from a `/proc/net/snmp` text.
+pub fn tcp_snmp_counter(snmp: &str, counter: &str) -> u64 {
+    let lines: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Tcp:")).collect();
+    let [names, values] = lines.as_slice() else { panic!("no Tcp section in snmp") };
+    let idx = names.split_whitespace().position(|n| n == counter).unwrap_or_else(|| panic!("no Tcp {counter}"));
+    values.split_whitespace().nth(idx).and_then(|v| v.parse().ok()).expect("counter value")
+}
+
+/// Resident and peak memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

@@ -1,0 +1,128 @@
+//! Entry points for the fuzz targets (`fuzz/`, run by `cargo xtask fuzz`)
+//! and for replaying their corpora in `cargo xtask test`
+//! (`tests/fuzz_corpora.rs`): every parser that reads what another process,
+//! a network client or the kernel hands over. Each must return, never panic.
+use std::{net::IpAddr, sync::Arc};
+
+use probe_common::TcpStates;
+
+use crate::{
+    aggregate::{Aggregator, Limits},
+    config::Settings,
+    decode::Decoder,
+    export::{http, routes::Exporter, web_config::WebConfig},
+    identity::{sock_diag, sockets::Listing},
+    kernel::{
+        btf::Btf,
+        layout::{self, ResetReasons},
+        listing, stream,
+    },
+};
+
+/// Linux's numbering, for records the kernel did not make.
+const STATES: TcpStates = TcpStates {
+    established: 1,
+    syn_sent: 2,
+    syn_recv: 3,
+    fin_wait1: 4,
+    fin_wait2: 5,
+    time_wait: 6,
+    close: 7,
+    close_wait: 8,
+    last_ack: 9,
+    listen: 10,
+    closing: 11,
+};
+
+/// The BTF reader and everything resolved from it.
+pub fn btf(data: &[u8]) {
+    if let Ok(btf) = Btf::parse(data) {
+        let _ = layout::resolve(&btf);
+        let _ = ResetReasons::from_btf(&btf).name(1);
+        let _ = btf.tracepoint_arity("inet_sock_set_state");
+        let _ = btf.function_arity("tcp_close");
+        let _ = btf.member("sock", &["__sk_common", "skc_state"]);
+    }
+}
+
+/// Ring-buffer records: decoded, and aggregated into the metrics.
+pub fn events(data: &[u8]) {
+    let mut decoder = Decoder::new(ResetReasons::default());
+    let mut agg = Aggregator::new(
+        Limits { max_endpoints: 4, max_processes: 8, max_series: 16 },
+        std::time::Duration::from_secs(1),
+        "0",
+        "k",
+    );
+    for record in data.chunks(size_of::<probe_common::Event>()) {
+        if let Some(ev) = stream::parse_event(record) {
+            let _ = decoder.decode(&ev);
+            agg.observe(&mut decoder, &ev);
+        }
+    }
+    agg.refresh(u64::MAX / 2);
+}
+
+/// The socket-listing iterator's records, and the fallback's netlink messages.
+pub fn socket_listing(data: &[u8]) {
+    if let Ok((entries, _)) = listing::read_entries(data) {
+        let listing = Listing::from_entries(&entries, &STATES);
+        let _ = listing.ports.infer(Some(1), 8080);
+    }
+    let _ = sock_diag::parse_messages(data, &mut Vec::new());
+}
+
+/// `--config.file` (TOML), then the resolution of its values.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(settings) = toml::from_str::<Settings>(text)
+    {
+        let _ = settings.resolve();
+    }
+}
+
+/// `--web.config.file` (YAML); files it names are looked for where none are.
+pub fn web_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = WebConfig::parse(text, std::path::Path::new("/nonexistent"));
+    }
+}
+
+/// Raw bytes as one HTTP connection to the daemon's server (basic auth on,
+/// a cost-4 user): whatever they are, it answers or closes, in bounded time.
+pub fn http_request(data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    struct Fixture {
+        rt: tokio::runtime::Runtime,
+        exporter: Arc<Exporter>,
+        web: Arc<WebConfig>,
+    }
+    static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    let f = FIXTURE.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let agg = Aggregator::new(Limits { max_endpoints: 1, max_processes: 1, max_series: 1 }, Default::default(), "0", "k");
+        // No event thread: refresh requests go nowhere, scrapes serve what is there.
+        let (tx, _) = tokio::sync::mpsc::channel(1);
+        let exporter = Arc::new(Exporter::new(agg.exported(), "/metrics".into(), tx));
+        let hash = bcrypt::hash("secret", 4).expect("bcrypt");
+        let web = WebConfig::parse(&format!("basic_auth_users:\n  alice: {hash}\n"), std::path::Path::new("/"))
+            .expect("web config");
+        Fixture { rt, exporter, web: Arc::new(web) }
+    });
+    let limits = http::Limits {
+        header_read_timeout: std::time::Duration::from_millis(200),
+        connection_timeout: std::time::Duration::from_secs(2),
+        ..http::Limits::default()
+    };
+    let client: IpAddr = [127, 0, 0, 1].into();
+    f.rt.block_on(async {
+        let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = tokio::spawn(http::connection(theirs, client, f.exporter.clone(), f.web.clone(), limits, busy));
+        let _ = ours.write_all(data).await;
+        let _ = ours.shutdown().await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(limits.connection_timeout, ours.read_to_end(&mut answer)).await;
+        server.abort();
+    });
+}

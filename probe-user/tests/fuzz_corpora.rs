@@ -1,0 +1,53 @@
+//! Replays the fuzz corpora (`fuzz/corpus/<target>/`, grown by `cargo xtask
+//! fuzz`) through the same entry points the fuzz targets call: every input
+//! the fuzzer kept, crashes it found and fixed included, must still be
+//! handled without a panic.
+use std::path::Path;
+
+use sockprobe::fuzzing;
+
+fn replay(target: &str, entry: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    inputs.sort();
+    assert!(!inputs.is_empty(), "no corpus for {target} in {}", dir.display());
+    for input in &inputs {
+        let data = std::fs::read(input).unwrap();
+        let outcome = std::panic::catch_unwind(|| entry(&data));
+        assert!(outcome.is_ok(), "{target}: {} panics", input.display());
+    }
+}
+
+#[test]
+fn btf_corpus() {
+    replay("btf", fuzzing::btf);
+}
+
+#[test]
+fn events_corpus() {
+    replay("events", fuzzing::events);
+}
+
+#[test]
+fn socket_listing_corpus() {
+    replay("socket_listing", fuzzing::socket_listing);
+}
+
+#[test]
+fn config_corpus() {
+    replay("config", fuzzing::config);
+}
+
+#[test]
+fn web_config_corpus() {
+    replay("web_config", fuzzing::web_config);
+}
+
+#[test]
+fn http_request_corpus() {
+    replay("http_request", fuzzing::http_request);
+}
