@@ -97,6 +97,25 @@ pub struct TcpStates {
     pub closing: u32,
 }
 
+impl TcpStates {
+    /// Linux's numbering as it has always been: only for tests and for
+    /// input the kernel did not make (fuzzing). sockprobe itself uses the
+    /// running kernel's numbers, read from BTF.
+    pub const LINUX: TcpStates = TcpStates {
+        established: 1,
+        syn_sent: 2,
+        syn_recv: 3,
+        fin_wait1: 4,
+        fin_wait2: 5,
+        time_wait: 6,
+        close: 7,
+        close_wait: 8,
+        last_ack: 9,
+        listen: 10,
+        closing: 11,
+    };
+}
+
 /// Everything the kernel programs need to know about the running kernel's
 /// layout, resolved from `/sys/kernel/btf/vmlinux` at start-up.
 #[repr(C)]

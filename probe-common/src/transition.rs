@@ -106,19 +106,7 @@ mod tests {
 
     /// Linux's numbering; the tests also run with a shuffled one, since the
     /// kernel side gets the numbers from BTF.
-    const LINUX: TcpStates = TcpStates {
-        established: 1,
-        syn_sent: 2,
-        syn_recv: 3,
-        fin_wait1: 4,
-        fin_wait2: 5,
-        time_wait: 6,
-        close: 7,
-        close_wait: 8,
-        last_ack: 9,
-        listen: 10,
-        closing: 11,
-    };
+    const LINUX: TcpStates = TcpStates::LINUX;
 
     const NAMES: [&str; 11] = [
         "ESTABLISHED",

@@ -20,19 +20,7 @@ use crate::{
 };
 
 /// Linux's numbering, for records the kernel did not make.
-const STATES: TcpStates = TcpStates {
-    established: 1,
-    syn_sent: 2,
-    syn_recv: 3,
-    fin_wait1: 4,
-    fin_wait2: 5,
-    time_wait: 6,
-    close: 7,
-    close_wait: 8,
-    last_ack: 9,
-    listen: 10,
-    closing: 11,
-};
+const STATES: TcpStates = TcpStates::LINUX;
 
 /// The BTF reader and everything resolved from it.
 pub fn btf(data: &[u8]) {

@@ -139,19 +139,7 @@ mod tests {
 
     use super::*;
 
-    const STATES: TcpStates = TcpStates {
-        established: 1,
-        syn_sent: 2,
-        syn_recv: 3,
-        fin_wait1: 4,
-        fin_wait2: 5,
-        time_wait: 6,
-        close: 7,
-        close_wait: 8,
-        last_ack: 9,
-        listen: 10,
-        closing: 11,
-    };
+    const STATES: TcpStates = TcpStates::LINUX;
 
     fn entry(cookie: u64, netns: u32, state: u32, sport: u16, dport: u16, name: &str) -> SocketEntry {
         let mut e: SocketEntry = unsafe { std::mem::zeroed() };
