@@ -327,6 +327,7 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
     let mut out =
         Outcome { kernel: String::new(), probes: Vec::new(), tests: Vec::new(), check_ok: false, state: String::new() };
     let mut pass = "";
+    let mut pending: Option<String> = None;
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -357,10 +358,15 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
             read_check(json, &mut out);
         } else if line == "@@pass kprobe" {
             pass = " (kprobe fallbacks)";
-        } else if let Some(t) = line.strip_prefix("test ") {
-            if let Some((name, result)) = t.rsplit_once(" ... ") {
-                out.tests.push((format!("{name}{pass}"), result.trim() == "ok"));
+        } else if let Some((name, result)) = line.strip_prefix("test ").and_then(|t| t.split_once(" ... ")) {
+            match test_result(result) {
+                Some(ok) => out.tests.push((format!("{name}{pass}"), ok)),
+                // A test's own output (a daemon's log) came first: its
+                // result follows on a line of its own.
+                None => pending = Some(format!("{name}{pass}")),
             }
+        } else if let Some(ok) = test_result(&line).filter(|_| pending.is_some()) {
+            out.tests.push((pending.take().unwrap_or_default(), ok));
         } else if line.starts_with("@@kprobe-tests-end") {
             break;
         }
@@ -368,6 +374,15 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
     let _ = child.kill();
     let _ = child.wait();
     Ok(out)
+}
+
+/// libtest's verdict word, when `text` is one.
+fn test_result(text: &str) -> Option<bool> {
+    match text.trim() {
+        "ok" => Some(true),
+        "FAILED" => Some(false),
+        _ => None,
+    }
 }
 
 /// Probes and the state store from `sockprobe check --json`.
