@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use crate::error::Error;
 
 const MAGIC: u16 = 0xeb9f;
+/// Deepest nesting of anonymous members or arrays followed (the kernel's
+/// own BTF nests a handful deep).
+const MAX_NESTING: u32 = 16;
 
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
@@ -254,11 +257,20 @@ impl Btf {
     }
 
     fn size_of(&self, id: u32) -> u32 {
+        self.size_at_depth(id, 0)
+    }
+
+    /// Arrays of arrays nest, but not without end: a crafted (or broken)
+    /// BTF whose array contains itself stops here.
+    fn size_at_depth(&self, id: u32, depth: u32) -> u32 {
+        if depth > MAX_NESTING {
+            return 0;
+        }
         match self.ty(self.resolve(id)) {
             Type::Int { size, .. } | Type::Struct { size, .. } => *size,
             Type::Ptr { .. } => 8,
             Type::Enum { .. } => 4,
-            Type::Array { elem, len } => self.size_of(*elem) * len,
+            Type::Array { elem, len } => self.size_at_depth(*elem, depth + 1).saturating_mul(*len),
             _ => 0,
         }
     }
@@ -274,6 +286,15 @@ impl Btf {
     /// Finds `name` among the members of struct/union `id`, looking through
     /// anonymous structs and unions. Returns (bit offset, member).
     fn find_member(&self, id: u32, name: &str) -> Option<(u32, Member)> {
+        self.find_member_at_depth(id, name, 0)
+    }
+
+    fn find_member_at_depth(&self, id: u32, name: &str, depth: u32) -> Option<(u32, Member)> {
+        // Found by fuzzing: an anonymous member of its own type recursed
+        // until the stack overflowed.
+        if depth > MAX_NESTING {
+            return None;
+        }
         let Type::Struct { members, .. } = self.ty(self.resolve(id)) else { return None };
         for m in members {
             if m.name == name {
@@ -281,8 +302,8 @@ impl Btf {
             }
         }
         for m in members.iter().filter(|m| m.name.is_empty()) {
-            if let Some((off, found)) = self.find_member(m.type_id, name) {
-                return Some((m.bit_offset + off, found));
+            if let Some((off, found)) = self.find_member_at_depth(m.type_id, name, depth + 1) {
+                return Some((m.bit_offset.saturating_add(off), found));
             }
         }
         None
@@ -295,13 +316,13 @@ impl Btf {
         let mut last = None;
         for part in path {
             let (off, m) = self.find_member(id, part)?;
-            bit_offset += off;
+            bit_offset = u32::saturating_add(bit_offset, off);
             id = m.type_id;
             last = Some(m);
         }
         let m = last?;
         let (bits, is_bitfield) =
-            if m.bitfield_size != 0 { (m.bitfield_size, true) } else { (self.size_of(m.type_id) * 8, false) };
+            if m.bitfield_size != 0 { (m.bitfield_size, true) } else { (self.size_of(m.type_id).saturating_mul(8), false) };
         Some(MemberLocation { bit_offset, bits, is_bitfield })
     }
 

@@ -9,7 +9,7 @@ fn field(btf: &Btf, strukt: &str, path: &[&str]) -> Option<Field> {
     let loc = btf.member(strukt, path)?;
     let offset = loc.bit_offset / 8;
     let shift = (loc.bit_offset % 8) as u16;
-    if loc.is_bitfield && shift as u32 + loc.bits > 16 {
+    if loc.is_bitfield && (shift as u32).saturating_add(loc.bits) > 16 {
         return None; // our 16-bit window cannot hold it
     }
     Some(Field { offset, shift, bits: loc.bits as u16 })
