@@ -153,7 +153,7 @@ impl Aggregator {
             }
         }
         match kind {
-            EventKind::Open => self.live.track(ev.cookie, slot, LiveState::Established, 0),
+            EventKind::Open => self.live.track(ev.cookie, slot, LiveState::Established, ev.ts_ns),
             EventKind::CloseWait => self.live.track(ev.cookie, slot, LiveState::CloseWait, ev.ts_ns),
             EventKind::Close => {
                 self.live.untrack(ev.cookie);
@@ -320,19 +320,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_close_out_of_close_wait_carries_its_end() {
-        let mut close = event(EventKind::Close, "c", 80, 10);
-        assert!(close.close_wait_end().is_none(), "no CLOSE_WAIT, no close_wait_end");
-        close.close_wait_ns = 7;
-        let end = close.close_wait_end().expect("close_wait_end folded into the close");
-        assert_eq!((end.kind, end.value, end.close_wait_ns), (EventKind::CloseWaitEnd as u8, 7, 0));
-        assert_eq!((end.cookie, end.ts_ns), (close.cookie, close.ts_ns));
-        let mut open = event(EventKind::Open, "c", 80, 10);
-        open.close_wait_ns = 7;
-        assert!(open.close_wait_end().is_none(), "only close records carry it");
-    }
-
     fn limits(max_endpoints: usize) -> Limits {
         Limits { max_endpoints, max_processes: 1000, max_series: 20_000 }
     }
@@ -398,6 +385,62 @@ mod tests {
         // And it comes back cleanly.
         a.observe(&mut d, &event(EventKind::Open, "short", 1, 6_000_000));
         assert!(render(&mut a, 6_500_000).contains(r#"comm="short""#));
+    }
+
+    fn found(cookie: u64, comm: &str, state: LiveState) -> FoundSocket {
+        FoundSocket {
+            cookie,
+            netns: 1,
+            state,
+            saddr: "127.0.0.1".parse().unwrap(),
+            sport: 40000,
+            daddr: "10.0.0.1".parse().unwrap(),
+            dport: 80,
+            direction: Direction::Outbound,
+            holder: crate::identity::sockets::Holder { pid: 1, comm: comm.into(), cgroup_id: 0 },
+        }
+    }
+
+    fn gauge(text: &str, comm: &str, state: &str) -> bool {
+        text.lines().any(|l| l.starts_with("sockprobe_tcp_sockets{") && l.contains(&format!("comm=\"{comm}\"")) && l.contains(&format!("state=\"{state}\"")))
+    }
+
+    /// The reconcile: what exists anywhere stays, what is gone goes, what the
+    /// events missed is adopted, and the events that raced the listing win.
+    #[test]
+    fn listings_reconcile_without_racing_the_events() {
+        let mut a = Aggregator::new(limits(10), Duration::from_secs(600), "0", "k");
+        let mut d = decoder();
+        a.observe(&mut d, &event(EventKind::Open, "gone", 1, 100)); // its close was lost
+        a.observe(&mut d, &event(EventKind::Open, "stays", 2, 100));
+        a.begin_listing(1_000);
+        // While the listing is taken: one opens, one closes.
+        a.observe(&mut d, &event(EventKind::Open, "newer", 3, 1_500));
+        a.observe(&mut d, &event(EventKind::Open, "closing", 4, 200));
+        a.observe(&mut d, &event(EventKind::Close, "closing", 4, 1_600));
+        let listing = Listing {
+            sockets: vec![
+                found(2, "stays", LiveState::Established),
+                found(4, "closing", LiveState::Established), // listed before its close
+                found(5, "missed", LiveState::CloseWait),    // its open was lost
+                found(6, "reset", LiveState::Closed),        // over, fd still held
+            ],
+            ..Listing::default()
+        };
+        let r = a.apply_listing(&mut d, &listing, 2_000);
+        assert_eq!(r, Reconciled { dropped: 1, adopted: 2, changed: 0 });
+        let text = render(&mut a, 3_000);
+        assert!(!gauge(&text, "gone", "established"), "{text}");
+        assert!(gauge(&text, "stays", "established") && gauge(&text, "newer", "established"), "{text}");
+        assert!(!gauge(&text, "closing", "established"), "a close seen during the listing wins: {text}");
+        assert!(gauge(&text, "missed", "close_wait") && gauge(&text, "reset", "closed"), "{text}");
+        // The next listing, without the close race: "stays" turned out reset.
+        a.begin_listing(4_000);
+        let listing = Listing { sockets: vec![found(2, "stays", LiveState::Closed)], ..Listing::default() };
+        let r = a.apply_listing(&mut d, &listing, 5_000);
+        assert_eq!(r, Reconciled { dropped: 3, adopted: 0, changed: 1 });
+        let text = render(&mut a, 6_000);
+        assert!(gauge(&text, "stays", "closed") && !gauge(&text, "stays", "established"), "{text}");
     }
 
     #[test]
