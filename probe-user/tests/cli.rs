@@ -110,6 +110,11 @@ fn privileged_check_reports_every_probe() {
         assert_eq!(r["result"], "unavailable");
         assert!(r["reason"].as_str().unwrap().contains("kprobes not supported"), "{r}");
     }
+    assert!(report["socket_listing"].as_str().unwrap_or("").contains("task_file iterator"), "{report}");
+    // With the iterator refused, check says which listing takes over.
+    let fallback = sockprobe(&["check", "--json"], &[("SOCKPROBE_SKIP_HOOKS", "iter")]);
+    let fallback: serde_json::Value = serde_json::from_slice(&fallback.stdout).expect("JSON");
+    assert!(fallback["socket_listing"].as_str().unwrap_or("").contains("sock_diag"), "{fallback}");
     // The human form tells the same.
     let columns = String::from_utf8_lossy(&sockprobe(&["check"], &[]).stdout).to_string();
     let line = columns.lines().find(|l| l.contains("tp_btf/inet_sock_set_state")).expect("in the columns");
