@@ -402,6 +402,9 @@ pub struct Event {
     pub family: u16,
     pub kind: u8,
     pub direction: u8,
+    /// On a `close`: who ended the connection ([`Closer`]); else 0.
+    pub closer: u8,
+    pub _pad: [u8; 7],
     /// On a `close` out of CLOSE_WAIT: how long the socket sat there (at
     /// least 1), else 0. Saves the kernel a second record for `close_wait_end`.
     pub close_wait_ns: u64,
@@ -413,7 +416,42 @@ impl Event {
         if self.kind != EventKind::Close as u8 || self.close_wait_ns == 0 {
             return None;
         }
-        Some(Event { kind: EventKind::CloseWaitEnd as u8, value: self.close_wait_ns, close_wait_ns: 0, ..*self })
+        Some(Event {
+            kind: EventKind::CloseWaitEnd as u8,
+            value: self.close_wait_ns,
+            close_wait_ns: 0,
+            closer: 0,
+            ..*self
+        })
+    }
+}
+
+/// Who ended a connection (the `closer` label), from its state changes.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closer {
+    /// This process closed first (ESTABLISHED→FIN_WAIT1).
+    Local = 1,
+    /// The peer's FIN came first (CLOSE_WAIT→LAST_ACK).
+    Peer = 2,
+    /// A RST ended it, sent or received (→CLOSE from an open state).
+    Reset = 3,
+}
+
+impl Closer {
+    pub const ALL: [Closer; 3] = [Closer::Local, Closer::Peer, Closer::Reset];
+
+    pub fn from_u8(v: u8) -> Option<Closer> {
+        Self::ALL.into_iter().find(|c| *c as u8 == v)
+    }
+
+    /// The `closer` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Closer::Local => "local",
+            Closer::Peer => "peer",
+            Closer::Reset => "reset",
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::ring_buf::RingBufEntry,
 };
 use probe_common::{
-    Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN, SHUTDOWN_MASK, SockState,
+    Closer, Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN, SHUTDOWN_MASK, SockState,
     Transition, classify, flags, transition::direction_from,
 };
 
@@ -36,11 +36,21 @@ fn new_state<A: Access>(sk: *const u8, cookie: u64, direction: Direction) -> Opt
 
 #[inline(always)]
 fn emit(sk: *const u8, st: &SockState, kind: EventKind, value: u64, reason: u32, ts: u64) {
-    emit_with(sk, st, kind, value, reason, ts, 0);
+    emit_with(sk, st, kind, value, reason, ts, 0, 0);
 }
 
 #[inline(always)]
-fn emit_with(sk: *const u8, st: &SockState, kind: EventKind, value: u64, reason: u32, ts: u64, close_wait_ns: u64) {
+#[allow(clippy::too_many_arguments)]
+fn emit_with(
+    sk: *const u8,
+    st: &SockState,
+    kind: EventKind,
+    value: u64,
+    reason: u32,
+    ts: u64,
+    close_wait_ns: u64,
+    closer: u8,
+) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         maps::count(Counter::EventsLost);
         return;
@@ -65,6 +75,8 @@ fn emit_with(sk: *const u8, st: &SockState, kind: EventKind, value: u64, reason:
         (*ev).family = st.family;
         (*ev).kind = kind as u8;
         (*ev).direction = st.direction;
+        (*ev).closer = closer;
+        (*ev)._pad = [0; 7];
         (*ev).close_wait_ns = close_wait_ns;
     }
     submit(entry);
@@ -187,7 +199,8 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         // close() and shutdown() run in the owner's context: the closer is current.
         Transition::LocalClose { from_close_wait } => {
             take_owner(sk, st);
-            emit_close(sk, st, from_close_wait);
+            let closer = if from_close_wait { Closer::Peer } else { Closer::Local };
+            emit_close(sk, st, from_close_wait, closer);
         }
         Transition::Closed { was_open, from_close_wait, fin_received } => {
             // An abort from close() is recognised by sk_shutdown == SHUTDOWN_MASK,
@@ -203,7 +216,7 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
                 }
             }
             if was_open {
-                emit_close(sk, st, from_close_wait);
+                emit_close(sk, st, from_close_wait, Closer::Reset);
             }
         }
         _ => {}
@@ -213,7 +226,7 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
 /// The connection ends: one `close` record, once. Leaving CLOSE_WAIT, it
 /// carries the CLOSE_WAIT age too (userspace splits it in two).
 #[inline(always)]
-fn emit_close(sk: *const u8, st: &mut SockState, from_close_wait: bool) {
+fn emit_close(sk: *const u8, st: &mut SockState, from_close_wait: bool, closer: Closer) {
     if st.flags & flags::CLOSED != 0 {
         return;
     }
@@ -224,7 +237,7 @@ fn emit_close(sk: *const u8, st: &mut SockState, from_close_wait: bool) {
     let close_wait =
         if from_close_wait && st.close_wait_ns != 0 { t.saturating_sub(st.close_wait_ns).max(1) } else { 0 };
     st.close_wait_ns = 0;
-    emit_with(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait);
+    emit_with(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait, closer as u8);
 }
 
 /// listen() (process context) or a listener's close.

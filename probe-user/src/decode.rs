@@ -2,7 +2,7 @@
 //! wall-clock times, the container label, the direction.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use probe_common::{AF_INET, Direction, Event, EventKind};
+use probe_common::{AF_INET, Closer, Direction, Event, EventKind};
 use serde::Serialize;
 
 use crate::{
@@ -31,6 +31,9 @@ pub struct Record {
     pub direction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
+    /// Who ended the connection (`close` only): local, peer, reset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closer: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_in: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,6 +163,7 @@ impl Decoder {
             dport: ev.dport,
             direction: direction_label(self.direction(ev)),
             duration_ns: None,
+            closer: None,
             bytes_in: None,
             bytes_out: None,
             exchanges: None,
@@ -170,6 +174,7 @@ impl Decoder {
         match kind {
             EventKind::Close => {
                 r.duration_ns = Some(ev.value);
+                r.closer = Closer::from_u8(ev.closer).map(Closer::name);
                 r.bytes_in = Some(ev.bytes_in);
                 r.bytes_out = Some(ev.bytes_out);
                 r.exchanges = Some(ev.exchanges);

@@ -83,6 +83,12 @@ fn unread_close_matches_kernel_counter(store: &[&str]) {
         dump(&events)
     );
     assert_eq!(select(&events, "reset_received", "t1-server").len(), M as usize);
+    // Who ended them: the client's RST, on both ends.
+    for comm in ["t1-client", "t1-server"] {
+        let closes = select(&events, "close", comm);
+        assert_eq!(closes.len(), M as usize, "{comm}: {}", dump(&events));
+        assert!(closes.iter().all(|e| e["closer"] == "reset"), "{comm}: {}", dump(&events));
+    }
 }
 
 /// Scenario 2: the client reads everything: a normal close, no unread_close.
@@ -106,6 +112,9 @@ fn privileged_full_read_closes_cleanly() {
     assert_eq!(u64_of(close, "bytes_out"), 4, "{close}");
     assert!(u64_of(close, "duration_ns") > 0, "{close}");
     assert_eq!(select(&events, "open", "t2-client").len(), 1, "{}", dump(&events));
+    // The client closed first; the server saw its FIN first.
+    assert_eq!(close["closer"], "local", "{close}");
+    assert_eq!(select(&events, "close", "t2-server")[0]["closer"], "peer", "{}", dump(&events));
 }
 
 with_each_store!(

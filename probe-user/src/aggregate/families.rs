@@ -14,19 +14,17 @@ pub const CONN: [&str; 4] = ["comm", "container", "direction", "endpoint"];
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Count {
     Opened,
-    Closed,
     UnreadCloses,
     UnreadBytes,
     ResetsReceived,
 }
 
 impl Count {
-    pub const ALL: [Count; 5] = [Count::Opened, Count::Closed, Count::UnreadCloses, Count::UnreadBytes, Count::ResetsReceived];
+    pub const ALL: [Count; 4] = [Count::Opened, Count::UnreadCloses, Count::UnreadBytes, Count::ResetsReceived];
 
     pub fn name(self) -> &'static str {
         match self {
             Count::Opened => "sockprobe_tcp_connections_opened_total",
-            Count::Closed => "sockprobe_tcp_connections_closed_total",
             Count::UnreadCloses => "sockprobe_tcp_unread_closes_total",
             Count::UnreadBytes => "sockprobe_tcp_unread_bytes_total",
             Count::ResetsReceived => "sockprobe_tcp_resets_received_total",
@@ -36,7 +34,6 @@ impl Count {
     fn help(self) -> &'static str {
         match self {
             Count::Opened => "TCP connections that reached ESTABLISHED.",
-            Count::Closed => "TCP connections that left ESTABLISHED/CLOSE_WAIT for good.",
             Count::UnreadCloses => {
                 "close() while unread bytes were still queued, so the kernel reset the connection (TcpExt TCPAbortOnClose, per process)."
             }
@@ -85,13 +82,14 @@ impl Spread {
 }
 
 pub const RESETS_SENT: &str = "sockprobe_tcp_resets_sent_total";
+pub const CLOSED: &str = "sockprobe_tcp_connections_closed_total";
 
 /// The family an event first lands in: the `metric` label of
 /// `sockprobe_series_overflow_total` when its label set is folded.
 pub fn family_of(kind: EventKind) -> &'static str {
     match kind {
         EventKind::Open => Count::Opened.name(),
-        EventKind::Close => Count::Closed.name(),
+        EventKind::Close => CLOSED,
         EventKind::UnreadClose => Count::UnreadCloses.name(),
         EventKind::ResetSent => RESETS_SENT,
         EventKind::ResetReceived => Count::ResetsReceived.name(),
@@ -104,6 +102,8 @@ pub struct Families {
     pub counters: [IntCounterVec; Count::ALL.len()],
     pub histograms: [HistogramVec; Spread::ALL.len()],
     pub resets_sent: IntCounterVec,
+    /// By `closer` too (local, peer, reset).
+    pub closed: IntCounterVec,
     pub sockets: IntGaugeVec,
     pub close_wait_oldest: GaugeVec,
     pub build_info: IntGaugeVec,
@@ -143,6 +143,11 @@ impl Families {
                 RESETS_SENT,
                 "RSTs this host sent on the process's connections, by kernel reason.",
                 &["comm", "container", "direction", "endpoint", "reason"],
+            ),
+            closed: vec(
+                CLOSED,
+                "TCP connections that left ESTABLISHED/CLOSE_WAIT for good, by who ended them: local (this process closed first), peer (the peer's FIN came first), reset (a RST ended it).",
+                &["comm", "container", "direction", "endpoint", "closer"],
             ),
             sockets: gauges(
                 "sockprobe_tcp_sockets",

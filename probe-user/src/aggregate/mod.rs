@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use probe_common::{Direction, Event, EventKind};
+use probe_common::{Closer, Direction, Event, EventKind};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
 use self::{
@@ -120,7 +120,14 @@ impl Aggregator {
         };
         match kind {
             EventKind::Open => count(Count::Opened, 1),
-            EventKind::Close => count(Count::Closed, 1),
+            EventKind::Close => {
+                // Every close the kernel side emits says who ended it.
+                let closer = Closer::from_u8(ev.closer).unwrap_or(Closer::Reset);
+                let [c, k, d, e] = labels;
+                s.closed[closer as usize - 1]
+                    .get_or_insert_with(|| f.closed.with_label_values(&[c, k, d, e, closer.name()]))
+                    .inc();
+            }
             EventKind::UnreadClose => {
                 count(Count::UnreadCloses, 1);
                 count(Count::UnreadBytes, ev.value);
@@ -281,6 +288,11 @@ impl Aggregator {
                     let _ = vec.remove_label_values(&l);
                 }
             }
+            for (handle, closer) in s.closed.iter().zip(Closer::ALL) {
+                if handle.is_some() {
+                    let _ = self.f.closed.remove_label_values(&[l[0], l[1], l[2], l[3], closer.name()]);
+                }
+            }
             for (_, reason, _) in &s.resets_sent {
                 let _ = self.f.resets_sent.remove_label_values(&[l[0], l[1], l[2], l[3], reason]);
             }
@@ -316,6 +328,8 @@ mod tests {
             family: AF_INET,
             kind: kind as u8,
             direction: Direction::Outbound as u8,
+            closer: if kind == EventKind::Close { probe_common::Closer::Local as u8 } else { 0 },
+            _pad: [0; 7],
             close_wait_ns: 0,
         }
     }

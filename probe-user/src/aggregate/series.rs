@@ -4,6 +4,7 @@
 //! and whole processes expire together.
 use std::collections::HashSet;
 
+use probe_common::Closer;
 use prometheus::{Histogram, IntCounter};
 
 use super::families::{Count, Spread};
@@ -51,6 +52,8 @@ pub struct Series {
     pub key: SeriesKey,
     raw_keys: Vec<RawKey>,
     pub counters: [Option<IntCounter>; Count::ALL.len()],
+    /// `sockprobe_tcp_connections_closed_total` by closer (index: Closer - 1).
+    pub closed: [Option<IntCounter>; Closer::ALL.len()],
     pub histograms: [Option<Histogram>; Spread::ALL.len()],
     /// (raw reason, its label, the counter).
     pub resets_sent: Vec<(u32, String, IntCounter)>,
@@ -160,6 +163,7 @@ impl SeriesTable {
                     key: key.clone(),
                     raw_keys: Vec::new(),
                     counters: Default::default(),
+                    closed: Default::default(),
                     histograms: Default::default(),
                     resets_sent: Vec::new(),
                     last_seen_ns: now_ns,
