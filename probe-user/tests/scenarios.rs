@@ -325,25 +325,3 @@ fn privileged_namespaces_listeners_on_one_port_keep_their_owners() {
         inbound(&text, "ns-srv-b") == 2.0
     });
 }
-
-/// Where the socket-listing iterator is not available, sockprobe enters
-/// every network namespace and asks sock_diag there: a namespace's
-/// CLOSE_WAIT sockets from before the daemon started are still found.
-#[test]
-#[ignore = "needs root: `sudo cargo xtask test` runs it"]
-fn privileged_fallback_listing_enters_each_namespace() {
-    require_root();
-    let ns = NetNs::new("fallback");
-    let _hold = Killed(spawn_ready(
-        &ns.prefix(),
-        *PEER,
-        &["--name", "ns-hold-fb", "hold", "--connections", "10", "--close-wait", "4"],
-    ));
-    let daemon = Daemon::start_under(&["env", "SOCKPROBE_SKIP_HOOKS=iter"], &[]);
-    let text = daemon.scrape();
-    assert!(text.contains(r#"sockprobe_probe_attached{probe="iter/task_file"} 0"#), "the iterator must be off:\n{text}");
-    let expected = ns.tcp_table().iter().filter(|r| r.state == STATE_CLOSE_WAIT).count() as f64;
-    assert_eq!(expected, 4.0, "the kernel's own count");
-    let got = metric(&text, "sockprobe_tcp_sockets", &[("comm", "ns-hold-fb"), ("state", "close_wait")]);
-    assert_eq!(got, expected, "first scrape, through the fallback\n{text}");
-}
