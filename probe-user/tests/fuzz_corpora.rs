@@ -1,15 +1,17 @@
 //! Replays the fuzz corpora (`fuzz/corpus/<target>/`, grown by `cargo xtask
-//! fuzz`) through the same entry points the fuzz targets call: every input
-//! the fuzzer kept, crashes it found and fixed included, must still be
-//! handled without a panic.
+//! fuzz`) and the inputs that once crashed (`fuzz/regressions/<target>/`,
+//! kept apart since `cargo fuzz cmin` may drop them) through the same entry
+//! points the fuzz targets call: each must be handled without a panic.
 use std::path::Path;
 
 use sockprobe::fuzzing;
 
 fn replay(target: &str, entry: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let dir = fuzz.join("corpus").join(target);
     let mut inputs: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .chain(std::fs::read_dir(fuzz.join("regressions").join(target)).into_iter().flatten())
         .flatten()
         .map(|e| e.path())
         .collect();
