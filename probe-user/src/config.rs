@@ -11,7 +11,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use probe_common::{DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, StateStore};
 use serde::Deserialize;
 
-use crate::{error::Error, kernel::ProbeSettings};
+use crate::{error::Error, identity::k8s, kernel::ProbeSettings};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
@@ -75,12 +75,8 @@ pub struct ProbeSection {
     #[arg(id = "probe.ring-buffer-bytes", long = "probe.ring-buffer-bytes", value_name = "BYTES",
           help = with_default("Kernel-to-userspace ring buffer, a power of two; overflow is counted in sockprobe_events_lost_total", DEFAULT_RING_BUFFER_BYTES))]
     pub ring_buffer_bytes: Option<u32>,
-    /// Where the kernel side keeps per-socket state: `lru`, a hash map of
-    /// --probe.max-sockets entries, cheapest under connection churn; or
-    /// `socket-local`, socket storage (kernel 5.11+, not with kprobes): cheaper
-    /// per send/recv and unbounded, but an allocation per socket. Benchmarks:
-    /// docs/benchmarks.md [default: lru].
-    #[arg(id = "probe.state-store", long = "probe.state-store", value_name = "STORE")]
+    #[arg(id = "probe.state-store", long = "probe.state-store", value_name = "STORE",
+          help = with_default("Where the kernel side keeps per-socket state: `lru`, a hash map of --probe.max-sockets entries, cheapest under connection churn; or `socket-local`, socket storage (kernel 5.11+, not with kprobes): cheaper per send/recv and unbounded, but an allocation per socket. Benchmarks: docs/benchmarks.md", StateStore::default().name()))]
     pub state_store: Option<StateStore>,
 }
 
@@ -188,17 +184,14 @@ impl Settings {
             }
         }
         let kubernetes_api_url = self.kubernetes.api_url;
+        // The same checks the Kubernetes client makes, at start-up.
         if let Some(u) = &kubernetes_api_url
-            && !(u.starts_with("https://") || u.starts_with("http://127.") || u.starts_with("http://[::1]"))
+            && let Err(why) = k8s::endpoint(u)
         {
-            return Err(Error::Config(format!(
-                "invalid kubernetes.api-url '{u}': expected https://HOST:PORT (plain http only to a loopback address)"
-            )));
+            return Err(Error::Config(format!("invalid kubernetes.api-url '{u}': {why}")));
         }
         if let Some(n) = &self.kubernetes.node_name
-            && !(n.len() <= 253
-                && !n.is_empty()
-                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'))
+            && !k8s::is_node_name(n)
         {
             return Err(Error::Config(format!("invalid kubernetes.node-name {n:?}: expected a DNS subdomain")));
         }

@@ -1,6 +1,6 @@
 //! Kernel [`Event`] records turned into what users read: names, addresses,
 //! wall-clock times, the container label, the direction.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use probe_common::{AF_INET, Closer, Direction, Event, EventKind};
 use serde::Serialize;
@@ -69,18 +69,7 @@ pub fn direction_label(d: Direction) -> &'static str {
     }
 }
 
-pub fn comm_str(comm: &[u8]) -> String {
-    let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
-}
-
-pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
-    if family == AF_INET {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*raw))
-    }
-}
+pub use crate::identity::sockets::{comm_str, ip_addr};
 
 /// `container` labels cached by cgroup id.
 const MAX_CACHED_CONTAINERS: usize = 4096;

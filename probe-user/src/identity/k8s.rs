@@ -193,14 +193,14 @@ pub async fn keep_refreshed(api: ApiConfig, pods: PodNames) {
 }
 
 /// A Kubernetes node name: a DNS subdomain (it goes into the request line).
-fn is_node_name(s: &str) -> bool {
+pub fn is_node_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// `https://host:port` (or `http://` to loopback) → (tls, host, port).
-fn endpoint(url: &str) -> Result<(bool, String, u16), String> {
+pub fn endpoint(url: &str) -> Result<(bool, String, u16), String> {
     let (tls, rest) = match url.split_once("://") {
         Some(("https", r)) => (true, r),
         Some(("http", r)) => (false, r),

@@ -108,19 +108,20 @@ impl Listing {
                 cookie: e.cookie,
                 netns: e.netns,
                 state,
-                saddr: ip(e.family, &e.saddr),
+                saddr: ip_addr(e.family, &e.saddr),
                 sport: e.sport,
-                daddr: ip(e.family, &e.daddr),
+                daddr: ip_addr(e.family, &e.daddr),
                 dport: e.dport,
                 direction,
-                holder: Holder { pid: e.tgid, comm: comm(&e.comm), cgroup_id: e.cgroup_id },
+                holder: Holder { pid: e.tgid, comm: comm_str(&e.comm), cgroup_id: e.cgroup_id },
             });
         }
         Listing { sockets, listeners, ports, shared }
     }
 }
 
-fn ip(family: u16, raw: &[u8; 16]) -> IpAddr {
+/// An address as the kernel records it (IPv4 in the first 4 bytes).
+pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
     if family == AF_INET {
         IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
     } else {
@@ -128,7 +129,8 @@ fn ip(family: u16, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn comm(raw: &[u8]) -> String {
+/// A NUL-padded `comm` as text.
+pub fn comm_str(raw: &[u8]) -> String {
     let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
