@@ -3,7 +3,9 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
     bpf_probe_read_kernel_buf,
 };
-use probe_common::{AF_INET, AF_INET6, Event, Field, KernelLayout, ListenerKey, NO_OFFSET, Owner, SockState, SocketEntry};
+use probe_common::{
+    AF_INET, AF_INET6, Event, Field, KernelLayout, ListenerKey, NO_OFFSET, Owner, SockState, SocketEntry,
+};
 
 use crate::access::Access;
 

@@ -142,6 +142,7 @@ fn main() {
     println!("| hash | ordinary names (ns/lookup) | colliding names (ns/lookup) | ratio |\n|---|---|---|---|");
     let (lg, lb) = (time(&good, seed), time(&bad, seed));
     println!("| old multiply-add (seeded) | {lg:.0} | {lb:.0} | {:.0}x |", lb / lg);
-    let (fg, fb) = (time(&good, foldhash::fast::RandomState::default()), time(&bad, foldhash::fast::RandomState::default()));
+    let (fg, fb) =
+        (time(&good, foldhash::fast::RandomState::default()), time(&bad, foldhash::fast::RandomState::default()));
     println!("| foldhash (now) | {fg:.0} | {fb:.0} | {:.2}x |", fb / fg);
 }

@@ -6,9 +6,7 @@ use probe_common::{AF_INET, Closer, Direction, Event, EventKind};
 use serde::Serialize;
 
 use crate::{
-    identity::{
-        Clock, LocalPorts, cgroup::CgroupPaths, container_of, k8s::PodNames, rfc3339_ns,
-    },
+    identity::{Clock, LocalPorts, cgroup::CgroupPaths, container_of, k8s::PodNames, rfc3339_ns},
     kernel::layout::ResetReasons,
 };
 
@@ -114,7 +112,6 @@ impl Decoder {
         }
         c
     }
-
 
     /// Names Kubernetes containers through the API (DaemonSet mode).
     pub fn set_pods(&mut self, pods: PodNames) {

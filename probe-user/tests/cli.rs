@@ -86,7 +86,10 @@ fn privileged_check_reports_every_probe() {
         let results: Vec<&str> = rows.iter().map(|p| p["result"].as_str().unwrap()).collect();
         let attached = results.iter().position(|r| *r == "attached");
         let first_usable = results.iter().position(|r| *r == "attached" || *r == "standby");
-        assert_eq!(attached, first_usable, "{feature}: the first usable candidate must be the attached one: {results:?}");
+        assert_eq!(
+            attached, first_usable,
+            "{feature}: the first usable candidate must be the attached one: {results:?}"
+        );
         for (row, result) in rows.iter().zip(&results) {
             match *result {
                 "unavailable" => {

@@ -101,9 +101,13 @@ fn privileged_wrong_password_flood_during_churn_loses_nothing() {
                 while !stop.load(Ordering::Relaxed) {
                     let Some(mut s) = connect_from(src, target) else { continue };
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\nConnection: close\r\n\r\n");
+                    let _ = write!(
+                        s,
+                        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\nConnection: close\r\n\r\n"
+                    );
                     let mut head = [0u8; 12];
-                    let slot = match s.read_exact(&mut head).map(|_| String::from_utf8_lossy(&head[9..12]).to_string()) {
+                    let slot = match s.read_exact(&mut head).map(|_| String::from_utf8_lossy(&head[9..12]).to_string())
+                    {
                         Ok(c) if c == "401" => 0,
                         Ok(c) if c == "429" => 1,
                         Ok(c) if c == "503" => 2,
@@ -150,7 +154,11 @@ fn privileged_rename_storm_is_folded() {
     require_root();
     let daemon = Daemon::start(&[]);
     let server = Server::start(&[], "t12-rn-srv", &["--response", "10", "--connections", "20000"]);
-    client(&[], "t12-rn", &["--connect", &server.addr, "--response", "10", "--connections", "20000", "--rename-prefix", "rn"]);
+    client(
+        &[],
+        "t12-rn",
+        &["--connect", &server.addr, "--response", "10", "--connections", "20000", "--rename-prefix", "rn"],
+    );
     let mut text = String::new();
     wait_until("the server's 20000 connections counted", Duration::from_secs(30), || {
         text = daemon.scrape();
@@ -163,7 +171,11 @@ fn privileged_rename_storm_is_folded() {
     assert!(folded >= 19000.0, "the rest folded into comm=\"other\": {folded}");
     assert!(metric(&text, "sockprobe_series_overflow_total", &[]) >= 19000.0, "folding counted");
     let (rss, peak) = rss_kib(daemon.child.id());
-    eprintln!("rename storm: {} label sets of opened_total, /metrics {} KiB, RSS {rss} KiB (peak {peak} KiB)", opened.len(), text.len() / 1024);
+    eprintln!(
+        "rename storm: {} label sets of opened_total, /metrics {} KiB, RSS {rss} KiB (peak {peak} KiB)",
+        opened.len(),
+        text.len() / 1024
+    );
     // docs/security.md: RSS stays under 64 MiB with the defaults.
     assert!(rss < 64 * 1024, "RSS {rss} KiB");
 }
@@ -189,7 +201,12 @@ fn privileged_held_connections_do_not_lock_out_the_scraper() {
     let started = Instant::now();
     let answer = http_get_as(&daemon.addr, "/metrics", Some(&right()));
     let took = started.elapsed();
-    eprintln!("scrape behind {} held connections: {:?} in {took:?}; daemon fds {} (idle {idle_fds})", held.len(), answer.as_ref().map(|a| a.0), fds());
+    eprintln!(
+        "scrape behind {} held connections: {:?} in {took:?}; daemon fds {} (idle {idle_fds})",
+        held.len(),
+        answer.as_ref().map(|a| a.0),
+        fds()
+    );
     assert_eq!(answer.map(|a| a.0), Some(200), "the scraper got no answer");
     assert!(fds() <= idle_fds + 64 + 16, "daemon fds {} (idle {idle_fds}): not bounded by the connection cap", fds());
 }

@@ -42,7 +42,10 @@ fn pods_of_this_node_name_their_containers() {
     let pods = PodNames::default();
     assert_eq!(block_on(pods.refresh(&api)).expect("refresh from the recorded API"), 3);
     let req = requests.recv().unwrap().to_ascii_lowercase();
-    assert!(req.starts_with("get /api/v1/pods?fieldselector=spec.nodename%3dnode-1&resourceversion=0 http/1.1"), "{req}");
+    assert!(
+        req.starts_with("get /api/v1/pods?fieldselector=spec.nodename%3dnode-1&resourceversion=0 http/1.1"),
+        "{req}"
+    );
     assert!(req.contains("authorization: bearer t0ken"), "{req}");
     let uid = "1b2c3d4e-0000-1111-2222-333344445555";
     assert_eq!(pods.resolve(&format!("/k8s/pod-{uid}/0123456789ab")), "/k8s/shop/checkout-7d9f8c6b5-x2kqp/api");

@@ -26,18 +26,21 @@ fn cargo_fuzz() -> Command {
 }
 
 pub fn run(args: &FuzzArgs) -> Result<()> {
-    if Command::new("cargo").args(["fuzz", "--version"]).env("PATH", bootstrap::path_with_cargo_bin()).output().map(|o| !o.status.success()).unwrap_or(true) {
+    if Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .env("PATH", bootstrap::path_with_cargo_bin())
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
         eprintln!("xtask: cargo install cargo-fuzz");
         let ok = Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]).status()?.success();
         if !ok {
             bail!("cargo install cargo-fuzz failed");
         }
     }
-    let targets: Vec<&str> = if args.targets.is_empty() {
-        TARGETS.to_vec()
-    } else {
-        args.targets.iter().map(String::as_str).collect()
-    };
+    let targets: Vec<&str> =
+        if args.targets.is_empty() { TARGETS.to_vec() } else { args.targets.iter().map(String::as_str).collect() };
     for t in &targets {
         if !TARGETS.contains(t) {
             bail!("unknown fuzz target {t}: expected one of {}", TARGETS.join(", "));

@@ -81,7 +81,9 @@ fn queued(seq: *mut u8, listener: *const u8, entry: &mut SocketEntry) {
 
 #[inline(always)]
 fn write(seq: *mut u8, entry: &SocketEntry) {
-    unsafe { bpf_seq_write(seq.cast(), (entry as *const SocketEntry).cast_mut().cast(), size_of::<SocketEntry>() as u32) };
+    unsafe {
+        bpf_seq_write(seq.cast(), (entry as *const SocketEntry).cast_mut().cast(), size_of::<SocketEntry>() as u32)
+    };
 }
 
 /// The process holding the fd: tgid, its leader's comm, its cgroup v2 id.

@@ -29,12 +29,8 @@ impl LiveSockets {
         if cookie == 0 {
             return;
         }
-        let l = self.by_cookie.entry(cookie).or_insert(LiveSocket {
-            slot,
-            state,
-            close_wait_since: at,
-            tracked_since: at,
-        });
+        let l =
+            self.by_cookie.entry(cookie).or_insert(LiveSocket { slot, state, close_wait_since: at, tracked_since: at });
         if state != l.state {
             l.state = state;
             l.close_wait_since = at;

@@ -303,11 +303,17 @@ mod tests {
     #[test]
     fn absurd_costs_and_non_hashes_are_refused() {
         let dir = Path::new("/");
-        let e = WebConfig::parse("basic_auth_users:\n  a: $2y$31$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa\n", dir);
+        let e = WebConfig::parse(
+            "basic_auth_users:\n  a: $2y$31$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa\n",
+            dir,
+        );
         assert!(e.err().unwrap().contains("cost 31"));
         let e = WebConfig::parse("basic_auth_users:\n  a: plaintext\n", dir);
         assert!(e.err().unwrap().contains("expected a bcrypt hash"));
-        let ok = WebConfig::parse("basic_auth_users:\n  a: $2y$10$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa\n", dir);
+        let ok = WebConfig::parse(
+            "basic_auth_users:\n  a: $2y$10$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa\n",
+            dir,
+        );
         assert!(ok.unwrap().requires_auth());
     }
 }

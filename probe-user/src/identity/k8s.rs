@@ -126,7 +126,7 @@ impl PodNames {
         self.map.read().unwrap().len()
     }
 
-        /// Replaces the mapping with the pods the API lists for this node.
+    /// Replaces the mapping with the pods the API lists for this node.
     pub async fn refresh(&self, api: &ApiConfig) -> Result<usize, Error> {
         let err = |e: &dyn std::fmt::Display| Error::Config(format!("Kubernetes API {}: {e}", api.url));
         if !is_node_name(&api.node) {
@@ -138,8 +138,7 @@ impl PodNames {
             .await
             .map_err(|_| err(&format!("no answer within {REQUEST_TIMEOUT:?}")))?
             .map_err(|e| err(&e))?;
-        let list: PodList =
-            serde_json::from_slice(&body).map_err(|e| err(&format!("unexpected pod list: {e}")))?;
+        let list: PodList = serde_json::from_slice(&body).map_err(|e| err(&format!("unexpected pod list: {e}")))?;
         let mut map = HashMap::new();
         for pod in list.items {
             let status = pod.status.unwrap_or_default();
@@ -241,7 +240,8 @@ async fn get(api: &ApiConfig, path: &str) -> Result<Bytes, String> {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let tls =
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
         Box::new(tls)
     } else {
         Box::new(tcp)

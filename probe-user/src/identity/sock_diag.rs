@@ -23,7 +23,6 @@ const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const IPPROTO_TCP: u8 = 6;
 
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiagSocket {
     pub cookie: u64,
@@ -172,9 +171,7 @@ fn socket_holders() -> HashMap<u32, ProcHolder> {
                 comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .map(|s| s.trim_end().to_string())
                     .unwrap_or_default(),
-                cgroup_id: proc_cgroup(pid)
-                    .and_then(|path| cgroup_id(cgroup_root.as_deref()?, &path))
-                    .unwrap_or(0),
+                cgroup_id: proc_cgroup(pid).and_then(|path| cgroup_id(cgroup_root.as_deref()?, &path)).unwrap_or(0),
             });
             holders.entry(inode).or_insert_with(|| h.clone());
         }

@@ -196,7 +196,12 @@ mod tests {
         let mut v6 = entry(10, 100, STATES.established, 40003, 443, "client");
         v6.family = AF_INET6;
         v6.daddr = Ipv6Addr::LOCALHOST.octets();
-        let entries = [entry(3, 100, STATES.established, 40000, 80, "a"), entry(3, 100, STATES.established, 40000, 80, "b"), queued, v6];
+        let entries = [
+            entry(3, 100, STATES.established, 40000, 80, "a"),
+            entry(3, 100, STATES.established, 40000, 80, "b"),
+            queued,
+            v6,
+        ];
         let l = Listing::from_entries(&entries, &STATES);
         assert_eq!(l.shared, 1);
         assert_eq!(l.sockets.len(), 3);

@@ -321,8 +321,11 @@ impl Btf {
             last = Some(m);
         }
         let m = last?;
-        let (bits, is_bitfield) =
-            if m.bitfield_size != 0 { (m.bitfield_size, true) } else { (self.size_of(m.type_id).saturating_mul(8), false) };
+        let (bits, is_bitfield) = if m.bitfield_size != 0 {
+            (m.bitfield_size, true)
+        } else {
+            (self.size_of(m.type_id).saturating_mul(8), false)
+        };
         Some(MemberLocation { bit_offset, bits, is_bitfield })
     }
 

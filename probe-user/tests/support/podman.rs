@@ -8,8 +8,20 @@ use super::{TcpRow, parse_tcp_table, tcpext_counter};
 
 /// Names the Go program answers to inside the image (its comm there).
 const NAMES: &[&str] = &[
-    "c1-srv", "c1-leaky", "c2-srv", "c2-leaky", "c3a-srv", "c3a-cli", "c3b-srv", "c3b-cli", "c4-srv", "c4-unread",
-    "c5-srv", "c5-leaky", "c6-srv", "c6-leaky",
+    "c1-srv",
+    "c1-leaky",
+    "c2-srv",
+    "c2-leaky",
+    "c3a-srv",
+    "c3a-cli",
+    "c3b-srv",
+    "c3b-cli",
+    "c4-srv",
+    "c4-unread",
+    "c5-srv",
+    "c5-leaky",
+    "c6-srv",
+    "c6-leaky",
 ];
 
 const IMAGE: &str = "localhost/sockprobe-test:latest";
