@@ -52,10 +52,10 @@ enum Tracer {
     /// default LRU hash: the two stores side by side.
     SockprobeSocketLocal,
     Bpftrace,
-    /// Empty programs on the same six tracepoints: what merely running a
-    /// program costs per event here, bpf_stats' own clock reads included.
-    /// (Classic tracepoints: this bpftrace has no raw tracepoints, and a
-    /// classic one sets up a record first, so it bounds the floor from above.)
+    /// Empty `tp_btf` programs of our own on the same six tracepoints
+    /// (probe-ebpf/src/floor.rs, loaded by the `floor_tracer` example): what
+    /// merely running a program of sockprobe's kind costs per event here,
+    /// bpf_stats' own clock reads included. The floor under any tracer.
     Floor,
 }
 
@@ -66,7 +66,7 @@ impl Tracer {
             Tracer::Sockprobe => "sockprobe",
             Tracer::SockprobeSocketLocal => "sockprobe-socket-local",
             Tracer::Bpftrace => "bpftrace",
-            Tracer::Floor => "empty-programs",
+            Tracer::Floor => "empty-tp_btf",
         }
     }
 }
@@ -117,16 +117,14 @@ tracepoint:tcp:tcp_destroy_sock {
 }
 "#;
 
-const FLOOR_SCRIPT: &str = "tracepoint:sock:inet_sock_set_state {} tracepoint:sock:sock_send_length {} \
-tracepoint:sock:sock_recv_length {} tracepoint:tcp:tcp_send_reset {} tracepoint:tcp:tcp_receive_reset {} \
-tracepoint:tcp:tcp_destroy_sock {}";
-
 /// A BPF program's counters from `bpftool prog show -j`.
 #[derive(Clone, Debug, Default)]
 struct ProgStat {
     name: String,
     run_time_ns: u64,
     run_cnt: u64,
+    /// Size after the verifier's rewrites, in 8-byte instructions.
+    instructions: u64,
 }
 
 fn bpf_programs() -> Result<HashMap<u64, ProgStat>> {
@@ -148,6 +146,7 @@ fn bpf_programs() -> Result<HashMap<u64, ProgStat>> {
                 name: field("name").unwrap_or_default(),
                 run_time_ns: field("run_time_ns").and_then(|v| v.parse().ok()).unwrap_or(0),
                 run_cnt: field("run_cnt").and_then(|v| v.parse().ok()).unwrap_or(0),
+                instructions: field("bytes_xlated").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) / 8,
             },
         );
     }
@@ -159,6 +158,9 @@ struct Running {
     tracer: Tracer,
     progs: HashSet<u64>,
     metrics_addr: Option<String>,
+    /// CPU seconds the tracer spent starting (BTF, loading, first listing):
+    /// not part of its cost per event.
+    startup_cpu_s: f64,
 }
 
 fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
@@ -176,9 +178,16 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
                 .context("start sockprobe")?;
             (child, Some(addr))
         }
-        Tracer::Bpftrace | Tracer::Floor => {
+        Tracer::Floor => {
+            let child = Command::new(workspace_root().join("target/release/examples/floor_tracer"))
+                .stderr(Stdio::null())
+                .spawn()
+                .context("start floor_tracer")?;
+            (child, None)
+        }
+        Tracer::Bpftrace => {
             let script = dir.join("track.bt");
-            std::fs::write(&script, if tracer == Tracer::Floor { FLOOR_SCRIPT } else { BPFTRACE_SCRIPT })?;
+            std::fs::write(&script, BPFTRACE_SCRIPT)?;
             let child = Command::new("bpftrace")
                 .arg(&script)
                 .stdout(Stdio::null())
@@ -202,7 +211,8 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
             sleep(Duration::from_millis(300));
             let now: HashSet<u64> = bpf_programs()?.into_keys().collect();
             let progs = now.difference(&before).copied().collect();
-            return Ok(Some(Running { child, tracer, progs, metrics_addr }));
+            let startup_cpu_s = proc_usage(child.id()).0;
+            return Ok(Some(Running { child, tracer, progs, metrics_addr, startup_cpu_s }));
         }
         if Instant::now() > deadline {
             bail!("{} did not attach within 60 s", tracer.name());
@@ -257,11 +267,28 @@ struct Sample {
 #[derive(Default)]
 struct CostAcc {
     by_prog: BTreeMap<(Tracer, String), (u64, u64)>,
+    instructions: BTreeMap<(Tracer, String), u64>,
     daemon_cpu_s: f64,
     daemon_events: u64,
     daemon_records: f64,
     daemon_peak_rss_kib: u64,
     events_lost: f64,
+}
+
+impl CostAcc {
+    fn merge(&mut self, other: CostAcc) {
+        for (k, (ns, cnt)) in other.by_prog {
+            let e = self.by_prog.entry(k).or_default();
+            e.0 += ns;
+            e.1 += cnt;
+        }
+        self.instructions.extend(other.instructions);
+        self.daemon_cpu_s += other.daemon_cpu_s;
+        self.daemon_events += other.daemon_events;
+        self.daemon_records += other.daemon_records;
+        self.daemon_peak_rss_kib = self.daemon_peak_rss_kib.max(other.daemon_peak_rss_kib);
+        self.events_lost += other.events_lost;
+    }
 }
 
 fn run_wrk(workload: Workload, port: u16, seconds: u64) -> Result<f64> {
@@ -282,27 +309,53 @@ fn stop(r: Running, acc: &mut CostAcc) -> Result<()> {
             e.0 += p.run_time_ns;
             e.1 += p.run_cnt;
             events += p.run_cnt;
+            acc.instructions.insert((r.tracer, p.name.clone()), p.instructions);
         }
     }
     let pid = r.child.id();
     // Daemon figures are for the default configuration only.
     if let Some(addr) = r.metrics_addr.as_ref().filter(|_| r.tracer == Tracer::Sockprobe) {
         let (cpu, hwm, _) = proc_usage(pid);
-        acc.daemon_cpu_s += cpu;
+        acc.daemon_cpu_s += cpu - r.startup_cpu_s;
         acc.daemon_events += events;
         acc.daemon_peak_rss_kib = acc.daemon_peak_rss_kib.max(hwm);
         if let Some((_, text)) = http_get(addr, "/metrics") {
             acc.events_lost += metric(&text, "sockprobe_events_lost_total");
-            acc.daemon_records += ["opened", "closed"]
-                .iter()
-                .map(|k| metric(&text, &format!("sockprobe_tcp_connections_{k}_total")))
-                .sum::<f64>();
         }
+        acc.daemon_records += ring_records() as f64;
     }
     signal(pid, 2);
     let mut child = r.child;
     child.wait()?;
     Ok(())
+}
+
+/// Records sockprobe's kernel side handed to its ring buffer: the
+/// `EventsSubmitted` slot (probe-common's `Counter`) of its per-CPU
+/// `COUNTERS` map, summed over CPUs.
+fn ring_records() -> u64 {
+    const EVENTS_SUBMITTED: u64 = 4;
+    let Ok(out) = Command::new("bpftool").args(["map", "dump", "name", "COUNTERS", "-j"]).output() else { return 0 };
+    let Ok(entries) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return 0 };
+    // Maps without BTF dump keys and values as little-endian hex bytes.
+    let number = |v: &serde_json::Value| -> u64 {
+        match v {
+            serde_json::Value::Array(bytes) => bytes
+                .iter()
+                .rev()
+                .filter_map(|b| u64::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+                .fold(0, |acc, b| acc << 8 | b),
+            v => v.as_u64().unwrap_or(0),
+        }
+    };
+    entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| number(&e["key"]) == EVENTS_SUBMITTED)
+        .flat_map(|e| e["values"].as_array().cloned().unwrap_or_default())
+        .map(|v| number(&v["value"]))
+        .sum()
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -396,12 +449,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     set_bpf_stats(true)?;
+    // Per tracer, during the churn pass: (run_time_ns, run_cnt, connections).
+    let mut churn_cost: BTreeMap<Tracer, (u64, u64, f64)> = BTreeMap::new();
     for w in workloads {
         for t in [Tracer::Sockprobe, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor] {
             let running = start_tracer(t, &dir)?;
-            run_wrk(w, nginx.port, args.seconds)?;
+            let rps = run_wrk(w, nginx.port, args.seconds)?;
             if let Some(r) = running {
-                stop(r, &mut acc)?;
+                let mut one = CostAcc::default();
+                stop(r, &mut one)?;
+                if w == Workload::Churn {
+                    let (ns, cnt) = one.by_prog.values().fold((0, 0), |(a, b), (ns, cnt)| (a + ns, b + cnt));
+                    churn_cost.insert(t, (ns, cnt, rps * args.seconds as f64));
+                }
+                acc.merge(one);
             }
         }
     }
@@ -427,7 +488,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let _ = writeln!(
         report,
-        "| workload | baseline req/s (median) | sockprobe / baseline | sockprobe, socket-local store / baseline | bpftrace / baseline | empty programs / baseline |"
+        "| workload | baseline req/s (median) | sockprobe / baseline | sockprobe, socket-local store / baseline | bpftrace / baseline | empty tp_btf / baseline |"
     );
     let _ = writeln!(report, "|---|---|---|---|---|---|");
     for w in workloads {
@@ -467,14 +528,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "Throughput rounds ran with `kernel.bpf_stats_enabled=0`. Kernel cost per event: one more pass per workload with it on \
          (run_time_ns / run_cnt, all workloads together):\n"
     );
-    let _ = writeln!(report, "| tracer | program | events | ns/event |");
-    let _ = writeln!(report, "|---|---|---|---|");
+    let _ = writeln!(report, "| tracer | program | events | ns/event | instructions (xlated) |");
+    let _ = writeln!(report, "|---|---|---|---|---|");
     let mut totals: BTreeMap<Tracer, (u64, u64)> = BTreeMap::new();
     for ((t, name), (ns, cnt)) in &acc.by_prog {
         if *cnt == 0 {
             continue;
         }
-        let _ = writeln!(report, "| {} | {name} | {cnt} | {:.0} |", t.name(), *ns as f64 / *cnt as f64);
+        let insns = acc.instructions.get(&(*t, name.clone())).copied().unwrap_or(0);
+        let _ = writeln!(report, "| {} | {name} | {cnt} | {:.0} | {insns} |", t.name(), *ns as f64 / *cnt as f64);
         let e = totals.entry(*t).or_default();
         e.0 += ns;
         e.1 += cnt;
@@ -482,14 +544,33 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for (t, (ns, cnt)) in &totals {
         let _ = writeln!(
             report,
-            "| {} | **all programs** | {cnt} | **{:.0}** |",
+            "| {} | **all programs** | {cnt} | **{:.0}** | |",
             t.name(),
             *ns as f64 / (*cnt).max(1) as f64
         );
     }
+    let per_event = |t: Tracer| totals.get(&t).map(|(ns, cnt)| *ns as f64 / (*cnt).max(1) as f64).unwrap_or(0.0);
     let _ = writeln!(
         report,
-        "\nDaemon: {:.2} CPU-seconds per million kernel events ({:.2} s for {} events; {:.0} connection records); peak RSS {:.1} MiB; events lost: {}.",
+        "\n| tracer | ns/event, all workloads | / empty tp_btf | / bpftrace | churn: program runs per connection | churn: kernel ns per connection |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|---|");
+    for t in [Tracer::Sockprobe, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor] {
+        let (ns, cnt, conns) = churn_cost.get(&t).copied().unwrap_or_default();
+        let _ = writeln!(
+            report,
+            "| {} | {:.0} | {:.2}x | {:.2}x | {:.1} | {:.0} |",
+            t.name(),
+            per_event(t),
+            per_event(t) / per_event(Tracer::Floor).max(1.0),
+            per_event(t) / per_event(Tracer::Bpftrace).max(1.0),
+            cnt as f64 / conns.max(1.0),
+            ns as f64 / conns.max(1.0),
+        );
+    }
+    let _ = writeln!(
+        report,
+        "\nDaemon: {:.2} CPU-seconds per million kernel events ({:.2} s for {} events; {:.0} ring-buffer records); peak RSS {:.1} MiB; events lost: {}.",
         acc.daemon_cpu_s / (acc.daemon_events.max(1) as f64 / 1e6),
         acc.daemon_cpu_s,
         acc.daemon_events,
@@ -567,7 +648,10 @@ fn scale(sockets: u32, report: &mut String) -> Result<()> {
         holders.push(c);
         left -= n;
     }
-    sleep(Duration::from_secs(2));
+    // Idle connections that never carried an exchange reach the gauges at
+    // the first reconcile (30 s after start; docs/architecture.md, "One
+    // record per connection").
+    sleep(Duration::from_secs(32));
     let t = Instant::now();
     let text = http_get(&addr, "/metrics").map(|(_, b)| b).unwrap_or_default();
     let scrape = t.elapsed();

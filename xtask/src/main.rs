@@ -87,6 +87,11 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Bench(args) => {
             bootstrap::ensure()?;
             build()?;
+            let floor =
+                cargo().args(["build", "--release", "-p", "probe-user", "--example", "floor_tracer"]).status()?;
+            if !floor.success() {
+                bail!("building the floor tracer (probe-user/examples/floor_tracer.rs) failed");
+            }
             bench::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
