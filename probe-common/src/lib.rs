@@ -24,6 +24,11 @@ pub const LISTENERS_MAP: &str = "LISTENERS";
 pub const SOCKET_ITER_PROGRAM: &str = "iter_task_file_sockets";
 /// Name of the global that says where per-socket state lives ([`StateStore`]).
 pub const STATE_STORE_GLOBAL: &str = "STATE_STORE";
+/// Name of the global that asks for every event (1, `sockprobe trace`): an
+/// `open` record at ESTABLISHED and bytes counted on every send and receive.
+/// At 0 (the daemon) an ordinary connection costs one record, its `close`
+/// (docs/architecture.md, "One record per connection").
+pub const TRACE_ALL_GLOBAL: &str = "TRACE_ALL";
 
 /// Default size of [`SOCKETS_MAP`] (`--probe.max-sockets`).
 pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
@@ -254,6 +259,15 @@ pub mod flags {
     pub const CLOSED: u8 = 1 << 1;
     /// `close()` moved the socket to CLOSE with unread bytes: a RST follows.
     pub const ABORT_PENDING: u8 = 1 << 2;
+    /// An `open` record went out for this connection.
+    pub const OPEN_REPORTED: u8 = 1 << 3;
+}
+
+/// [`Event::flags`] bits.
+pub mod event_flags {
+    /// On a `close`: no `open` record went out for this connection, born
+    /// while watched; the close stands for its open too.
+    pub const OPEN_FOLDED: u8 = 1 << 0;
 }
 
 /// Process that owns a socket, captured only in process context.
@@ -404,13 +418,20 @@ pub struct Event {
     pub direction: u8,
     /// On a `close`: who ended the connection ([`Closer`]); else 0.
     pub closer: u8,
-    pub _pad: [u8; 7],
+    /// [`event_flags`] bits.
+    pub flags: u8,
+    pub _pad: [u8; 6],
     /// On a `close` out of CLOSE_WAIT: how long the socket sat there (at
     /// least 1), else 0. Saves the kernel a second record for `close_wait_end`.
     pub close_wait_ns: u64,
 }
 
 impl Event {
+    /// A `close` that also stands for the connection's `open`.
+    pub fn open_folded(&self) -> bool {
+        self.kind == EventKind::Close as u8 && self.flags & event_flags::OPEN_FOLDED != 0
+    }
+
     /// The `close_wait_end` folded into a `close` record, if any.
     pub fn close_wait_end(&self) -> Option<Event> {
         if self.kind != EventKind::Close as u8 || self.close_wait_ns == 0 {
@@ -421,6 +442,7 @@ impl Event {
             value: self.close_wait_ns,
             close_wait_ns: 0,
             closer: 0,
+            flags: 0,
             ..*self
         })
     }
@@ -473,7 +495,6 @@ pub enum Counter {
 }
 
 pub const COUNTER_SLOTS: u32 = 5;
-
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     Closer, Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN, SHUTDOWN_MASK, SockState,
-    Transition, classify, flags, transition::direction_from,
+    Transition, classify, event_flags, flags, transition::direction_from,
 };
 
 use crate::{
@@ -25,6 +25,19 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Filled in by userspace (`TRACE_ALL_GLOBAL`): 1 for `sockprobe trace`,
+/// which shows every `open` as it happens and the bytes of each connection;
+/// 0 for the daemon, whose metrics need neither, so an ordinary connection
+/// costs it one record (its `close`) and same-direction I/O costs a lookup.
+/// Read-only: the verifier prunes the branch not taken.
+#[unsafe(no_mangle)]
+pub static TRACE_ALL: u32 = 0;
+
+#[inline(always)]
+fn trace_all() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const TRACE_ALL) != 0 }
+}
+
 /// Creates (or at birth, replaces) the state of `sk`.
 #[inline(always)]
 fn new_state<A: Access>(sk: *const u8, cookie: u64, direction: Direction) -> Option<*mut SockState> {
@@ -36,7 +49,7 @@ fn new_state<A: Access>(sk: *const u8, cookie: u64, direction: Direction) -> Opt
 
 #[inline(always)]
 fn emit(sk: *const u8, st: &SockState, kind: EventKind, value: u64, reason: u32, ts: u64) {
-    emit_with(sk, st, kind, value, reason, ts, 0, 0);
+    emit_with(sk, st, kind, value, reason, ts, 0, 0, 0);
 }
 
 #[inline(always)]
@@ -50,6 +63,7 @@ fn emit_with(
     ts: u64,
     close_wait_ns: u64,
     closer: u8,
+    event_flags: u8,
 ) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         maps::count(Counter::EventsLost);
@@ -76,7 +90,8 @@ fn emit_with(
         (*ev).kind = kind as u8;
         (*ev).direction = st.direction;
         (*ev).closer = closer;
-        (*ev)._pad = [0; 7];
+        (*ev).flags = event_flags;
+        (*ev)._pad = [0; 6];
         (*ev).close_wait_ns = close_wait_ns;
     }
     submit(entry);
@@ -103,8 +118,14 @@ const WAKEUP_BYTES: u64 = 128 * 1024;
 fn flush_pending_open(sk: *const u8, st: &mut SockState) {
     if st.flags & flags::OPEN_PENDING != 0 {
         st.flags &= !flags::OPEN_PENDING;
-        emit(sk, st, EventKind::Open, 0, REASON_UNKNOWN, now());
+        report_open(sk, st);
     }
+}
+
+#[inline(always)]
+fn report_open(sk: *const u8, st: &mut SockState) {
+    st.flags |= flags::OPEN_REPORTED;
+    emit(sk, st, EventKind::Open, 0, REASON_UNKNOWN, now());
 }
 
 #[inline(always)]
@@ -132,10 +153,15 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             if !kernel::is_tcp::<A>(sk) {
                 return;
             }
-            // Process context, a new life for this sk.
+            // Process context, a new life for this sk. The daemon takes the
+            // owner at the first I/O or the close (both process context too);
+            // `trace` wants it on the `open`, which the handshake's end emits
+            // in softirq.
             let Some(st) = new_state::<A>(sk, cookie(), Direction::Outbound) else { return };
             let st = unsafe { &mut *st };
-            kernel::capture_owner(&mut st.owner);
+            if trace_all() {
+                kernel::capture_owner(&mut st.owner);
+            }
             st
         }
         Transition::Accept => {
@@ -162,6 +188,14 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             }
             st
         }
+        // A connection already over (its close record sent) reaching CLOSE:
+        // its state matters only when close() aborts it with unread bytes
+        // (a RST follows), so the common case spares the lookup.
+        Transition::Closed { was_open: false, fin_received, .. }
+            if kernel::sk_shutdown::<A>(sk) as u8 != SHUTDOWN_MASK || kernel::unread_bytes(sk, fin_received) == 0 =>
+        {
+            return;
+        }
         _ => match A::get(sk) {
             Some(st) => unsafe { &mut *st },
             None => {
@@ -185,10 +219,14 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             // Read again for inbound sockets: at SYN_RECV a child still has its
             // listener's addresses (inet_csk_clone_lock sets the state first).
             kernel::read_endpoints::<A>(sk, st);
-            if st.owner.tgid != 0 {
-                emit(sk, st, EventKind::Open, 0, REASON_UNKNOWN, t);
-            } else {
-                st.flags |= flags::OPEN_PENDING;
+            // The daemon hears of the connection at its second exchange or
+            // its close, whichever comes first (see `on_io`).
+            if trace_all() {
+                if st.owner.tgid != 0 {
+                    report_open(sk, st);
+                } else {
+                    st.flags |= flags::OPEN_PENDING;
+                }
             }
         }
         Transition::PeerClosed => {
@@ -237,7 +275,9 @@ fn emit_close(sk: *const u8, st: &mut SockState, from_close_wait: bool, closer: 
     let close_wait =
         if from_close_wait && st.close_wait_ns != 0 { t.saturating_sub(st.close_wait_ns).max(1) } else { 0 };
     st.close_wait_ns = 0;
-    emit_with(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait, closer as u8);
+    let folded = st.birth_ns != 0 && st.flags & flags::OPEN_REPORTED == 0;
+    let ev_flags = if folded { event_flags::OPEN_FOLDED } else { 0 };
+    emit_with(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait, closer as u8, ev_flags);
 }
 
 /// listen() (process context) or a listener's close.
@@ -307,6 +347,19 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64, cookie
         }
     };
     let st = unsafe { &mut *st };
+    if trace_all() {
+        if dir == IO_SEND {
+            st.bytes_out += ret as u64;
+        } else {
+            st.bytes_in += ret as u64;
+        }
+    }
+    // Most I/O continues in the direction of the last: nothing changes.
+    if st.last_io == dir {
+        return;
+    }
+    st.last_io = dir;
+    // A turn. Owners change hands at turns, if at all (accept, fd passing).
     if st.owner.tgid != kernel::current_tgid() {
         take_owner(sk, st);
     }
@@ -314,14 +367,13 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64, cookie
     // receive, a server's receive after a send.
     let starts_exchange = (st.direction == Direction::Outbound as u8 && dir == IO_SEND)
         || (st.direction == Direction::Inbound as u8 && dir == IO_RECV);
-    if starts_exchange && st.last_io != dir {
+    if starts_exchange {
         st.exchanges += 1;
-    }
-    st.last_io = dir;
-    if dir == IO_SEND {
-        st.bytes_out += ret as u64;
-    } else {
-        st.bytes_in += ret as u64;
+        // A connection reused: long-lived enough for the daemon to show it
+        // open now (a one-exchange connection is reported by its close).
+        if st.exchanges == 2 && st.birth_ns != 0 && st.flags & flags::OPEN_REPORTED == 0 {
+            report_open(sk, st);
+        }
     }
 }
 

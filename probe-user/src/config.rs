@@ -11,7 +11,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use probe_common::{DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, StateStore};
 use serde::Deserialize;
 
-use crate::{error::Error, identity::k8s, kernel::ProbeSettings};
+use crate::{aggregate::findings::Thresholds, error::Error, identity::k8s, kernel::ProbeSettings};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
@@ -92,6 +92,70 @@ pub struct KubernetesSection {
     pub node_name: Option<String>,
 }
 
+/// When a diagnosis finding stands (docs/diagnosis.md); defaults in
+/// `aggregate::findings::Thresholds::default`.
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DiagnosisSection {
+    #[arg(id = "diagnosis.window", long = "diagnosis.window", value_name = "DURATION",
+          help = with_default("Sliding window the findings are judged over", HumanDuration(Thresholds::default().window)))]
+    pub window: Option<HumanDuration>,
+    #[arg(id = "diagnosis.min-connections", long = "diagnosis.min-connections", value_name = "N",
+          help = with_default("Connections closed in the window before reuse is judged (no_reuse, peer_closes)", Thresholds::default().min_connections))]
+    pub min_connections: Option<u64>,
+    #[arg(id = "diagnosis.min-unread-closes", long = "diagnosis.min-unread-closes", value_name = "N",
+          help = with_default("Unread closes in the window for unread_close", Thresholds::default().min_unread_closes))]
+    pub min_unread_closes: Option<u64>,
+    #[arg(id = "diagnosis.min-held-sockets", long = "diagnosis.min-held-sockets", value_name = "N",
+          help = with_default("Sockets in CLOSE_WAIT (close_wait_leak), or over but held (closed_fd_leak), per process and endpoint", Thresholds::default().min_held_sockets))]
+    pub min_held_sockets: Option<u64>,
+    #[arg(id = "diagnosis.close-wait-age", long = "diagnosis.close-wait-age", value_name = "DURATION",
+          help = with_default("Age the oldest CLOSE_WAIT socket must reach for close_wait_leak", HumanDuration(Thresholds::default().close_wait_age)))]
+    pub close_wait_age: Option<HumanDuration>,
+    #[arg(id = "diagnosis.min-resets", long = "diagnosis.min-resets", value_name = "N",
+          help = with_default("Resets received in the window for resets_received", Thresholds::default().min_resets))]
+    pub min_resets: Option<u64>,
+}
+
+impl DiagnosisSection {
+    fn merge(self, f: DiagnosisSection) -> DiagnosisSection {
+        DiagnosisSection {
+            window: self.window.or(f.window),
+            min_connections: self.min_connections.or(f.min_connections),
+            min_unread_closes: self.min_unread_closes.or(f.min_unread_closes),
+            min_held_sockets: self.min_held_sockets.or(f.min_held_sockets),
+            close_wait_age: self.close_wait_age.or(f.close_wait_age),
+            min_resets: self.min_resets.or(f.min_resets),
+        }
+    }
+
+    pub fn resolve(self) -> Result<Thresholds, Error> {
+        let d = Thresholds::default();
+        let t = Thresholds {
+            window: self.window.map_or(d.window, |w| w.0),
+            min_connections: self.min_connections.unwrap_or(d.min_connections),
+            min_unread_closes: self.min_unread_closes.unwrap_or(d.min_unread_closes),
+            min_held_sockets: self.min_held_sockets.unwrap_or(d.min_held_sockets),
+            close_wait_age: self.close_wait_age.map_or(d.close_wait_age, |a| a.0),
+            min_resets: self.min_resets.unwrap_or(d.min_resets),
+        };
+        if t.window < std::time::Duration::from_secs(5) {
+            return Err(Error::Config(format!("invalid diagnosis.window {:?}: expected 5s or more", t.window)));
+        }
+        for (name, v) in [
+            ("diagnosis.min-connections", t.min_connections),
+            ("diagnosis.min-unread-closes", t.min_unread_closes),
+            ("diagnosis.min-held-sockets", t.min_held_sockets),
+            ("diagnosis.min-resets", t.min_resets),
+        ] {
+            if v == 0 {
+                return Err(Error::Config(format!("invalid {name} 0: expected 1 or more")));
+            }
+        }
+        Ok(t)
+    }
+}
+
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
@@ -135,6 +199,8 @@ pub struct Settings {
     pub log: LogSection,
     #[serde(default)]
     pub kubernetes: KubernetesSection,
+    #[serde(default)]
+    pub diagnosis: DiagnosisSection,
 }
 
 impl Settings {
@@ -147,7 +213,8 @@ impl Settings {
 
     /// `self` (the flags) where set, else `file`.
     pub fn merge(self, file: Settings) -> Settings {
-        let (f, w, m, p, l, k) = (file, self.web, self.metrics, self.probe, self.log, self.kubernetes);
+        let (f, w, m, p, l, k, d) =
+            (file, self.web, self.metrics, self.probe, self.log, self.kubernetes, self.diagnosis);
         Settings {
             web: WebSection {
                 listen_address: w.listen_address.or(f.web.listen_address),
@@ -167,6 +234,7 @@ impl Settings {
                 api_url: k.api_url.or(f.kubernetes.api_url),
                 node_name: k.node_name.or(f.kubernetes.node_name),
             },
+            diagnosis: d.merge(f.diagnosis),
         }
     }
 
@@ -196,7 +264,10 @@ impl Settings {
             return Err(Error::Config(format!("invalid kubernetes.node-name {n:?}: expected a DNS subdomain")));
         }
         Ok(RunConfig {
-            listen_address: self.web.listen_address.map_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"), |a| a.0),
+            listen_address: self
+                .web
+                .listen_address
+                .map_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"), |a| a.0),
             telemetry_path: self.web.telemetry_path.map_or_else(|| DEFAULT_TELEMETRY_PATH.into(), |p| p.0),
             web_config_file: self.web.config_file,
             max_endpoints,
@@ -212,6 +283,7 @@ impl Settings {
             log_level: self.log.level.unwrap_or(DEFAULT_LOG_LEVEL),
             kubernetes_api_url,
             kubernetes_node_name: self.kubernetes.node_name,
+            diagnosis: self.diagnosis.resolve()?,
         })
     }
 }
@@ -239,7 +311,12 @@ impl ProbeSection {
                 "invalid probe.ring-buffer-bytes {ring_buffer_bytes}: expected a power of two from {lo} to {hi}"
             )));
         }
-        Ok(ProbeSettings { max_sockets, ring_buffer_bytes, state_store: self.state_store.unwrap_or_default() })
+        Ok(ProbeSettings {
+            max_sockets,
+            ring_buffer_bytes,
+            state_store: self.state_store.unwrap_or_default(),
+            trace_all: false,
+        })
     }
 }
 
@@ -265,6 +342,7 @@ pub struct RunConfig {
     pub kubernetes_api_url: Option<String>,
     /// This node's name for the pod list; default: `$NODE_NAME`.
     pub kubernetes_node_name: Option<String>,
+    pub diagnosis: Thresholds,
 }
 
 impl RunConfig {
@@ -353,6 +431,17 @@ impl FromStr for HumanDuration {
 }
 from_text!(HumanDuration);
 
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = self.0.as_secs();
+        match s {
+            s if s >= 3600 && s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s >= 60 && s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
 /// `90s`, `10m`, `1h`, `500ms`, or plain seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -430,7 +519,8 @@ mod tests {
 
     #[test]
     fn flag_beats_file() {
-        let text = "[web]\nlisten-address = \"127.0.0.1:1234\"\ntelemetry-path = \"/m\"\n[metrics]\nmax-endpoints = 7\n";
+        let text =
+            "[web]\nlisten-address = \"127.0.0.1:1234\"\ntelemetry-path = \"/m\"\n[metrics]\nmax-endpoints = 7\n";
         let mut flags = Settings::default();
         flags.web.listen_address = Some("127.0.0.1:999".parse().unwrap());
         let c = load(text, flags).unwrap();

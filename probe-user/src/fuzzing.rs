@@ -88,10 +88,12 @@ pub fn http_request(data: &[u8]) {
     static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     let f = FIXTURE.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let agg = Aggregator::new(Limits { max_endpoints: 1, max_processes: 1, max_series: 1 }, Default::default(), "0", "k");
+        let agg =
+            Aggregator::new(Limits { max_endpoints: 1, max_processes: 1, max_series: 1 }, Default::default(), "0", "k");
         // No event thread: refresh requests go nowhere, scrapes serve what is there.
         let (tx, _) = tokio::sync::mpsc::channel(1);
-        let exporter = Arc::new(Exporter::new(agg.exported(), "/metrics".into(), tx));
+        let languages = crate::identity::language::Languages::start();
+        let exporter = Arc::new(Exporter::new(agg.exported(), "/metrics".into(), tx, languages));
         let hash = bcrypt::hash("secret", 4).expect("bcrypt");
         let web = WebConfig::parse(&format!("basic_auth_users:\n  alice: {hash}\n"), std::path::Path::new("/"))
             .expect("web config");

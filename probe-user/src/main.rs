@@ -3,10 +3,10 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use sockprobe::{
     Error,
-    cmd::{self, trace},
+    cmd::{self, daemon_client::DaemonUrl, doctor, trace},
     config::{
-        DEFAULT_LOG_LEVEL, KubernetesSection, LogLevel, LogSection, MetricsSection, ProbeSection, RunConfig,
-        Settings, WebSection,
+        DEFAULT_LOG_LEVEL, DiagnosisSection, KubernetesSection, LogLevel, LogSection, MetricsSection, ProbeSection,
+        RunConfig, Settings, WebSection,
     },
 };
 
@@ -28,8 +28,12 @@ const EXAMPLES: &str = "Examples:
   sudo sockprobe check                      what this kernel allows
   sudo sockprobe run                        metrics on http://127.0.0.1:9741/metrics
   sudo sockprobe trace --event unread_close who closes sockets with unread bytes
-  sudo sockprobe trace --comm curl          every socket event of curl";
+  sudo sockprobe trace --comm curl          every socket event of curl
+  sockprobe doctor                          which process has which connection bug, and what to change
+  sockprobe top                             live view of every process's connections";
 
+// Parsed once; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The daemon: attach probes, aggregate, serve Prometheus metrics until SIGTERM/SIGINT.
@@ -42,6 +46,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Name the connection bugs: which process closes with unread bytes, leaks
+    /// CLOSE_WAIT, does not reuse connections..., with evidence and advice.
+    /// Asks the daemon; without one, observes with its own probes (root) for --window.
+    Doctor(DoctorArgs),
+    /// Full-screen live view of the daemon's connections per process and
+    /// endpoint, refreshed every second (keys: c u r w e n sort, / filter, q quit).
+    Top {
+        /// The daemon to ask (http://[USER:PASSWORD@]HOST:PORT).
+        #[arg(long, value_name = "URL", default_value = cmd::daemon_client::DEFAULT_DAEMON)]
+        daemon: DaemonUrl,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct DoctorArgs {
+    /// The daemon to ask (http://[USER:PASSWORD@]HOST:PORT).
+    #[arg(long, value_name = "URL", default_value = cmd::daemon_client::DEFAULT_DAEMON)]
+    daemon: DaemonUrl,
+    /// The findings document (as GET /api/v1/findings) instead of the report.
+    #[arg(long)]
+    json: bool,
+    /// Without a daemon: how long to observe with its own probes (10s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    window: sockprobe::config::HumanDuration,
+    #[command(flatten)]
+    probe: ProbeSection,
 }
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +87,8 @@ struct RunArgs {
     kubernetes: KubernetesSection,
     #[command(flatten)]
     probe: ProbeSection,
+    #[command(flatten)]
+    diagnosis: DiagnosisSection,
 }
 
 #[derive(clap::Args, Debug)]
@@ -106,6 +138,26 @@ fn main() -> ExitCode {
             let filter = trace::Filter { pids: args.pid, comms: args.comm, events };
             block_on(trace::run(filter, sizes))
         }
+        Command::Doctor(args) => {
+            init_logging(log_level.unwrap_or(LogLevel::Warn));
+            let probe = match args.probe.resolve() {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            block_on(doctor::run(doctor::DoctorArgs {
+                daemon: args.daemon,
+                json: args.json,
+                window: args.window.0,
+                probe,
+            }))
+        }
+        Command::Top { daemon } => {
+            init_logging(log_level.unwrap_or(LogLevel::Warn));
+            match cmd::top::run(daemon) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
         Command::Run(args) => {
             let flags = Settings {
                 web: args.web,
@@ -113,6 +165,7 @@ fn main() -> ExitCode {
                 probe: args.probe,
                 log: LogSection { level: log_level },
                 kubernetes: args.kubernetes,
+                diagnosis: args.diagnosis,
             };
             let cfg = match RunConfig::load(args.config_file.as_deref(), flags) {
                 Ok(c) => c,

@@ -111,27 +111,28 @@ fn privileged_close_wait_before_start_is_in_first_scrape() {
     assert!(second >= first + 0.9, "oldest CLOSE_WAIT age should grow: {first} then {second}");
 }
 
-/// A server listening before the daemon started: connections it accepts
+/// A server listening before sockprobe started: connections it accepts
 /// later carry its name from the handshake on, before a byte is exchanged
-/// (the start-up scan tells the kernel side who owns the port).
+/// (the start-up scan tells the kernel side who owns the port). `trace`
+/// shows each open as it happens; the daemon hears of an idle connection at
+/// its close or the next listing (docs/architecture.md).
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_listener_predating_the_daemon_names_idle_accepted_sockets() {
     require_root();
     let server = Server::start(&[], "t39-server", &["--response", "10"]);
-    let daemon = Daemon::start(&[]);
+    let tracer = Tracer::start(&[]);
     let addr = server.addr.clone();
     let idle_client = std::thread::spawn(move || {
-        client(&[], "t39-client", &["--connect", &addr, "--requests", "0", "--hold-ms", "5000"]);
+        client(&[], "t39-client", &["--connect", &addr, "--requests", "0", "--hold-ms", "3000"]);
     });
-    wait_until("the idle accepted socket under the server's name", Duration::from_secs(4), || {
-        let text = daemon.scrape();
-        metric(
-            &text,
-            "sockprobe_tcp_sockets",
-            &[("comm", "t39-server"), ("direction", "inbound"), ("state", "established")],
-        ) == 1.0
+    let events = tracer.wait_for("the idle accepted socket's open", Duration::from_secs(3), |evs| {
+        !select(evs, "open", "t39-server").is_empty()
     });
+    let open = select(&events, "open", "t39-server")[0];
+    assert_eq!(open["direction"], "inbound", "{}", dump(&events));
+    // Before a byte: the client has not sent, the server has not read.
+    assert!(select(&events, "close", "t39-server").is_empty(), "{}", dump(&events));
     idle_client.join().expect("client");
     drop(server);
 }
@@ -382,7 +383,10 @@ fn privileged_fallback_listing_enters_each_namespace() {
     ));
     let daemon = Daemon::start_under(&["env", "SOCKPROBE_SKIP_HOOKS=iter"], &[]);
     let text = daemon.scrape();
-    assert!(text.contains(r#"sockprobe_probe_attached{probe="iter/task_file"} 0"#), "the iterator must be off:\n{text}");
+    assert!(
+        text.contains(r#"sockprobe_probe_attached{probe="iter/task_file"} 0"#),
+        "the iterator must be off:\n{text}"
+    );
     let expected = ns.tcp_table().iter().filter(|r| r.state == STATE_CLOSE_WAIT).count() as f64;
     assert_eq!(expected, 4.0, "the kernel's own count");
     let got = metric(&text, "sockprobe_tcp_sockets", &[("comm", "ns-hold-fb"), ("state", "close_wait")]);

@@ -82,7 +82,10 @@ fn kubernetes_base_renders_and_validates() {
     assert!(rendered.contains("verbs:\n  - list\n"), "RBAC beyond list:\n{rendered}");
     // The overlay with TLS and basic auth renders and validates too.
     let secure = run(Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/kubernetes-web-config")]));
-    assert!(secure.contains("--web.config.file=/etc/sockprobe/web/web.yml") && secure.contains("secretName: sockprobe-web-config"));
+    assert!(
+        secure.contains("--web.config.file=/etc/sockprobe/web/web.yml")
+            && secure.contains("secretName: sockprobe-web-config")
+    );
     std::fs::write(&file, &secure).unwrap();
     let out = run(Command::new("kubernetes-validate").arg("--strict").arg(&file));
     assert!(!out.contains("ERROR"), "{out}");
@@ -109,21 +112,38 @@ fn privileged_dashboard_and_alerts_use_only_served_metrics() {
     let server = Server::start(&[], "t81-server", &["--response", "5000", "--connections", "4"]);
     let server_addr = server.addr.clone();
     let other = Server::start(&[], "t81-other", &["--response", "10", "--connections", "1"]);
-    client(&[], "t81-client", &["--connect", &server_addr, "--response", "5000", "--read", "100", "--connections", "4"]);
+    client(
+        &[],
+        "t81-client",
+        &["--connect", &server_addr, "--response", "5000", "--read", "100", "--connections", "4"],
+    );
     // A second endpoint for the same client: folded, so the overflow counter appears.
     client(&[], "t81-client", &["--connect", &other.addr, "--response", "10", "--connections", "1"]);
     let leak = GoLeak::start("t81", "1s", "100ms");
     wait_until("leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(leak.client_pid()) >= 2);
     let mut served = std::collections::BTreeSet::new();
-    let wanted = ["sockprobe_tcp_unread_closes_total", "sockprobe_tcp_close_wait_oldest_seconds", "sockprobe_series_overflow_total"];
-    wait_until("every family to have a sample", Duration::from_secs(15), || {
+    // The unread closes above stand as a finding too.
+    let wanted = [
+        "sockprobe_tcp_unread_closes_total",
+        "sockprobe_tcp_close_wait_oldest_seconds",
+        "sockprobe_series_overflow_total",
+        "sockprobe_finding",
+    ];
+    wait_until("every family to have a sample", Duration::from_secs(20), || {
         let text = daemon.scrape();
-        served = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next()).map(String::from).collect();
+        served = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+            .map(String::from)
+            .collect();
         wanted.iter().all(|w| served.contains(*w))
     });
     let docs = std::fs::read_to_string(format!("{ROOT}/docs/metrics.md")).unwrap();
     for family in &served {
-        assert!(docs.contains(&format!("`{family}`")), "docs/metrics.md does not document {family}, which the daemon serves");
+        assert!(
+            docs.contains(&format!("`{family}`")),
+            "docs/metrics.md does not document {family}, which the daemon serves"
+        );
     }
     for file in ["deploy/grafana/sockprobe.json", "deploy/prometheus/alerts.yml"] {
         let text = std::fs::read_to_string(Path::new(ROOT).join(file)).unwrap();

@@ -292,7 +292,9 @@ fn privileged_namespaces_live_gauges_match_each_kernel_table() {
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_namespaces_listeners_on_one_port_keep_their_owners() {
     require_root();
-    let daemon = Daemon::start(&[]);
+    // `trace` reports each open as it happens (the daemon hears of an idle
+    // connection at its close or the next listing).
+    let tracer = Tracer::start(&[]);
     let (a, b) = (NetNs::new("listen-a"), NetNs::new("listen-b"));
     let server = |ns: &NetNs, name: &str| {
         let s = Server::start(&ns.prefix(), name, &["--listen", "127.0.0.1:8080", "--connections", "3"]);
@@ -309,19 +311,20 @@ fn privileged_namespaces_listeners_on_one_port_keep_their_owners() {
     let mut server_a = server(&a, "ns-srv-a");
     let _server_b = server(&b, "ns-srv-b");
     let _clients = [idle_client(&a, "ns-cli-a"), idle_client(&b, "ns-cli-b")];
-    let inbound = |text: &str, comm: &str| {
-        metric(text, "sockprobe_tcp_sockets", &[("comm", comm), ("direction", "inbound"), ("endpoint", "127.0.0.1:8080")])
+    let inbound_opens = |evs: &[Value], comm: &str| {
+        select(evs, "open", comm)
+            .iter()
+            .filter(|e| e["direction"] == "inbound" && e["sport"] == 8080 && e["saddr"] == "127.0.0.1")
+            .count()
     };
-    let mut text = String::new();
-    wait_until("each server's accepted connection", Duration::from_secs(10), || {
-        text = daemon.scrape();
-        inbound(&text, "ns-srv-a") == 1.0 && inbound(&text, "ns-srv-b") == 1.0
+    tracer.wait_for("each server's accepted connection", Duration::from_secs(10), |evs| {
+        inbound_opens(evs, "ns-srv-a") == 1 && inbound_opens(evs, "ns-srv-b") == 1
     });
     server_a.child.kill().ok();
     server_a.child.wait().ok();
     let _next = idle_client(&b, "ns-cli-b");
-    wait_until("B's next connection under B's server", Duration::from_secs(10), || {
-        text = daemon.scrape();
-        inbound(&text, "ns-srv-b") == 2.0
+    let events = tracer.wait_for("B's next connection under B's server", Duration::from_secs(10), |evs| {
+        inbound_opens(evs, "ns-srv-b") == 2
     });
+    assert_eq!(inbound_opens(&events, "ns-srv-a"), 1, "{}", dump(&events));
 }

@@ -29,12 +29,14 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("runc", "runc"),
     ("conmon", "conmon"),
+    // `sockprobe top` is driven in a terminal multiplexer.
+    ("tmux", "tmux"),
 ];
 
 /// Packages whose file, not command, the tests need: a static busybox for
 /// the container image and the QEMU initramfs (the dynamic `busybox`
-/// package would not run there).
-const TEST_PACKAGES: &[&str] = &["busybox-static"];
+/// package would not run there); Python's `requests` as a diagnosis subject.
+const TEST_PACKAGES: &[&str] = &["busybox-static", "python3-requests"];
 
 pub fn ensure() -> Result<()> {
     let nightly_llvm = ensure_nightly()?;

@@ -1,9 +1,9 @@
 //! The metric families of docs/metrics.md, registered once.
-use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder, core::Collector,
-};
 use probe_common::EventKind;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, core::Collector,
+};
 
 /// Labels of the per-process families.
 pub const PROC: [&str; 2] = ["comm", "container"];
@@ -111,6 +111,8 @@ pub struct Families {
     pub events_lost: IntCounter,
     pub tracked_sockets: IntGauge,
     pub series_overflow: IntCounterVec,
+    /// 1 while a diagnosis finding stands.
+    pub finding: IntGaugeVec,
 }
 
 fn register<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -187,6 +189,11 @@ impl Families {
                 "sockprobe_series_overflow_total",
                 "Label sets folded into endpoint=\"other\" by the per-process endpoint cap.",
                 &["metric"],
+            ),
+            finding: gauges(
+                "sockprobe_finding",
+                "1 while a diagnosis finding stands for the process and endpoint (absent otherwise); see /api/v1/findings for evidence and advice.",
+                &["finding", "comm", "container", "direction", "endpoint"],
             ),
             registry: r,
         }

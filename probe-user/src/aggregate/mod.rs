@@ -7,26 +7,32 @@
 //! sets and their indexes, [`live`] the sockets open now; [`Aggregator`]
 //! ties them to the event stream and the scrape.
 pub mod families;
+pub mod findings;
 pub mod live;
 pub mod series;
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::Duration,
 };
 
 use probe_common::{Closer, Direction, Event, EventKind};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
+pub use self::series::{Limits, OTHER_COMM, OTHER_ENDPOINT, UNKNOWN_COMM};
 use self::{
     families::{Count, Families, Spread, family_of},
+    findings::{Finding, FindingKind, Observed, Report, Row, Tally, Thresholds},
     live::LiveSockets,
-    series::{ProcKey, RawKey, SeriesKey, SeriesTable},
+    series::{MARKS, ProcKey, RawKey, SeriesKey, SeriesTable},
 };
-pub use self::series::{Limits, OTHER_COMM, OTHER_ENDPOINT, UNKNOWN_COMM};
 use crate::{
     decode::{Decoder, comm_str, direction_label, endpoint_label, ip_addr},
-    identity::sockets::{FoundSocket, Listing, LiveState},
+    identity::{
+        clock::{Clock, rfc3339_ns},
+        sockets::{FoundSocket, Listing, LiveState},
+    },
 };
 
 fn counter<'a>(slot: &'a mut Option<IntCounter>, vec: &IntCounterVec, labels: &[&str]) -> &'a IntCounter {
@@ -48,6 +54,36 @@ pub struct Aggregator {
     /// While a listing is being taken: when it began, and the sockets whose
     /// close was seen since (the listing may still show them).
     listing: Option<(u64, HashSet<u64>)>,
+    diagnosis: DiagnosisState,
+    /// Told of each pid new to a label set (the language resolver).
+    on_new_pid: Option<Box<dyn FnMut(u32) + Send>>,
+}
+
+/// The diagnosis's window: when each mark of the label sets' tallies was
+/// taken, the newest at `pos`; the oldest (next after `pos`) starts the window.
+struct DiagnosisState {
+    thresholds: Thresholds,
+    started_ns: Option<u64>,
+    marks_at: [u64; MARKS],
+    pos: usize,
+    /// Findings the `sockprobe_finding` gauge shows now.
+    shown: HashSet<(FindingKind, SeriesKey)>,
+    latest: Arc<Diagnosis>,
+}
+
+/// The diagnosis as of the last refresh: findings, and every label set's
+/// numbers for `sockprobe top`.
+#[derive(Clone, Debug)]
+pub struct Diagnosis {
+    pub report: Report,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct LiveCounts {
+    close_wait: u64,
+    close_wait_oldest_s: f64,
+    closed: u64,
 }
 
 /// What `/metrics` encodes, for the exporter.
@@ -81,7 +117,29 @@ impl Aggregator {
             shown_sockets: HashSet::new(),
             shown_oldest: HashSet::new(),
             listing: None,
+            on_new_pid: None,
+            diagnosis: DiagnosisState {
+                thresholds: Thresholds::default(),
+                started_ns: None,
+                marks_at: [0; MARKS],
+                pos: 0,
+                shown: HashSet::new(),
+                latest: Arc::new(Diagnosis {
+                    report: Report { generated: String::new(), window_seconds: 300, findings: Vec::new() },
+                    rows: Vec::new(),
+                }),
+            },
         }
+    }
+
+    /// Calls `f` with each pid new to a label set (cheap and non-blocking, please).
+    pub fn on_new_pid(&mut self, f: impl FnMut(u32) + Send + 'static) {
+        self.on_new_pid = Some(Box::new(f));
+    }
+
+    /// Diagnosis thresholds and window (default: [`Thresholds::default`]).
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.diagnosis.thresholds = thresholds;
     }
 
     pub fn set_probe(&self, probe: &str, attached: bool) {
@@ -109,30 +167,52 @@ impl Aggregator {
     /// Accounts one kernel event.
     pub fn observe(&mut self, decoder: &mut Decoder, ev: &Event) {
         let Some(kind) = EventKind::from_u8(ev.kind) else { return };
-        let slot = self.slot_of(decoder, ev, kind);
+        // A folded open is the connection's first sign: its label set
+        // overflows, if at all, as an open.
+        let slot = self.slot_of(decoder, ev, if ev.open_folded() { EventKind::Open } else { kind });
         let f = &self.f;
         let Some(s) = self.series.get_mut(slot) else { return };
         s.last_seen_ns = s.last_seen_ns.max(ev.ts_ns);
+        if s.saw_pid(ev.owner.tgid)
+            && let Some(hook) = self.on_new_pid.as_mut()
+        {
+            hook(ev.owner.tgid);
+        }
         let labels =
             [s.key.proc.comm.as_str(), s.key.proc.container.as_str(), s.key.direction, s.key.endpoint.as_str()];
         let mut count = |c: Count, by: u64| {
             counter(&mut s.counters[c as usize], &f.counters[c as usize], &labels).inc_by(by);
         };
+        let tally = &mut s.tally;
         match kind {
-            EventKind::Open => count(Count::Opened, 1),
+            EventKind::Open => {
+                tally.opened += 1;
+                count(Count::Opened, 1);
+            }
             EventKind::Close => {
+                // An ordinary connection's only record: its open too.
+                if ev.open_folded() {
+                    tally.opened += 1;
+                    count(Count::Opened, 1);
+                }
                 // Every close the kernel side emits says who ended it.
                 let closer = Closer::from_u8(ev.closer).unwrap_or(Closer::Reset);
+                tally.record_close(closer, ev.exchanges);
                 let [c, k, d, e] = labels;
                 s.closed[closer as usize - 1]
                     .get_or_insert_with(|| f.closed.with_label_values(&[c, k, d, e, closer.name()]))
                     .inc();
             }
             EventKind::UnreadClose => {
+                tally.unread_closes += 1;
+                tally.unread_bytes += ev.value;
                 count(Count::UnreadCloses, 1);
                 count(Count::UnreadBytes, ev.value);
             }
-            EventKind::ResetReceived => count(Count::ResetsReceived, 1),
+            EventKind::ResetReceived => {
+                tally.resets_received += 1;
+                count(Count::ResetsReceived, 1);
+            }
             EventKind::ResetSent | EventKind::CloseWait | EventKind::CloseWaitEnd => {}
         }
         let mut observe = |h: Spread, v: f64| {
@@ -214,14 +294,10 @@ impl Aggregator {
         };
         let proc = ProcKey::new(&s.holder.comm, decoder.container(s.holder.cgroup_id));
         let overflow = &self.f.series_overflow;
-        let slot = self.series.slot(
-            now_mono_ns,
-            proc,
-            direction_label(s.direction),
-            endpoint_label(addr, port),
-            None,
-            || overflow.with_label_values(&[Count::Opened.name()]).inc(),
-        );
+        let slot =
+            self.series.slot(now_mono_ns, proc, direction_label(s.direction), endpoint_label(addr, port), None, || {
+                overflow.with_label_values(&[Count::Opened.name()]).inc()
+            });
         self.live.track(s.cookie, slot, s.state, now_mono_ns);
     }
 
@@ -259,6 +335,7 @@ impl Aggregator {
         }
         self.shown_sockets = sockets.into_keys().collect();
         self.shown_oldest = oldest.into_keys().collect();
+        self.diagnose(now_mono_ns);
     }
 
     /// The registry to encode (`/metrics`), and the self-metrics that the
@@ -269,6 +346,125 @@ impl Aggregator {
             events_lost: self.f.events_lost.clone(),
             tracked_sockets: self.f.tracked_sockets.clone(),
         }
+    }
+
+    /// Takes a mark of every label set's tally when one is due (the window's
+    /// start moves on by a fifth of the window each time). Call it often.
+    pub fn mark_if_due(&mut self, now_mono_ns: u64) {
+        let d = &mut self.diagnosis;
+        let started = *d.started_ns.get_or_insert(now_mono_ns);
+        let every = d.thresholds.window.as_nanos() as u64 / (MARKS as u64 - 1);
+        let last = if d.marks_at[d.pos] == 0 { started } else { d.marks_at[d.pos] };
+        if now_mono_ns.saturating_sub(last) < every {
+            return;
+        }
+        d.pos = (d.pos + 1) % MARKS;
+        d.marks_at[d.pos] = now_mono_ns;
+        let pos = d.pos;
+        let close_wait = self.live_by_slot(now_mono_ns);
+        for (slot, s) in self.series.iter_mut() {
+            s.marks[pos] = Tally { close_wait: close_wait.get(&slot).map_or(0, |l| l.close_wait), ..s.tally };
+        }
+    }
+
+    /// Per label set: (CLOSE_WAIT sockets, the oldest's age in s, sockets over but held).
+    fn live_by_slot(&self, now_mono_ns: u64) -> HashMap<usize, LiveCounts> {
+        let mut out: HashMap<usize, LiveCounts> = HashMap::new();
+        for l in self.live.iter() {
+            let c = out.entry(l.slot).or_default();
+            match l.state {
+                LiveState::CloseWait => {
+                    c.close_wait += 1;
+                    let age = now_mono_ns.saturating_sub(l.close_wait_since) as f64 / 1e9;
+                    c.close_wait_oldest_s = c.close_wait_oldest_s.max(age);
+                }
+                LiveState::Closed => c.closed += 1,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Evaluates the findings over the window, updates `sockprobe_finding`,
+    /// and keeps the result for [`Aggregator::diagnosis`].
+    fn diagnose(&mut self, now_mono_ns: u64) {
+        self.mark_if_due(now_mono_ns);
+        let live = self.live_by_slot(now_mono_ns);
+        let d = &self.diagnosis;
+        let oldest = (d.pos + 1) % MARKS;
+        // Until the marks have gone round once, the window starts at start-up
+        // (when every tally was zero).
+        let (base_at, from_start) = match d.marks_at[oldest] {
+            0 => (d.started_ns.unwrap_or(now_mono_ns), true),
+            t => (t, false),
+        };
+        let span_s = now_mono_ns.saturating_sub(base_at) as f64 / 1e9;
+        let mut findings: Vec<Finding> = Vec::new();
+        let mut standing: HashSet<(FindingKind, SeriesKey)> = HashSet::new();
+        let mut rows = Vec::new();
+        for (slot, s) in self.series.iter() {
+            let base = if from_start { Tally::default() } else { s.marks[oldest] };
+            let l = live.get(&slot).copied().unwrap_or_default();
+            let o = Observed {
+                comm: &s.key.proc.comm,
+                container: &s.key.proc.container,
+                direction: s.key.direction,
+                endpoint: &s.key.endpoint,
+                pids: &s.pids,
+                window: s.tally.since(&base),
+                span_s,
+                close_wait: l.close_wait,
+                close_wait_oldest_s: l.close_wait_oldest_s,
+                closed_held: l.closed,
+            };
+            let found = findings::evaluate(&o, &d.thresholds);
+            rows.push(Row {
+                comm: s.key.proc.comm.clone(),
+                container: s.key.proc.container.clone(),
+                direction: s.key.direction.to_string(),
+                endpoint: s.key.endpoint.clone(),
+                opened: s.tally.opened,
+                closed: s.tally.closes(),
+                exchanges: s.tally.exchanges,
+                unread_closes: s.tally.unread_closes,
+                resets_received: s.tally.resets_received,
+                close_wait: l.close_wait,
+                close_wait_oldest_seconds: (l.close_wait_oldest_s * 10.0).round() / 10.0,
+                findings: found.iter().map(|f| f.finding.name().to_string()).collect(),
+            });
+            standing.extend(found.iter().map(|f| (f.finding, s.key.clone())));
+            findings.extend(found);
+        }
+        findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.finding.cmp(&b.finding)).then(a.comm.cmp(&b.comm)));
+        let labels = |(kind, key): &(FindingKind, SeriesKey)| {
+            [
+                kind.name().to_string(),
+                key.proc.comm.clone(),
+                key.proc.container.clone(),
+                key.direction.to_string(),
+                key.endpoint.clone(),
+            ]
+        };
+        for f in &standing {
+            let l = labels(f);
+            self.f.finding.with_label_values(&[&l[0], &l[1], &l[2], &l[3], &l[4]]).set(1);
+        }
+        let d = &mut self.diagnosis;
+        for gone in d.shown.iter().filter(|f| !standing.contains(*f)) {
+            let l = labels(gone);
+            let _ = self.f.finding.remove_label_values(&[&l[0], &l[1], &l[2], &l[3], &l[4]]);
+        }
+        d.shown = standing;
+        let generated = rfc3339_ns(Clock::new().unix_ns(now_mono_ns));
+        d.latest = Arc::new(Diagnosis {
+            report: Report { generated, window_seconds: d.thresholds.window.as_secs(), findings },
+            rows,
+        });
+    }
+
+    /// The diagnosis as of the last [`Aggregator::refresh`].
+    pub fn diagnosis(&self) -> Arc<Diagnosis> {
+        self.diagnosis.latest.clone()
     }
 
     /// Forgets processes with no live socket and no event for `ttl`, and
@@ -329,7 +525,8 @@ mod tests {
             kind: kind as u8,
             direction: Direction::Outbound as u8,
             closer: if kind == EventKind::Close { probe_common::Closer::Local as u8 } else { 0 },
-            _pad: [0; 7],
+            flags: 0,
+            _pad: [0; 6],
             close_wait_ns: 0,
         }
     }
@@ -369,16 +566,25 @@ mod tests {
     /// cap, the rest is one `comm="other"` label set, and the folding counted.
     #[test]
     fn renamed_processes_fold_past_the_caps() {
-        let mut a = Aggregator::new(Limits { max_endpoints: 10, max_processes: 50, max_series: 60 }, Duration::from_secs(600), "0", "k");
+        let mut a = Aggregator::new(
+            Limits { max_endpoints: 10, max_processes: 50, max_series: 60 },
+            Duration::from_secs(600),
+            "0",
+            "k",
+        );
         let mut d = decoder();
         for i in 0..2000u32 {
             a.observe(&mut d, &event(EventKind::Open, &format!("n{i}"), 80, 0));
         }
         let text = render(&mut a, 0);
-        let opened: Vec<&str> = text.lines().filter(|l| l.starts_with("sockprobe_tcp_connections_opened_total{")).collect();
+        let opened: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("sockprobe_tcp_connections_opened_total{")).collect();
         assert_eq!(opened.len(), 51, "50 pairs and one folded label set");
         assert!(text.contains(r#"sockprobe_tcp_connections_opened_total{comm="other",container="",direction="outbound",endpoint="10.0.0.1:80"} 1950"#), "{text}");
-        assert!(text.contains(r#"sockprobe_series_overflow_total{metric="sockprobe_tcp_connections_opened_total"} 1950"#), "{text}");
+        assert!(
+            text.contains(r#"sockprobe_series_overflow_total{metric="sockprobe_tcp_connections_opened_total"} 1950"#),
+            "{text}"
+        );
         assert!(a.series.len() <= 60 && a.series.raw_keys() <= 4 * 60);
         // Past the series cap, even a known pair's new endpoint folds into the catch-all.
         for port in 1..=100 {
@@ -416,7 +622,11 @@ mod tests {
     }
 
     fn gauge(text: &str, comm: &str, state: &str) -> bool {
-        text.lines().any(|l| l.starts_with("sockprobe_tcp_sockets{") && l.contains(&format!("comm=\"{comm}\"")) && l.contains(&format!("state=\"{state}\"")))
+        text.lines().any(|l| {
+            l.starts_with("sockprobe_tcp_sockets{")
+                && l.contains(&format!("comm=\"{comm}\""))
+                && l.contains(&format!("state=\"{state}\""))
+        })
     }
 
     /// The reconcile: what exists anywhere stays, what is gone goes, what the

@@ -7,7 +7,16 @@ use std::collections::HashSet;
 use probe_common::Closer;
 use prometheus::{Histogram, IntCounter};
 
-use super::families::{Count, Spread};
+use super::{
+    families::{Count, Spread},
+    findings::Tally,
+};
+
+/// Marks of each label set's [`Tally`] kept for the diagnosis window: the
+/// oldest is the window's start (see `Aggregator::mark`).
+pub const MARKS: usize = 6;
+/// Process ids remembered per label set (for `pids` in findings).
+const PIDS_PER_SERIES: usize = 8;
 
 /// `comm` of sockets whose owner was never seen in process context.
 pub const UNKNOWN_COMM: &str = "[unknown]";
@@ -60,9 +69,30 @@ pub struct Series {
     /// Kernel monotonic ns of the last event (the event's own timestamp: no
     /// clock read per event).
     pub last_seen_ns: u64,
+    /// The diagnosis's numbers, cumulative, and their marks.
+    pub tally: Tally,
+    pub marks: [Tally; MARKS],
+    /// The most recent owners seen (bounded).
+    pub pids: Vec<u32>,
 }
 
 impl Series {
+    /// Remembers `pid` as an owner, the most recent last; true when it is
+    /// new to this label set.
+    pub fn saw_pid(&mut self, pid: u32) -> bool {
+        if pid == 0 || self.pids.last() == Some(&pid) {
+            return false;
+        }
+        let before = self.pids.len();
+        self.pids.retain(|p| *p != pid);
+        let new = self.pids.len() == before;
+        if self.pids.len() == PIDS_PER_SERIES {
+            self.pids.remove(0);
+        }
+        self.pids.push(pid);
+        new
+    }
+
     pub fn labels(&self) -> [&str; 4] {
         [&self.key.proc.comm, &self.key.proc.container, self.key.direction, &self.key.endpoint]
     }
@@ -167,6 +197,9 @@ impl SeriesTable {
                     histograms: Default::default(),
                     resets_sent: Vec::new(),
                     last_seen_ns: now_ns,
+                    tally: Tally::default(),
+                    marks: Default::default(),
+                    pids: Vec::new(),
                 };
                 let slot = match self.free.pop() {
                     Some(i) => {
@@ -206,6 +239,14 @@ impl SeriesTable {
         self.slots.get_mut(slot)?.as_mut()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Series)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| Some((i, s.as_ref()?)))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Series)> {
+        self.slots.iter_mut().enumerate().filter_map(|(i, s)| Some((i, s.as_mut()?)))
+    }
+
     /// Label sets now (bounded by [`Limits::max_series`], plus the folded ones).
     pub fn len(&self) -> usize {
         self.by_key.len()
@@ -224,9 +265,7 @@ impl SeriesTable {
     /// `idle_since_ns` or holds a live socket; returns their series.
     pub fn expire(&mut self, idle_since_ns: u64, live: impl Fn(usize) -> bool) -> Vec<Series> {
         let slots = &self.slots;
-        let idle = |i: &usize| {
-            slots[*i].as_ref().is_none_or(|s| !live(*i) && s.last_seen_ns < idle_since_ns)
-        };
+        let idle = |i: &usize| slots[*i].as_ref().is_none_or(|s| !live(*i) && s.last_seen_ns < idle_since_ns);
         let gone: Vec<ProcKey> =
             self.procs.iter().filter(|(_, p)| p.slots.iter().all(idle)).map(|(k, _)| k.clone()).collect();
         let mut removed = Vec::new();

@@ -141,7 +141,12 @@ pub fn inspect() -> Report {
         return r;
     }
     // Socket-local storage asked for, to say whether it would work here.
-    let settings = ProbeSettings { max_sockets: 1024, ring_buffer_bytes: 4096, state_store: StateStore::SocketLocal };
+    let settings = ProbeSettings {
+        max_sockets: 1024,
+        ring_buffer_bytes: 4096,
+        state_store: StateStore::SocketLocal,
+        trace_all: false,
+    };
     match Probes::attach_with(settings, true) {
         Ok(probes) => {
             r.probes = probes
@@ -167,11 +172,8 @@ pub fn inspect() -> Report {
                 socket_local: probes.store.refused.is_none(),
                 reason: probes.store.refused.clone(),
             });
-            r.socket_listing = Some(if probes.attached(Feature::SocketListing) {
-                LISTING_ITERATOR
-            } else {
-                LISTING_SOCK_DIAG
-            });
+            r.socket_listing =
+                Some(if probes.attached(Feature::SocketListing) { LISTING_ITERATOR } else { LISTING_SOCK_DIAG });
             r.degraded = Feature::ALL
                 .into_iter()
                 .filter(|f| !probes.attached(*f))
@@ -214,7 +216,9 @@ pub fn render(r: &Report) -> String {
                 out,
                 "state        per-socket state: LRU hash (default); socket-local storage available (--probe.state-store=socket-local)"
             ),
-            Some(why) => writeln!(out, "state        per-socket state: LRU hash; socket-local storage unavailable: {why}"),
+            Some(why) => {
+                writeln!(out, "state        per-socket state: LRU hash; socket-local storage unavailable: {why}")
+            }
         };
     }
     if let Some(l) = r.socket_listing {

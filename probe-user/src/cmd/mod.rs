@@ -1,8 +1,11 @@
 //! The subcommands, on top of everything else: each wires the data path
 //! (kernel → decode → aggregate → export) for its purpose.
 pub mod check;
+pub mod daemon_client;
+pub mod doctor;
 pub mod run;
 pub mod signals;
+pub mod top;
 pub mod trace;
 
 use crate::{
@@ -41,7 +44,10 @@ fn listing_job(probes: &mut Probes) -> impl FnOnce() -> Result<Listed, String> +
             Some(file) => {
                 let (entries, dropped) = listing::read_entries(file).map_err(|e| format!("socket listing: {e}"))?;
                 if dropped > 0 {
-                    log::warn!("socket listing: {dropped} sockets past the first {} not looked at", listing::MAX_ENTRIES);
+                    log::warn!(
+                        "socket listing: {dropped} sockets past the first {} not looked at",
+                        listing::MAX_ENTRIES
+                    );
                 }
                 entries
             }

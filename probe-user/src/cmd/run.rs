@@ -27,6 +27,7 @@ use crate::{
     identity::{
         Clock,
         k8s::{ApiConfig, PodNames},
+        language::Languages,
     },
     kernel::{self, EventStream, Outcome, Probes},
 };
@@ -51,9 +52,13 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
         max_processes: cfg.max_processes as usize,
         max_series: cfg.max_series as usize,
     };
-    let agg = Aggregator::new(limits, cfg.series_ttl, env!("CARGO_PKG_VERSION"), &kernel::release());
+    let mut agg = Aggregator::new(limits, cfg.series_ttl, env!("CARGO_PKG_VERSION"), &kernel::release());
+    agg.set_thresholds(cfg.diagnosis);
+    let languages = Languages::start();
+    let resolver = languages.clone();
+    agg.on_new_pid(move |pid| resolver.notice(pid));
     let (refresh_tx, refresh_rx) = mpsc::channel::<RefreshRequest>(4);
-    let exporter = Arc::new(Exporter::new(agg.exported(), cfg.telemetry_path.clone(), refresh_tx));
+    let exporter = Arc::new(Exporter::new(agg.exported(), cfg.telemetry_path.clone(), refresh_tx, languages));
     let scheme = if web.tls.is_some() { "https" } else { "http" };
     tokio::spawn(http::serve(listener, exporter.clone(), web, http::Limits::default()));
     log::info!("listening on {scheme}://{}{}", cfg.listen_address, cfg.telemetry_path);
@@ -152,14 +157,18 @@ impl EventThread {
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reconcile.tick().await;
         let mut pending: Option<tokio::task::JoinHandle<Result<Listed, String>>> = None;
+        // The diagnosis window moves on whether or not anyone asks.
+        let mut marks = tokio::time::interval(Duration::from_secs(1));
+        marks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 batch = events.next_batch(|ev| agg.observe(&mut decoder, ev)) => batch?,
                 Some(reply) = refresh.recv() => {
                     agg.refresh(Clock::monotonic_now_ns());
-                    let _ = reply.send(());
+                    let _ = reply.send(agg.diagnosis());
                 }
+                _ = marks.tick() => agg.mark_if_due(Clock::monotonic_now_ns()),
                 _ = reconcile.tick(), if pending.is_none() => {
                     agg.begin_listing(Clock::monotonic_now_ns());
                     pending = Some(tokio::task::spawn_blocking(super::listing_job(&mut probes)));
@@ -184,15 +193,16 @@ impl EventThread {
 
 /// A listing applied: gauges corrected, listeners named to the kernel side,
 /// directions learnt. Returns (sockets adopted, listeners named).
-fn apply(agg: &mut Aggregator, decoder: &mut Decoder, probes: &mut Probes, listed: Listed, what: &str) -> (usize, usize) {
+fn apply(
+    agg: &mut Aggregator,
+    decoder: &mut Decoder,
+    probes: &mut Probes,
+    listed: Listed,
+    what: &str,
+) -> (usize, usize) {
     let r = agg.apply_listing(decoder, &listed.listing, Clock::monotonic_now_ns());
     let seeded = probes.seed_listeners(&listed.listing.listeners).unwrap_or(0);
-    log::debug!(
-        "{what}: {} records listed in {:?} ({:?} CPU); {r:?}",
-        listed.records,
-        listed.took,
-        listed.cpu
-    );
+    log::debug!("{what}: {} records listed in {:?} ({:?} CPU); {r:?}", listed.records, listed.took, listed.cpu);
     decoder.set_ports(listed.listing.ports);
     (r.adopted, seeded)
 }

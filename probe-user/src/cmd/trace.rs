@@ -42,7 +42,7 @@ pub fn parse_event_names(values: &[String]) -> Result<Vec<EventKind>, String> {
 }
 
 pub async fn run(filter: Filter, sizes: ProbeSettings) -> Result<(), Error> {
-    let mut probes = Probes::attach(sizes)?;
+    let mut probes = Probes::attach(ProbeSettings { trace_all: true, ..sizes })?;
     probes.log_status();
     let mut events = EventStream::new(&mut probes)?;
     let mut decoder = Decoder::new(probes.reasons.clone());

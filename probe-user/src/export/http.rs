@@ -35,6 +35,11 @@ impl Response {
     pub fn text(status: u16, body: impl Into<String>) -> Response {
         Response { status, content_type: "text/plain; charset=utf-8", body: body.into() }
     }
+
+    pub fn json(value: impl serde::Serialize) -> Response {
+        let body = serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".into()) + "\n";
+        Response { status: 200, content_type: "application/json", body }
+    }
 }
 
 /// What one client can hold of the server.

@@ -1,4 +1,5 @@
-//! The daemon's pages: the metrics, `/healthz` and `/`. Rendering happens
+//! The daemon's pages: the metrics, the diagnosis (`/api/v1/findings`,
+//! `/api/v1/connections`), `/healthz` and `/`. Rendering happens
 //! here, on the HTTP side: the event thread is only asked to bring its
 //! gauges up to date (and not waited for long), so no scrape, however large
 //! or slow, holds up the draining of the kernel's events.
@@ -15,12 +16,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::http::Response;
 use crate::{
-    aggregate::{Exported, families::encode},
+    aggregate::{
+        Diagnosis, Exported,
+        families::encode,
+        findings::{Report, localize},
+    },
+    identity::language::Languages,
     kernel::KernelStats,
 };
 
-/// A request to the event thread to refresh the gauges; it answers when done.
-pub type RefreshRequest = oneshot::Sender<()>;
+/// A request to the event thread to refresh the gauges and the diagnosis;
+/// it answers with the diagnosis when done.
+pub type RefreshRequest = oneshot::Sender<Arc<Diagnosis>>;
+
+/// How long the findings page waits for the executables of the processes
+/// it names (a hostile one may sit on a stalled filesystem).
+const LANGUAGE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a scrape waits for the event thread's refresh before it serves
 /// the gauges as they are.
@@ -34,10 +45,18 @@ pub struct Exporter {
     ready: AtomicBool,
     telemetry_path: String,
     refresh: mpsc::Sender<RefreshRequest>,
+    /// The last diagnosis the event thread answered with.
+    latest: Mutex<Option<Arc<Diagnosis>>>,
+    languages: Languages,
 }
 
 impl Exporter {
-    pub fn new(exported: Exported, telemetry_path: String, refresh: mpsc::Sender<RefreshRequest>) -> Exporter {
+    pub fn new(
+        exported: Exported,
+        telemetry_path: String,
+        refresh: mpsc::Sender<RefreshRequest>,
+        languages: Languages,
+    ) -> Exporter {
         Exporter {
             exported,
             stats: Arc::new(Mutex::new(None)),
@@ -45,6 +64,8 @@ impl Exporter {
             ready: AtomicBool::new(false),
             telemetry_path,
             refresh,
+            latest: Mutex::new(None),
+            languages,
         }
     }
 
@@ -66,6 +87,15 @@ impl Exporter {
             };
         }
         match path {
+            "/api/v1/findings" => Response::json(self.findings().await),
+            "/api/v1/connections" => {
+                let d = self.diagnosis().await;
+                Response::json(serde_json::json!({
+                    "generated": d.report.generated,
+                    "window_seconds": d.report.window_seconds,
+                    "rows": d.rows,
+                }))
+            }
             "/healthz" if self.ready.load(Ordering::SeqCst) => Response::text(200, "ok\n"),
             "/healthz" => Response::text(503, "probes not attached yet\n"),
             "/" => Response {
@@ -74,7 +104,8 @@ impl Exporter {
                 body: format!(
                     "<html><head><title>sockprobe</title></head><body><h1>sockprobe</h1>\
                      <p>Per-process TCP connection hygiene from eBPF.</p>\
-                     <ul><li><a href=\"{0}\">{0}</a></li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
+                     <ul><li><a href=\"{0}\">{0}</a></li><li><a href=\"/api/v1/findings\">/api/v1/findings</a></li>\
+                     <li><a href=\"/api/v1/connections\">/api/v1/connections</a></li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
                     self.telemetry_path
                 ),
             },
@@ -82,11 +113,44 @@ impl Exporter {
         }
     }
 
-    async fn metrics(&self) -> String {
+    /// Asks the event thread for a refresh (gauges and findings), waiting
+    /// at most [`REFRESH_WAIT`]; the last diagnosis otherwise.
+    async fn diagnosis(&self) -> Arc<Diagnosis> {
         let (tx, rx) = oneshot::channel();
-        if self.refresh.try_send(tx).is_ok() {
-            let _ = tokio::time::timeout(REFRESH_WAIT, rx).await;
+        if self.refresh.try_send(tx).is_ok()
+            && let Ok(Ok(d)) = tokio::time::timeout(REFRESH_WAIT, rx).await
+        {
+            *self.latest.lock().unwrap() = Some(d.clone());
+            return d;
         }
+        self.latest.lock().unwrap().clone().unwrap_or_else(|| {
+            Arc::new(Diagnosis {
+                report: Report { generated: String::new(), window_seconds: 0, findings: Vec::new() },
+                rows: Vec::new(),
+            })
+        })
+    }
+
+    /// The findings with each process's language and advice in its terms.
+    async fn findings(&self) -> Report {
+        let mut report = self.diagnosis().await.report.clone();
+        let pids: Vec<u32> = report.findings.iter().flat_map(|f| f.pids.iter().copied()).collect();
+        // Mostly told already (the resolver saw each pid early); the rest
+        // now, with a deadline: whatever is not told in time is `unknown`.
+        let languages = self.languages.clone();
+        let resolve = move || {
+            for pid in pids {
+                languages.resolve(pid);
+            }
+        };
+        let _ = tokio::time::timeout(LANGUAGE_WAIT, tokio::task::spawn_blocking(resolve)).await;
+        let languages = &self.languages;
+        localize(&mut report.findings, |pid| languages.get(pid).flatten().map(|l| (l.name.to_string(), l.version)));
+        report
+    }
+
+    async fn metrics(&self) -> String {
+        let _ = self.diagnosis().await;
         let exported = self.exported.clone();
         let (stats, seen) = (self.stats.clone(), self.events_lost_seen.clone());
         // Off the async thread: counting the LRU map's keys is a syscall each.

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod container;
 pub mod direction;
 pub mod k8s;
+pub mod language;
 pub mod sock_diag;
 pub mod sockets;
 

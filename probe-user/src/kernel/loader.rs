@@ -7,7 +7,8 @@ use aya::{
 };
 use probe_common::{
     COUNTERS_MAP, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL,
-    LISTENERS_MAP, ListenerKey, Owner, SOCKET_ITER_PROGRAM, SOCKETS_MAP, STATE_STORE_GLOBAL, StateStore, TcpStates,
+    LISTENERS_MAP, ListenerKey, Owner, SOCKET_ITER_PROGRAM, SOCKETS_MAP, STATE_STORE_GLOBAL, StateStore,
+    TRACE_ALL_GLOBAL, TcpStates,
 };
 
 use super::{
@@ -44,6 +45,9 @@ pub struct ProbeSettings {
     /// Preferred store; socket-local storage falls back to the LRU hash where
     /// it cannot work (kprobes, kernels before 5.11).
     pub state_store: StateStore,
+    /// Every event, as `sockprobe trace` shows them (`TRACE_ALL_GLOBAL`);
+    /// off for the daemon, which needs one record per ordinary connection.
+    pub trace_all: bool,
 }
 
 impl Default for ProbeSettings {
@@ -52,6 +56,7 @@ impl Default for ProbeSettings {
             max_sockets: DEFAULT_MAX_SOCKETS,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             state_store: StateStore::LruHash,
+            trace_all: false,
         }
     }
 }
@@ -126,10 +131,12 @@ impl LoadContext<'_> {
         // The LRU map is preallocated: keep it tiny when it is not used.
         let max_sockets = if store == StateStore::SocketLocal { 1 } else { self.sizes.max_sockets };
         let store_value = store as u32;
+        let trace_all = self.sizes.trace_all as u32;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(self.aya_btf))
             .override_global(LAYOUT_GLOBAL, self.layout, true)
             .override_global(STATE_STORE_GLOBAL, &store_value, true)
+            .override_global(TRACE_ALL_GLOBAL, &trace_all, true)
             .map_max_entries(SOCKETS_MAP, max_sockets)
             .map_max_entries(EVENTS_MAP, self.sizes.ring_buffer_bytes.next_power_of_two().max(4096))
             .load(OBJECT)
@@ -436,4 +443,3 @@ fn raise_memlock_limit() {
     // Best effort: newer kernels account to the memory cgroup instead.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
-

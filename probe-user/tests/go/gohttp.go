@@ -12,6 +12,7 @@ import (
 	"net/http"
 	neturl "net/url"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -28,10 +29,13 @@ func waitFor(addr string) {
 }
 
 func main() {
-	mode := flag.String("mode", "server", "server | drain | unread | leak | accept-only | dial")
+	mode := flag.String("mode", "server", "server | drain | unread | leak | burst | accept-only | dial")
 	listen := flag.String("listen", "127.0.0.1:0", "server: address")
 	bodyBytes := flag.Int("body-bytes", 64*1024, "server: response body size")
 	idle := flag.Duration("idle-timeout", 0, "server: close idle keep-alive connections after this long")
+	delay := flag.Duration("delay", 0, "server: time each request takes")
+	noKeepAlive := flag.Bool("no-keepalive", false, "server: close every connection after its response")
+	concurrency := flag.Int("concurrency", 16, "burst: concurrent requests per burst (n bursts)")
 	url := flag.String("url", "", "client: URL to request")
 	n := flag.Int("n", 100, "client: requests (0 = until killed)")
 	interval := flag.Duration("interval", 0, "client: pause between requests")
@@ -88,11 +92,45 @@ func main() {
 			IdleTimeout: *idle,
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				io.Copy(io.Discard, r.Body)
+				time.Sleep(*delay)
 				w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 				w.Write(body)
 			}),
 		}
+		srv.SetKeepAlivesEnabled(!*noKeepAlive)
 		srv.Serve(ln)
+		return
+	}
+
+	if *mode == "burst" {
+		// Drains and closes every body, but sends bursts of concurrent
+		// requests through the default Transport: its idle pool keeps 2
+		// connections per host (MaxIdleConnsPerHost), the rest are closed.
+		if u, err := neturl.Parse(*url); err == nil && *wait {
+			waitFor(u.Host)
+		}
+		for i := 0; i < *n; i++ {
+			var wg sync.WaitGroup
+			for j := 0; j < *concurrency; j++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := http.Get(*url)
+					if err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						os.Exit(1)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}()
+			}
+			wg.Wait()
+			time.Sleep(*interval)
+		}
+		fmt.Println("done", *n)
+		if *stay {
+			select {}
+		}
 		return
 	}
 

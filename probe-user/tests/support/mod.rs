@@ -9,12 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+pub use serde_json::Value;
 
 /// The binaries under test: where cargo built them, or where
 /// `SOCKPROBE_BIN` / `SOCKPROBE_PEER_BIN` say (the QEMU guests put them at
 /// fixed paths, since their /tmp hides the build tree of a clone in /tmp).
-pub static SOCKPROBE: LazyLock<&'static str> = LazyLock::new(|| binary("SOCKPROBE_BIN", env!("CARGO_BIN_EXE_sockprobe")));
+pub static SOCKPROBE: LazyLock<&'static str> =
+    LazyLock::new(|| binary("SOCKPROBE_BIN", env!("CARGO_BIN_EXE_sockprobe")));
 pub static PEER: LazyLock<&'static str> =
     LazyLock::new(|| binary("SOCKPROBE_PEER_BIN", env!("CARGO_BIN_EXE_sockprobe-peer")));
 

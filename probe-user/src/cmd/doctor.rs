@@ -1,0 +1,126 @@
+//! `sockprobe doctor`: the diagnosis, from the daemon, or (when none
+//! answers) from probes of its own over `--window`.
+use std::{fmt::Write as _, time::Duration};
+
+use super::{daemon_client::DaemonUrl, signals};
+use crate::{
+    aggregate::{
+        Aggregator, Limits,
+        findings::{Report, Severity, Thresholds, localize},
+    },
+    decode::Decoder,
+    error::Error,
+    identity::{clock::Clock, language::Languages},
+    kernel::{self, EventStream, ProbeSettings, Probes},
+};
+
+pub struct DoctorArgs {
+    pub daemon: DaemonUrl,
+    pub json: bool,
+    /// How long to observe when no daemon answers.
+    pub window: Duration,
+    pub probe: ProbeSettings,
+}
+
+pub async fn run(args: DoctorArgs) -> Result<(), Error> {
+    let (report, source) = match args.daemon.get("/api/v1/findings").await {
+        Ok(body) => {
+            let report: Report = serde_json::from_slice(&body).map_err(|e| {
+                Error::Config(format!("{} answered /api/v1/findings with something else: {e}", args.daemon.shown))
+            })?;
+            (report, format!("daemon {}", args.daemon.shown))
+        }
+        Err(why) => {
+            eprintln!("sockprobe doctor: {why}; observing with its own probes for {:?} instead", args.window);
+            (observe(args.window, args.probe).await?, format!("own probes, {} s", args.window.as_secs()))
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", render(&report, &source));
+    }
+    Ok(())
+}
+
+/// Attaches the probes, aggregates for `window`, diagnoses.
+async fn observe(window: Duration, settings: ProbeSettings) -> Result<Report, Error> {
+    let mut probes = Probes::attach(settings)?;
+    let mut events = EventStream::new(&mut probes)?;
+    let mut decoder = Decoder::new(probes.reasons.clone());
+    let limits = Limits { max_endpoints: 100, max_processes: 1000, max_series: 20_000 };
+    let mut agg = Aggregator::new(limits, window * 2, env!("CARGO_PKG_VERSION"), &kernel::release());
+    agg.set_thresholds(Thresholds { window, ..Thresholds::default() });
+    let languages = Languages::start();
+    let resolver = languages.clone();
+    agg.on_new_pid(move |pid| resolver.notice(pid));
+    agg.mark_if_due(Clock::monotonic_now_ns());
+    // Sockets that predate us (CLOSE_WAIT piling up before we came) count too.
+    agg.begin_listing(Clock::monotonic_now_ns());
+    match super::listing_job(&mut probes)() {
+        Ok(listed) => {
+            agg.apply_listing(&mut decoder, &listed.listing, Clock::monotonic_now_ns());
+            let _ = probes.seed_listeners(&listed.listing.listeners);
+            decoder.set_ports(listed.listing.ports);
+        }
+        Err(e) => log::warn!("cannot list existing sockets, judging from events alone: {e}"),
+    }
+    let deadline = tokio::time::sleep(window);
+    let mut deadline = std::pin::pin!(deadline);
+    let mut stop = std::pin::pin!(signals::requested());
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            _ = &mut stop => break,
+            batch = events.next_batch(|ev| agg.observe(&mut decoder, ev)) => batch?,
+        }
+    }
+    // What is still queued belongs to the window too.
+    events.next_batch(|ev| agg.observe(&mut decoder, ev)).await?;
+    agg.refresh(Clock::monotonic_now_ns());
+    let mut report = agg.diagnosis().report.clone();
+    localize(&mut report.findings, |pid| languages.resolve(pid).map(|l| (l.name.to_string(), l.version)));
+    Ok(report)
+}
+
+/// The human-readable report.
+pub fn render(report: &Report, source: &str) -> String {
+    let mut out = String::new();
+    let n = report.findings.len();
+    let _ = writeln!(
+        out,
+        "sockprobe doctor: {} over the last {} s ({source}, {})\n",
+        match n {
+            0 => "no connection problems found".to_string(),
+            1 => "1 finding".to_string(),
+            n => format!("{n} findings"),
+        },
+        report.window_seconds,
+        report.generated
+    );
+    for f in &report.findings {
+        let severity = match f.severity {
+            Severity::Critical => "CRITICAL",
+            Severity::Warning => "WARNING",
+        };
+        let language = match (&f.language_version, f.language.as_str()) {
+            (Some(v), l) => format!("{l} {v}"),
+            (None, l) => l.to_string(),
+        };
+        let pids = f.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let container = if f.container.is_empty() { String::new() } else { format!(" in {}", f.container) };
+        let _ = writeln!(
+            out,
+            "{severity} {}: {} (pid {pids}{container}, {language}) {} {}",
+            f.finding.name(),
+            f.comm,
+            f.direction,
+            f.endpoint
+        );
+        let _ = writeln!(out, "  {}", f.summary);
+        let evidence: Vec<String> = f.evidence.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "  evidence: {}", evidence.join(" "));
+        let _ = writeln!(out, "  advice: {}\n", f.advice);
+    }
+    out
+}
