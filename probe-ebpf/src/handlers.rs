@@ -153,15 +153,13 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             if !kernel::is_tcp::<A>(sk) {
                 return;
             }
-            // Process context, a new life for this sk. The daemon takes the
-            // owner at the first I/O or the close (both process context too);
-            // `trace` wants it on the `open`, which the handshake's end emits
-            // in softirq.
+            // Process context, a new life for this sk. The owner is taken
+            // here even if the first I/O would name it too: a connection that
+            // never sends (held idle until the peer closes it) has no other
+            // process-context moment before its CLOSE_WAIT record.
             let Some(st) = new_state::<A>(sk, cookie(), Direction::Outbound) else { return };
             let st = unsafe { &mut *st };
-            if trace_all() {
-                kernel::capture_owner(&mut st.owner);
-            }
+            kernel::capture_owner(&mut st.owner);
             st
         }
         Transition::Accept => {

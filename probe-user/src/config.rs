@@ -539,6 +539,10 @@ mod tests {
         assert!(e.contains("web.telemetry-path") && e.contains("other than"), "{e}");
         let e = load("[probe]\nmax-sockets = 10\n", Settings::default()).unwrap_err().to_string();
         assert!(e.contains("probe.max-sockets 10"), "{e}");
+        let e = load("[diagnosis]\nwindow = \"1s\"\n", Settings::default()).unwrap_err().to_string();
+        assert!(e.contains("diagnosis.window") && e.contains("5s or more"), "{e}");
+        let e = load("[diagnosis]\nmin-connections = 0\n", Settings::default()).unwrap_err().to_string();
+        assert!(e.contains("diagnosis.min-connections 0"), "{e}");
         let e = RunConfig::load(Some(std::path::Path::new("/nonexistent.toml")), Settings::default())
             .unwrap_err()
             .to_string();

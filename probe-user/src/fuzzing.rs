@@ -116,3 +116,18 @@ pub fn http_request(data: &[u8]) {
         server.abort();
     });
 }
+
+/// An executable as the language detection reads it (a process chooses
+/// its executable): ELF headers, sections, `.go.buildinfo`.
+pub fn executable(data: &[u8]) {
+    let _ = crate::identity::language::go_buildinfo_in(data);
+}
+
+/// A findings document or a connections page as `doctor` and `top` read
+/// them from a daemon.
+pub fn findings(data: &[u8]) {
+    let _ = serde_json::from_slice::<crate::aggregate::findings::Report>(data);
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = serde_json::from_value::<Vec<crate::aggregate::findings::Row>>(v["rows"].clone());
+    }
+}

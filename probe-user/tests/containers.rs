@@ -72,9 +72,10 @@ fn privileged_container_leak_after_start_stays_equal_to_ss() {
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_two_containers_same_listener_address() {
     require_root();
-    // The default reconcile (30 s): owners must come from the listeners, not
-    // from a later listing.
-    let daemon = Daemon::start(&[]);
+    // `trace` shows each open as it happens, with the owner the kernel side
+    // gave it: owners must come from the listeners, not from a listing (the
+    // daemon hears of idle connections at the next listing; docs/architecture.md).
+    let tracer = Tracer::start(&[]);
     let script = |tag: &str| {
         format!(
             "/bin/{tag}-srv -mode accept-only -listen 127.0.0.1:8080 & \
@@ -83,41 +84,28 @@ fn privileged_two_containers_same_listener_address() {
     };
     let a = Container::run(&script("c3a"), &[]);
     let b = Container::run(&script("c3b"), &[]);
-    let inbound = |text: &str, comm: &str, c: &Container| {
-        metric(
-            text,
-            "sockprobe_tcp_sockets",
-            &[
-                ("comm", comm),
-                ("container", &c.label()),
-                ("direction", "inbound"),
-                ("endpoint", "127.0.0.1:8080"),
-                ("state", "established"),
-            ],
-        )
+    let opens = |evs: &[Value], comm: &str, c: &Container, direction: &str| {
+        select(evs, "open", comm)
+            .iter()
+            .filter(|e| e["container"] == c.label().as_str() && e["direction"] == direction)
+            .count()
     };
-    let mut text = String::new();
-    wait_until("each server's 2 accepted connections", Duration::from_secs(15), || {
-        text = daemon.scrape();
-        inbound(&text, "c3a-srv", &a) == 2.0 && inbound(&text, "c3b-srv", &b) == 2.0
+    let inbound_8080 = |evs: &[Value]| {
+        evs.iter().filter(|e| e["event"] == "open" && e["direction"] == "inbound" && e["sport"] == 8080).count()
+    };
+    // Each client connects 3 times: `-wait`'s probe, then the 2 it holds.
+    let events = tracer.wait_for("each server's 3 accepted connections", Duration::from_secs(15), |evs| {
+        opens(evs, "c3a-srv", &a, "inbound") == 3 && opens(evs, "c3b-srv", &b, "inbound") == 3
     });
-    let total_inbound = metric(
-        &text,
-        "sockprobe_tcp_sockets",
-        &[("direction", "inbound"), ("endpoint", "127.0.0.1:8080"), ("state", "established")],
-    );
-    assert_eq!(total_inbound, 4.0, "no accepted socket under a wrong owner\n{text}");
-    assert_eq!(gauge(&text, "c3a-cli", &a, "established"), 2.0, "{text}");
+    assert_eq!(inbound_8080(&events), 6, "no accepted socket under a wrong owner\n{}", dump(&events));
+    assert_eq!(opens(&events, "c3a-cli", &a, "outbound"), 3, "{}", dump(&events));
 
     a.remove();
-    wait_until("container A's sockets to leave the gauges", Duration::from_secs(10), || {
-        !series_of(&daemon.scrape(), "sockprobe_tcp_sockets").iter().any(|s| s.contains(&a.label()))
-    });
     b.exec(&["/bin/c3b-cli", "-mode", "dial", "-addr", "127.0.0.1:8080", "-n", "1"]);
-    wait_until("B's new connection under B's server", Duration::from_secs(10), || {
-        text = daemon.scrape();
-        inbound(&text, "c3b-srv", &b) == 3.0
+    let events = tracer.wait_for("B's new connection under B's server", Duration::from_secs(10), |evs| {
+        opens(evs, "c3b-srv", &b, "inbound") == 4
     });
+    assert_eq!(inbound_8080(&events), 7, "{}", dump(&events));
 }
 
 /// Case 4: Unread closes inside a container equal its namespace's TCPAbortOnClose.

@@ -53,3 +53,13 @@ fn web_config_corpus() {
 fn http_request_corpus() {
     replay("http_request", fuzzing::http_request);
 }
+
+#[test]
+fn executable_corpus() {
+    replay("executable", fuzzing::executable);
+}
+
+#[test]
+fn findings_corpus() {
+    replay("findings", fuzzing::findings);
+}

@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{bootstrap, workspace_root};
 
-pub const TARGETS: &[&str] = &["btf", "events", "socket_listing", "config", "web_config", "http_request"];
+pub const TARGETS: &[&str] =
+    &["btf", "events", "socket_listing", "config", "web_config", "http_request", "executable", "findings"];
 
 #[derive(clap::Args, Debug)]
 pub struct FuzzArgs {

@@ -136,15 +136,17 @@ pub fn detect(pid: u32) -> Option<Language> {
 /// flags); with flag 2 (Go 1.18+) the version follows inline as a uvarint
 /// length and the bytes.
 fn go_buildinfo(file: File) -> Option<Language> {
+    go_buildinfo_in(&ReadCache::new(file))
+}
+
+/// [`go_buildinfo`] over any readable object (a file, or bytes when fuzzed).
+pub fn go_buildinfo_in<'a, R: object::ReadRef<'a>>(data: R) -> Option<Language> {
     const MAGIC: &[u8] = b"\xff Go buildinf:";
-    let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache).ok()?;
+    let elf = object::File::parse(data).ok()?;
     let section = elf.section_by_name(".go.buildinfo")?;
-    let head = section
-        .data_range(section.address(), 32 + 10 + 64)
-        .ok()
-        .flatten()
-        .or_else(|| section.data_range(section.address(), 32).ok().flatten())?;
+    // The header, the version's length and the version: never more.
+    let len = section.size().min(32 + 10 + 64);
+    let head = section.data_range(section.address(), len).ok().flatten()?;
     if !head.starts_with(MAGIC) {
         return None;
     }
@@ -199,6 +201,19 @@ mod tests {
         let mut junk = head[..32].to_vec();
         junk.extend_from_slice(&[3, b'a', b'b', b'c']);
         assert_eq!(inline_version(&junk), None);
+    }
+
+    /// A real ELF (/bin/true) with a `.go.buildinfo` section added by objcopy
+    /// (the fuzz corpus's seed), and the same without the version.
+    #[test]
+    fn buildinfo_in_an_elf() {
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/executable/");
+        let new = std::fs::read(format!("{corpus}true-buildinfo-new")).unwrap();
+        assert_eq!(go_buildinfo_in(new.as_slice()), Some(Language { name: "go", version: Some("go1.22.3".into()) }));
+        let old = std::fs::read(format!("{corpus}true-buildinfo-old")).unwrap();
+        assert_eq!(go_buildinfo_in(old.as_slice()), Some(Language { name: "go", version: None }));
+        let plain = std::fs::read(format!("{corpus}truncated-elf")).unwrap();
+        assert_eq!(go_buildinfo_in(plain.as_slice()), None);
     }
 
     /// This test binary is not Go; a Go binary is checked by the privileged
