@@ -403,6 +403,10 @@ pub fn advice(kind: FindingKind, outbound: bool, language: &str) -> &'static str
             "The server ends connections after one request (keep-alive disabled, or an idle timeout shorter than the \
              interval between requests): enable keep-alive there or raise its idle timeout."
         }
+        (ResetsReceived, false, _) => {
+            "Clients reset these connections: usually a client closing before it read the whole response (look for \
+             its unread_close finding) or giving up on a timeout; the fix is on the client side."
+        }
         (ResetsReceived, _, "go") => {
             "The peer resets connections: check its logs (overload, crashes, a proxy cutting idle connections) and keep \
              Transport.IdleConnTimeout below the server's idle timeout."
@@ -431,6 +435,9 @@ pub fn localize(findings: &mut [Finding], mut language_of: impl FnMut(u32) -> Op
 pub struct Report {
     pub generated: String,
     pub window_seconds: u64,
+    /// What the window covers so far (less than `window_seconds` after start-up).
+    #[serde(default)]
+    pub observed_seconds: u64,
     pub findings: Vec<Finding>,
 }
 

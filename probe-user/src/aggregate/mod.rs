@@ -125,7 +125,12 @@ impl Aggregator {
                 pos: 0,
                 shown: HashSet::new(),
                 latest: Arc::new(Diagnosis {
-                    report: Report { generated: String::new(), window_seconds: 300, findings: Vec::new() },
+                    report: Report {
+                        generated: String::new(),
+                        window_seconds: 300,
+                        observed_seconds: 0,
+                        findings: Vec::new(),
+                    },
                     rows: Vec::new(),
                 }),
             },
@@ -457,7 +462,12 @@ impl Aggregator {
         d.shown = standing;
         let generated = rfc3339_ns(Clock::new().unix_ns(now_mono_ns));
         d.latest = Arc::new(Diagnosis {
-            report: Report { generated, window_seconds: d.thresholds.window.as_secs(), findings },
+            report: Report {
+                generated,
+                window_seconds: d.thresholds.window.as_secs(),
+                observed_seconds: span_s.round() as u64,
+                findings,
+            },
             rows,
         });
     }

@@ -89,12 +89,13 @@ pub fn render(report: &Report, source: &str) -> String {
     let n = report.findings.len();
     let _ = writeln!(
         out,
-        "sockprobe doctor: {} over the last {} s ({source}, {})\n",
+        "sockprobe doctor: {} over the last {} s ({source}, window {} s, {})\n",
         match n {
             0 => "no connection problems found".to_string(),
             1 => "1 finding".to_string(),
             n => format!("{n} findings"),
         },
+        report.observed_seconds.min(report.window_seconds),
         report.window_seconds,
         report.generated
     );

@@ -125,7 +125,12 @@ impl Exporter {
         }
         self.latest.lock().unwrap().clone().unwrap_or_else(|| {
             Arc::new(Diagnosis {
-                report: Report { generated: String::new(), window_seconds: 0, findings: Vec::new() },
+                report: Report {
+                    generated: String::new(),
+                    window_seconds: 0,
+                    observed_seconds: 0,
+                    findings: Vec::new(),
+                },
                 rows: Vec::new(),
             })
         })
