@@ -24,6 +24,10 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// A daemon that `doctor` or `top` needs did not answer (usably).
+    #[error("{0}")]
+    Daemon(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,

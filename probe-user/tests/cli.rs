@@ -33,6 +33,36 @@ fn non_numeric_pid_is_a_usage_error() {
 }
 
 #[test]
+fn doctor_and_top_refuse_bad_daemon_urls() {
+    one_line_error(&sockprobe(&["doctor", "--daemon", "ftp://x"], &[]), 2, "expected http://HOST:PORT");
+    one_line_error(&sockprobe(&["top", "--daemon", "https://127.0.0.1:9741"], &[]), 2, "not supported");
+    one_line_error(&sockprobe(&["doctor", "--window", "soon"], &[]), 2, "--window");
+}
+
+/// No daemon on port 1: `top` says so in one line and never takes the terminal.
+#[test]
+fn top_without_a_daemon_says_so() {
+    one_line_error(&sockprobe(&["top", "--daemon", "http://127.0.0.1:1"], &[]), 1, "no daemon at http://127.0.0.1:1");
+}
+
+/// No daemon and no privileges: one line with both reasons.
+#[test]
+fn doctor_without_daemon_or_privileges_says_both() {
+    let args = ["doctor", "--daemon", "http://127.0.0.1:1", "--window", "1s"];
+    let out = if unsafe { libc::geteuid() } == 0 {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", *SOCKPROBE])
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux)")
+    } else {
+        sockprobe(&args, &[])
+    };
+    one_line_error(&out, 1, "no daemon at http://127.0.0.1:1");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not enough privileges"));
+}
+
+#[test]
 fn help_teaches() {
     let out = sockprobe(&["trace", "--help"], &[]);
     assert!(out.status.success());

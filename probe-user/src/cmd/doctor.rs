@@ -26,14 +26,14 @@ pub async fn run(args: DoctorArgs) -> Result<(), Error> {
     let (report, source) = match args.daemon.get("/api/v1/findings").await {
         Ok(body) => {
             let report: Report = serde_json::from_slice(&body).map_err(|e| {
-                Error::Config(format!("{} answered /api/v1/findings with something else: {e}", args.daemon.shown))
+                Error::Daemon(format!("{} answered /api/v1/findings with something else: {e}", args.daemon.shown))
             })?;
             (report, format!("daemon {}", args.daemon.shown))
         }
-        Err(why) => {
-            eprintln!("sockprobe doctor: {why}; observing with its own probes for {:?} instead", args.window);
-            (observe(args.window, args.probe).await?, format!("own probes, {} s", args.window.as_secs()))
-        }
+        Err(why) => match observe(&why, args.window, args.probe).await {
+            Ok(report) => (report, format!("own probes, {} s", args.window.as_secs())),
+            Err(e) => return Err(Error::Daemon(format!("{why}, and cannot observe with its own probes: {e}"))),
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -44,8 +44,9 @@ pub async fn run(args: DoctorArgs) -> Result<(), Error> {
 }
 
 /// Attaches the probes, aggregates for `window`, diagnoses.
-async fn observe(window: Duration, settings: ProbeSettings) -> Result<Report, Error> {
+async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result<Report, Error> {
     let mut probes = Probes::attach(settings)?;
+    eprintln!("sockprobe doctor: {why}; observing with its own probes for {} s instead", window.as_secs());
     let mut events = EventStream::new(&mut probes)?;
     let mut decoder = Decoder::new(probes.reasons.clone());
     let limits = Limits { max_endpoints: 100, max_processes: 1000, max_series: 20_000 };

@@ -268,7 +268,7 @@ pub fn run(daemon: DaemonUrl) -> Result<(), Error> {
     };
     // Fail before taking over the terminal when there is no daemon.
     let first =
-        fetch(&rt).map_err(|e| Error::Config(format!("{e} (sockprobe top needs a running `sockprobe run`)")))?;
+        fetch(&rt).map_err(|e| Error::Daemon(format!("{e} (sockprobe top needs a running `sockprobe run`)")))?;
     let mut terminal = ratatui::try_init().map_err(|e| Error::io("cannot use this terminal (top needs a TTY)", e))?;
     let mut app = App {
         sort: SortBy::Connections,
