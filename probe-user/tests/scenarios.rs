@@ -282,6 +282,16 @@ fn privileged_namespaces_live_gauges_match_each_kernel_table() {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+    // The three reset connections whose sockets stay held are a finding.
+    let (status, body) = http_get(&daemon.addr, "/api/v1/findings").expect("GET /api/v1/findings");
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).expect("findings JSON");
+    for comm in ["ns-hold-a", "ns-hold-b"] {
+        let found = doc["findings"].as_array().expect("findings").iter().any(|f| {
+            f["comm"] == comm && f["finding"] == "closed_fd_leak" && f["evidence"]["closed_sockets_held"] == 3
+        });
+        assert!(found, "closed_fd_leak for {comm}:\n{doc:#}");
+    }
 }
 
 /// Two namespaces, a server on 127.0.0.1:8080 in each, holding a connection
