@@ -54,14 +54,17 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
     )
     .unwrap();
     let prom_addr = format!("127.0.0.1:{}", free_port());
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address={prom_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package; cargo xtask test installs it)");
+    // Killed on drop: a failing assertion must not leave it running.
+    let _prom = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package; cargo xtask test installs it)"),
+    );
 
     let leak = GoLeak::start("t61", "1s", "100ms");
     let alert = poll("SockprobeCloseWaitGrowing firing", Duration::from_secs(90), || {
@@ -90,7 +93,6 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
         (stored == expected).then_some(())
     });
     drop(leak);
-    prom.kill().ok();
-    prom.wait().ok();
+    drop(_prom);
     std::fs::remove_dir_all(&dir).ok();
 }
