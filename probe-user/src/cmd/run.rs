@@ -165,6 +165,7 @@ impl EventThread {
                 _ = &mut stop => break,
                 batch = events.next_batch(|ev| agg.observe(&mut decoder, ev)) => batch?,
                 Some(reply) = refresh.recv() => {
+                    events.drain_queued(|ev| agg.observe(&mut decoder, ev));
                     agg.refresh(Clock::monotonic_now_ns());
                     let _ = reply.send(agg.diagnosis());
                 }

@@ -28,7 +28,7 @@ impl EventStream {
     }
 
     /// Waits for a wakeup or the poll timer, then hands every queued event to `f`.
-    pub async fn next_batch(&mut self, mut f: impl FnMut(&Event)) -> Result<(), Error> {
+    pub async fn next_batch(&mut self, f: impl FnMut(&Event)) -> Result<(), Error> {
         tokio::select! {
             guard = self.ring.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::io("event ring buffer", e))?;
@@ -36,6 +36,13 @@ impl EventStream {
             }
             _ = self.tick.tick() => {}
         }
+        self.drain_queued(f);
+        Ok(())
+    }
+
+    /// Hands every record queued now to `f`, without waiting: a scrape sees
+    /// what the kernel emitted before it began, not up to [`POLL_EVERY`] less.
+    pub fn drain_queued(&mut self, mut f: impl FnMut(&Event)) {
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             if let Some(ev) = parse_event(&item) {
@@ -46,7 +53,6 @@ impl EventStream {
                 f(&ev);
             }
         }
-        Ok(())
     }
 }
 
