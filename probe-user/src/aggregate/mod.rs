@@ -79,6 +79,16 @@ pub struct Diagnosis {
     pub rows: Vec<Row>,
 }
 
+impl Diagnosis {
+    /// Nothing judged yet.
+    pub fn empty(window_seconds: u64) -> Diagnosis {
+        Diagnosis {
+            report: Report { generated: String::new(), window_seconds, observed_seconds: 0, findings: Vec::new() },
+            rows: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Default)]
 struct LiveCounts {
     close_wait: u64,
@@ -124,15 +134,7 @@ impl Aggregator {
                 marks_at: [0; MARKS],
                 pos: 0,
                 shown: HashSet::new(),
-                latest: Arc::new(Diagnosis {
-                    report: Report {
-                        generated: String::new(),
-                        window_seconds: 300,
-                        observed_seconds: 0,
-                        findings: Vec::new(),
-                    },
-                    rows: Vec::new(),
-                }),
+                latest: Arc::new(Diagnosis::empty(Thresholds::default().window.as_secs())),
             },
         }
     }

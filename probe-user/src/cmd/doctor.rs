@@ -60,9 +60,7 @@ async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result
     agg.begin_listing(Clock::monotonic_now_ns());
     match super::listing_job(&mut probes)() {
         Ok(listed) => {
-            agg.apply_listing(&mut decoder, &listed.listing, Clock::monotonic_now_ns());
-            let _ = probes.seed_listeners(&listed.listing.listeners);
-            decoder.set_ports(listed.listing.ports);
+            super::apply(&mut agg, &mut decoder, &mut probes, listed, "start-up listing");
         }
         Err(e) => log::warn!("cannot list existing sockets, judging from events alone: {e}"),
     }

@@ -9,7 +9,9 @@ pub mod top;
 pub mod trace;
 
 use crate::{
-    identity::{sock_diag, sockets::Listing},
+    aggregate::Aggregator,
+    decode::Decoder,
+    identity::{Clock, sock_diag, sockets::Listing},
     kernel::{Probes, listing},
 };
 
@@ -56,4 +58,20 @@ fn listing_job(probes: &mut Probes) -> impl FnOnce() -> Result<Listed, String> +
         let listing = Listing::from_entries(&entries, &states);
         Ok(Listed { listing, records: entries.len(), took: started.elapsed(), cpu: thread_cpu().saturating_sub(cpu) })
     }
+}
+
+/// A listing applied: gauges corrected, listeners named to the kernel side,
+/// directions learnt. Returns (sockets adopted, listeners named).
+fn apply(
+    agg: &mut Aggregator,
+    decoder: &mut Decoder,
+    probes: &mut Probes,
+    listed: Listed,
+    what: &str,
+) -> (usize, usize) {
+    let r = agg.apply_listing(decoder, &listed.listing, Clock::monotonic_now_ns());
+    let seeded = probes.seed_listeners(&listed.listing.listeners).unwrap_or(0);
+    log::debug!("{what}: {} records listed in {:?} ({:?} CPU); {r:?}", listed.records, listed.took, listed.cpu);
+    decoder.set_ports(listed.listing.ports);
+    (r.adopted, seeded)
 }

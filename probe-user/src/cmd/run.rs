@@ -141,7 +141,7 @@ impl EventThread {
         let job = super::listing_job(&mut probes);
         match tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string()).and_then(|r| r) {
             Ok(listed) => {
-                let (adopted, seeded) = apply(&mut agg, &mut decoder, &mut probes, listed, "start-up listing");
+                let (adopted, seeded) = super::apply(&mut agg, &mut decoder, &mut probes, listed, "start-up listing");
                 log::info!("start-up listing: {adopted} existing sockets, {seeded} listeners named");
             }
             Err(e) => log::warn!("start-up listing failed, existing sockets appear as they change: {e}"),
@@ -178,7 +178,7 @@ impl EventThread {
                     pending = None;
                     match done.map_err(|e| e.to_string()).and_then(|r| r) {
                         Ok(listed) => {
-                            apply(&mut agg, &mut decoder, &mut probes, listed, "reconcile");
+                            super::apply(&mut agg, &mut decoder, &mut probes, listed, "reconcile");
                         }
                         Err(e) => log::warn!("reconcile failed, live gauges may drift until the next: {e}"),
                     }
@@ -190,20 +190,4 @@ impl EventThread {
         drop(probes);
         Ok(())
     }
-}
-
-/// A listing applied: gauges corrected, listeners named to the kernel side,
-/// directions learnt. Returns (sockets adopted, listeners named).
-fn apply(
-    agg: &mut Aggregator,
-    decoder: &mut Decoder,
-    probes: &mut Probes,
-    listed: Listed,
-    what: &str,
-) -> (usize, usize) {
-    let r = agg.apply_listing(decoder, &listed.listing, Clock::monotonic_now_ns());
-    let seeded = probes.seed_listeners(&listed.listing.listeners).unwrap_or(0);
-    log::debug!("{what}: {} records listed in {:?} ({:?} CPU); {r:?}", listed.records, listed.took, listed.cpu);
-    decoder.set_ports(listed.listing.ports);
-    (r.adopted, seeded)
 }

@@ -123,17 +123,7 @@ impl Exporter {
             *self.latest.lock().unwrap() = Some(d.clone());
             return d;
         }
-        self.latest.lock().unwrap().clone().unwrap_or_else(|| {
-            Arc::new(Diagnosis {
-                report: Report {
-                    generated: String::new(),
-                    window_seconds: 0,
-                    observed_seconds: 0,
-                    findings: Vec::new(),
-                },
-                rows: Vec::new(),
-            })
-        })
+        self.latest.lock().unwrap().clone().unwrap_or_else(|| Arc::new(Diagnosis::empty(0)))
     }
 
     /// The findings with each process's language and advice in its terms.
