@@ -265,12 +265,16 @@ fn privileged_namespaces_live_gauges_match_each_kernel_table() {
         let gauge = |state| metric(text, "sockprobe_tcp_sockets", &[("comm", comm), ("state", state)]);
         (gauge("close_wait"), close_wait, gauge("closed"), closed)
     };
-    let mut text = String::new();
-    wait_until("both namespaces' sockets in the gauges", Duration::from_secs(10), || {
-        text = daemon.scrape();
+    wait_until_ok("both namespaces' sockets in the gauges", Duration::from_secs(10), || {
+        let text = daemon.scrape();
         let (a, ea, b, eb) = check(&before, "ns-hold-a", first.0.id(), &text);
         let (c, ec, d, ed) = check(&after, "ns-hold-b", second.0.id(), &text);
-        a == ea && b == eb && c == ec && d == ed
+        if a == ea && b == eb && c == ec && d == ed {
+            return Ok(());
+        }
+        Err(format!(
+            "(close_wait, closed) gauges vs kernel: a ({a}, {b}) vs ({ea}, {eb}), b ({c}, {d}) vs ({ec}, {ed})"
+        ))
     });
     // Three reconcile periods: nothing drifts, nothing is dropped.
     for i in 0..12 {

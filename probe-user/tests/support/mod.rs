@@ -208,6 +208,18 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     poll(what, timeout, || f().then_some(()))
 }
 
+/// As [`wait_until`]; a timeout says what the last attempt found.
+pub fn wait_until_ok(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + scaled(timeout);
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(last) => assert!(Instant::now() < deadline, "timed out waiting for {what}: {last}"),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `prefix` runs the program inside something, e.g. `ip netns exec NS`.
 fn command(prefix: &[&str], program: &str) -> Command {
     match prefix.split_first() {
