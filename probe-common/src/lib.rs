@@ -156,6 +156,8 @@ pub struct KernelLayout {
     // struct tcp_sock
     pub tcp_rcv_nxt: Field,
     pub tcp_copied_seq: Field,
+    /// Data segments sent (4.6+): what a receive compares to tell a turn.
+    pub tcp_data_segs_out: Field,
     // struct task_struct
     pub task_group_leader: Field,
     pub task_comm: Field,
@@ -194,6 +196,7 @@ impl KernelLayout {
         socket_sk: Field::MISSING,
         tcp_rcv_nxt: Field::MISSING,
         tcp_copied_seq: Field::MISSING,
+        tcp_data_segs_out: Field::MISSING,
         task_group_leader: Field::MISSING,
         task_comm: Field::MISSING,
         task_tgid: Field::MISSING,
@@ -246,8 +249,7 @@ impl Direction {
     }
 }
 
-/// Last application I/O direction seen on a socket (for exchange counting;
-/// 0 before the first).
+/// Direction of an application I/O event.
 pub const IO_SEND: u8 = 1;
 pub const IO_RECV: u8 = 2;
 
@@ -261,6 +263,8 @@ pub mod flags {
     pub const ABORT_PENDING: u8 = 1 << 2;
     /// An `open` record went out for this connection.
     pub const OPEN_REPORTED: u8 = 1 << 3;
+    /// The process has received on this connection.
+    pub const RECEIVED: u8 = 1 << 4;
 }
 
 /// [`Event::flags`] bits.
@@ -327,30 +331,30 @@ pub struct SocketEntry {
 }
 
 /// Per-socket state, in the LRU hash or in socket-local storage ([`StateStore`]).
+/// Only what the socket itself does not keep: endpoints are read from the
+/// socket when a record goes out.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SockState {
     pub cookie: u64,
-    /// `bpf_ktime_get_ns()` at ESTABLISHED; 0 when the socket predates us.
+    /// `bpf_ktime_get_ns()` at `connect()` (SYN_SENT) or at a listener's child
+    /// (SYN_RECV); 0 when the socket predates us.
     pub birth_ns: u64,
     /// When the peer's FIN moved it to CLOSE_WAIT; 0 otherwise.
     pub close_wait_ns: u64,
+    /// Bytes received and sent, counted only for `sockprobe trace`.
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub owner: Owner,
     pub exchanges: u32,
     /// Unread bytes at the `close()` that moved the socket to CLOSE.
     pub pending_unread: u32,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    /// Host byte order.
-    pub sport: u16,
-    pub dport: u16,
-    pub family: u16,
+    /// `tcp_sock.data_segs_out` at the last receive: a receive that finds it
+    /// moved follows a send, a turn of the conversation.
+    pub sent_mark: u32,
     pub direction: u8,
-    pub last_io: u8,
     pub flags: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 2],
 }
 
 #[repr(u8)]

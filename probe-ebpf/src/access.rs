@@ -10,7 +10,7 @@
 //! ([`STATE_STORE`]), since the programs of one run must share state.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_SK_STORAGE_GET_F_CREATE},
-    helpers::generated::bpf_sk_storage_get,
+    helpers::generated::{bpf_sk_storage_get, bpf_skc_to_tcp_sock},
 };
 use probe_common::{Counter, Field, NO_OFFSET, SockState, StateStore};
 
@@ -30,9 +30,13 @@ pub static STATE_STORE: u32 = StateStore::LruHash as u32;
 static EMPTY: SockState = unsafe { core::mem::zeroed() };
 
 pub trait Access {
+    /// BTF-typed programs, which may call socket helpers (cookies).
+    const TYPED: bool;
     /// Reads `T` at `base + field.offset`, or `default` when the kernel has
     /// no such field. `base` must be the program's `sk` (or null).
     fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T;
+    /// Reads a `struct tcp_sock` member of `sk`, or `default`.
+    fn read_tcp<T: Copy>(sk: *const u8, field: Field, default: T) -> T;
     fn get(sk: *const u8) -> Option<*mut SockState>;
     /// A zeroed state for `sk`: created, or at a socket's rebirth reset.
     fn put(sk: *const u8) -> Option<*mut SockState>;
@@ -43,9 +47,16 @@ pub trait Access {
 pub struct Untyped;
 
 impl Access for Untyped {
+    const TYPED: bool = false;
+
     #[inline(always)]
     fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T {
         kernel::probe_read(base, field, default)
+    }
+
+    #[inline(always)]
+    fn read_tcp<T: Copy>(sk: *const u8, field: Field, default: T) -> T {
+        kernel::probe_read(sk, field, default)
     }
 
     #[inline(always)]
@@ -85,6 +96,8 @@ fn storage_get(sk: *const u8, init: *const SockState, flags: u64) -> Option<*mut
 }
 
 impl Access for Typed {
+    const TYPED: bool = true;
+
     #[inline(always)]
     fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T {
         if field.offset == NO_OFFSET {
@@ -93,6 +106,18 @@ impl Access for Typed {
         // A faulting load yields zero (the JIT's exception table), like a
         // failed probe read.
         unsafe { core::ptr::read_volatile(base.add(field.offset as usize) as *const T) }
+    }
+
+    /// The verifier lets a typed `sk` reach only `struct sock`; the helper
+    /// hands back the same socket typed as `tcp_sock` (or null if it is not
+    /// one), whose members are then plain loads instead of probe reads.
+    #[inline(always)]
+    fn read_tcp<T: Copy>(sk: *const u8, field: Field, default: T) -> T {
+        let tp = unsafe { bpf_skc_to_tcp_sock(sk as *mut _) } as *const u8;
+        if tp.is_null() || field.offset == NO_OFFSET {
+            return default;
+        }
+        unsafe { core::ptr::read_volatile(tp.add(field.offset as usize) as *const T) }
     }
 
     #[inline(always)]

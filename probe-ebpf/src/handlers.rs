@@ -28,7 +28,8 @@ fn now() -> u64 {
 /// Filled in by userspace (`TRACE_ALL_GLOBAL`): 1 for `sockprobe trace`,
 /// which shows every `open` as it happens and the bytes of each connection;
 /// 0 for the daemon, whose metrics need neither, so an ordinary connection
-/// costs it one record (its `close`) and same-direction I/O costs a lookup.
+/// costs it one record (its `close`), sends are not watched at all and a
+/// receive that is no turn costs a lookup.
 /// Read-only: the verifier prunes the branch not taken.
 #[unsafe(no_mangle)]
 pub static TRACE_ALL: u32 = 0;
@@ -48,13 +49,13 @@ fn new_state<A: Access>(sk: *const u8, cookie: u64, direction: Direction) -> Opt
 }
 
 #[inline(always)]
-fn emit(sk: *const u8, st: &SockState, kind: EventKind, value: u64, reason: u32, ts: u64) {
-    emit_with(sk, st, kind, value, reason, ts, 0, 0, 0);
+fn emit<A: Access>(sk: *const u8, st: &SockState, kind: EventKind, value: u64, reason: u32, ts: u64) {
+    emit_with::<A>(sk, st, kind, value, reason, ts, 0, 0, 0);
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn emit_with(
+fn emit_with<A: Access>(
     sk: *const u8,
     st: &SockState,
     kind: EventKind,
@@ -82,11 +83,7 @@ fn emit_with(
         }
         (*ev).exchanges = st.exchanges;
         (*ev).reason = reason;
-        kernel::write16(&mut (*ev).saddr, kernel::read16(&st.saddr));
-        kernel::write16(&mut (*ev).daddr, kernel::read16(&st.daddr));
-        (*ev).sport = st.sport;
-        (*ev).dport = st.dport;
-        (*ev).family = st.family;
+        kernel::write_endpoints::<A>(sk, &mut *ev);
         (*ev).kind = kind as u8;
         (*ev).direction = st.direction;
         (*ev).closer = closer;
@@ -115,23 +112,23 @@ const WAKEUP_BYTES: u64 = 128 * 1024;
 
 /// The owner is known now: emit an `open` that waited for it.
 #[inline(always)]
-fn flush_pending_open(sk: *const u8, st: &mut SockState) {
+fn flush_pending_open<A: Access>(sk: *const u8, st: &mut SockState) {
     if st.flags & flags::OPEN_PENDING != 0 {
         st.flags &= !flags::OPEN_PENDING;
-        report_open(sk, st);
+        report_open::<A>(sk, st);
     }
 }
 
 #[inline(always)]
-fn report_open(sk: *const u8, st: &mut SockState) {
+fn report_open<A: Access>(sk: *const u8, st: &mut SockState) {
     st.flags |= flags::OPEN_REPORTED;
-    emit(sk, st, EventKind::Open, 0, REASON_UNKNOWN, now());
+    emit::<A>(sk, st, EventKind::Open, 0, REASON_UNKNOWN, now());
 }
 
 #[inline(always)]
-fn take_owner(sk: *const u8, st: &mut SockState) {
+fn take_owner<A: Access>(sk: *const u8, st: &mut SockState) {
     kernel::capture_owner(&mut st.owner);
-    flush_pending_open(sk, st);
+    flush_pending_open::<A>(sk, st);
 }
 
 /// `inet_sock_set_state` (or `tcp_set_state` entry): `old` is still in `sk`.
@@ -144,7 +141,11 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
     // Births check the protocol (SCTP and MPTCP share this tracepoint); a
     // socket already tracked is known to be TCP.
     let st = match transition {
-        Transition::Ignore => return,
+        // FIN_WAIT1→FIN_WAIT2 and the like change nothing sockprobe reports.
+        Transition::Ignore | Transition::Other => return,
+        // The daemon hears of a connection at its second exchange or its
+        // close (see `on_io`); only `trace` shows it open at ESTABLISHED.
+        Transition::Established if !trace_all() => return,
         Transition::Listen | Transition::ListenerClosed => {
             on_listener::<A>(sk, transition == Transition::Listen);
             return;
@@ -160,6 +161,9 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             let Some(st) = new_state::<A>(sk, cookie(), Direction::Outbound) else { return };
             let st = unsafe { &mut *st };
             kernel::capture_owner(&mut st.owner);
+            // Born here rather than at ESTABLISHED, which then needs no
+            // lookup: a connection's age includes its handshake.
+            st.birth_ns = now();
             st
         }
         Transition::Accept => {
@@ -170,10 +174,10 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             // I/O names the process that accepted it.
             let Some(st) = new_state::<A>(sk, cookie(), Direction::Inbound) else { return };
             let st = unsafe { &mut *st };
-            kernel::read_endpoints::<A>(sk, st);
-            // The child still carries its listener's local address here
-            // (docs/architecture.md): the exact key, else the wildcard one.
-            let mut key = kernel::listener_key::<A>(sk, st.sport);
+            st.birth_ns = now();
+            // The child still carries its listener's local address and port
+            // here (docs/architecture.md): the exact key, else the wildcard one.
+            let mut key = kernel::listener_key::<A>(sk, kernel::sport::<A>(sk));
             let owner = match unsafe { LISTENERS.get(&key) } {
                 Some(o) => Some(o),
                 None => {
@@ -190,7 +194,8 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         // its state matters only when close() aborts it with unread bytes
         // (a RST follows), so the common case spares the lookup.
         Transition::Closed { was_open: false, fin_received, .. }
-            if kernel::sk_shutdown::<A>(sk) as u8 != SHUTDOWN_MASK || kernel::unread_bytes(sk, fin_received) == 0 =>
+            if kernel::sk_shutdown::<A>(sk) as u8 != SHUTDOWN_MASK
+                || kernel::unread_bytes::<A>(sk, fin_received) == 0 =>
         {
             return;
         }
@@ -201,58 +206,49 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
                     return;
                 }
                 // Established before we attached: track it from here on.
-                let Some(st) = new_state::<A>(sk, cookie(), direction_from(old, &states)) else { return };
-                let st = unsafe { &mut *st };
-                kernel::read_endpoints::<A>(sk, st);
-                st
+                let adopted = kernel::adopted_cookie::<A>(sk);
+                let Some(st) = new_state::<A>(sk, adopted, direction_from(old, &states)) else { return };
+                unsafe { &mut *st }
             }
         },
     };
 
     // Only transitions that report read the clock.
     match transition {
+        // `trace` only (above).
         Transition::Established => {
-            let t = now();
-            st.birth_ns = t;
-            // Read again for inbound sockets: at SYN_RECV a child still has its
-            // listener's addresses (inet_csk_clone_lock sets the state first).
-            kernel::read_endpoints::<A>(sk, st);
-            // The daemon hears of the connection at its second exchange or
-            // its close, whichever comes first (see `on_io`).
-            if trace_all() {
-                if st.owner.tgid != 0 {
-                    report_open(sk, st);
-                } else {
-                    st.flags |= flags::OPEN_PENDING;
-                }
+            if st.owner.tgid != 0 {
+                report_open::<A>(sk, st);
+            } else {
+                st.flags |= flags::OPEN_PENDING;
             }
         }
         Transition::PeerClosed => {
             let t = now();
             st.close_wait_ns = t;
-            emit(sk, st, EventKind::CloseWait, 0, REASON_UNKNOWN, t);
+            emit::<A>(sk, st, EventKind::CloseWait, 0, REASON_UNKNOWN, t);
         }
         // close() and shutdown() run in the owner's context: the closer is current.
         Transition::LocalClose { from_close_wait } => {
-            take_owner(sk, st);
+            take_owner::<A>(sk, st);
             let closer = if from_close_wait { Closer::Peer } else { Closer::Local };
-            emit_close(sk, st, from_close_wait, closer);
+            emit_close::<A>(sk, st, from_close_wait, closer);
         }
         Transition::Closed { was_open, from_close_wait, fin_received } => {
             // An abort from close() is recognised by sk_shutdown == SHUTDOWN_MASK,
             // set by __tcp_close before it; a RST received in softirq leaves it unset.
             if kernel::sk_shutdown::<A>(sk) as u8 == SHUTDOWN_MASK {
                 if was_open {
-                    take_owner(sk, st);
+                    take_owner::<A>(sk, st);
                 }
-                let unread = kernel::unread_bytes(sk, fin_received);
+                let unread = kernel::unread_bytes::<A>(sk, fin_received);
                 if unread > 0 {
                     st.pending_unread = unread;
                     st.flags |= flags::ABORT_PENDING;
                 }
             }
             if was_open {
-                emit_close(sk, st, from_close_wait, Closer::Reset);
+                emit_close::<A>(sk, st, from_close_wait, Closer::Reset);
             }
         }
         _ => {}
@@ -262,12 +258,17 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
 /// The connection ends: one `close` record, once. Leaving CLOSE_WAIT, it
 /// carries the CLOSE_WAIT age too (userspace splits it in two).
 #[inline(always)]
-fn emit_close(sk: *const u8, st: &mut SockState, from_close_wait: bool, closer: Closer) {
+fn emit_close<A: Access>(sk: *const u8, st: &mut SockState, from_close_wait: bool, closer: Closer) {
     if st.flags & flags::CLOSED != 0 {
         return;
     }
-    flush_pending_open(sk, st);
+    flush_pending_open::<A>(sk, st);
     st.flags |= flags::CLOSED;
+    // A request sent since the last receive, its response never read (or
+    // never sent): it started an exchange too, as the contract counts them.
+    if st.direction == Direction::Outbound as u8 && kernel::data_segs_out::<A>(sk) != st.sent_mark {
+        st.exchanges += 1;
+    }
     let t = now();
     let duration = if st.birth_ns != 0 { t.saturating_sub(st.birth_ns) } else { 0 };
     let close_wait =
@@ -275,7 +276,7 @@ fn emit_close(sk: *const u8, st: &mut SockState, from_close_wait: bool, closer: 
     st.close_wait_ns = 0;
     let folded = st.birth_ns != 0 && st.flags & flags::OPEN_REPORTED == 0;
     let ev_flags = if folded { event_flags::OPEN_FOLDED } else { 0 };
-    emit_with(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait, closer as u8, ev_flags);
+    emit_with::<A>(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait, closer as u8, ev_flags);
 }
 
 /// listen() (process context) or a listener's close.
@@ -284,7 +285,7 @@ fn on_listener<A: Access>(sk: *const u8, listening: bool) {
     if !kernel::is_tcp::<A>(sk) {
         return;
     }
-    let key = kernel::listener_key::<A>(sk, kernel::sport(sk));
+    let key = kernel::listener_key::<A>(sk, kernel::sport::<A>(sk));
     if listening {
         let mut owner = Owner { cgroup_id: 0, tgid: 0, _pad: 0, comm: [0; 16] };
         kernel::capture_owner(&mut owner);
@@ -310,16 +311,16 @@ pub fn on_reset_sent<A: Access>(sk: *const u8, active: bool, reason: u32) {
         let is_abort =
             reason == REASON_UNKNOWN || abort_on_close == REASON_UNKNOWN || reason == abort_on_close || reason == 0;
         if active && is_abort {
-            emit(sk, st, EventKind::UnreadClose, st.pending_unread as u64, reason, now());
+            emit::<A>(sk, st, EventKind::UnreadClose, st.pending_unread as u64, reason, now());
         }
     }
-    emit(sk, st, EventKind::ResetSent, 0, reason, now());
+    emit::<A>(sk, st, EventKind::ResetSent, 0, reason, now());
 }
 
 #[inline(always)]
 pub fn on_reset_received<A: Access>(sk: *const u8) {
     let Some(st) = A::get(sk) else { return };
-    emit(sk, unsafe { &*st }, EventKind::ResetReceived, 0, REASON_UNKNOWN, now());
+    emit::<A>(sk, unsafe { &*st }, EventKind::ResetReceived, 0, REASON_UNKNOWN, now());
 }
 
 #[inline(always)]
@@ -328,8 +329,14 @@ pub fn on_destroy<A: Access>(sk: *const u8) {
 }
 
 /// An application `send`/`recv` on `sk` returned `ret`. Process context.
+///
+/// Exchanges are counted on receives alone: a receive that finds the socket
+/// has sent data since the last one (`data_segs_out` moved) follows a send,
+/// so the conversation turned. Sends (attached only for `trace`) just count
+/// bytes. `sendfile` and `splice` move `data_segs_out` too (before 6.5 they
+/// bypassed `tcp_sendmsg`, so no send probe saw them).
 #[inline(always)]
-pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64, cookie: impl Fn() -> u64) {
+pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     if ret <= 0 || (dir == IO_RECV && msg_flags & MSG_PEEK != 0) {
         return;
     }
@@ -339,8 +346,7 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64, cookie
             if !kernel::is_tcp::<A>(sk) {
                 return;
             }
-            let Some(st) = new_state::<A>(sk, cookie(), Direction::Unknown) else { return };
-            kernel::read_endpoints::<A>(sk, unsafe { &mut *st });
+            let Some(st) = new_state::<A>(sk, kernel::adopted_cookie::<A>(sk), Direction::Unknown) else { return };
             st
         }
     };
@@ -352,25 +358,34 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64, cookie
             st.bytes_in += ret as u64;
         }
     }
-    // Most I/O continues in the direction of the last: nothing changes.
-    if st.last_io == dir {
+    if dir == IO_SEND {
         return;
     }
-    st.last_io = dir;
+    let sent = kernel::data_segs_out::<A>(sk);
+    let sent_since = sent != st.sent_mark;
+    let first = st.flags & flags::RECEIVED == 0;
+    // Most receives continue the last: nothing changes.
+    if !sent_since && !first {
+        return;
+    }
+    st.sent_mark = sent;
+    st.flags |= flags::RECEIVED;
     // A turn. Owners change hands at turns, if at all (accept, fd passing).
     if st.owner.tgid != kernel::current_tgid() {
-        take_owner(sk, st);
+        take_owner::<A>(sk, st);
     }
-    // An exchange starts at the first request: a client's send after a
-    // receive, a server's receive after a send.
-    let starts_exchange = (st.direction == Direction::Outbound as u8 && dir == IO_SEND)
-        || (st.direction == Direction::Inbound as u8 && dir == IO_RECV);
-    if starts_exchange {
+    // One exchange per request and response: a client's receive after it
+    // sent (the response; a request left unanswered is counted at the
+    // close), a server's first receive or one after it sent (the next
+    // request).
+    let exchange = (st.direction == Direction::Outbound as u8 && sent_since)
+        || (st.direction == Direction::Inbound as u8 && (sent_since || first));
+    if exchange {
         st.exchanges += 1;
         // A connection reused: long-lived enough for the daemon to show it
         // open now (a one-exchange connection is reported by its close).
         if st.exchanges == 2 && st.birth_ns != 0 && st.flags & flags::OPEN_REPORTED == 0 {
-            report_open(sk, st);
+            report_open::<A>(sk, st);
         }
     }
 }
@@ -379,7 +394,7 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64, cookie
 #[inline(always)]
 pub fn on_close_entry<A: Access>(sk: *const u8) {
     let Some(st) = A::get(sk) else { return };
-    take_owner(sk, unsafe { &mut *st });
+    take_owner::<A>(sk, unsafe { &mut *st });
 }
 
 pub use probe_common::IO_RECV as RECV;

@@ -3,9 +3,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
     bpf_probe_read_kernel_buf,
 };
-use probe_common::{
-    AF_INET, AF_INET6, Event, Field, KernelLayout, ListenerKey, NO_OFFSET, Owner, SockState, SocketEntry,
-};
+use probe_common::{AF_INET, AF_INET6, Event, Field, KernelLayout, ListenerKey, NO_OFFSET, Owner, SocketEntry};
 
 use crate::access::Access;
 
@@ -72,11 +70,9 @@ pub fn sk_shutdown<A: Access>(sk: *const u8) -> u32 {
 /// Bytes received in order but not read by the application: `rcv_nxt - copied_seq`,
 /// minus the FIN's sequence number when the peer's FIN is in (docs/kernel-facts.md §2).
 #[inline(always)]
-pub fn unread_bytes(sk: *const u8, fin_received: bool) -> u32 {
-    // tcp_sock members lie past `struct sock`, beyond what a typed load of
-    // `sk` may reach.
-    let rcv_nxt = probe_read::<u32>(sk, layout!(tcp_rcv_nxt), 0);
-    let copied = probe_read::<u32>(sk, layout!(tcp_copied_seq), 0);
+pub fn unread_bytes<A: Access>(sk: *const u8, fin_received: bool) -> u32 {
+    let rcv_nxt = A::read_tcp::<u32>(sk, layout!(tcp_rcv_nxt), 0);
+    let copied = A::read_tcp::<u32>(sk, layout!(tcp_copied_seq), 0);
     let diff = rcv_nxt.wrapping_sub(copied);
     if fin_received { diff.saturating_sub(1) } else { diff }
 }
@@ -120,12 +116,13 @@ pub fn capture_owner(owner: &mut Owner) {
     }
 }
 
-/// Fills addresses and ports. `skc_num` is zeroed when the port is released,
-/// so the source port comes from `inet_sport`.
+/// Fills a record's addresses and ports from the socket, which keeps them
+/// until it is freed. `skc_num` is zeroed when the port is released, so the
+/// source port comes from `inet_sport`.
 #[inline(always)]
-pub fn read_endpoints<A: Access>(sk: *const u8, st: &mut SockState) {
+pub fn write_endpoints<A: Access>(sk: *const u8, ev: &mut Event) {
     let family = A::read::<u16>(sk, layout!(skc_family), 0);
-    st.family = family;
+    ev.family = family;
     let (d, s) = if family == AF_INET {
         // The IPv4 address in the first 4 bytes (little-endian target).
         let d = A::read::<u32>(sk, layout!(skc_daddr), 0) as u64;
@@ -134,10 +131,31 @@ pub fn read_endpoints<A: Access>(sk: *const u8, st: &mut SockState) {
     } else {
         (read_in6::<A>(sk, layout!(skc_v6_daddr)), read_in6::<A>(sk, layout!(skc_v6_rcv_saddr)))
     };
-    write16(&mut st.daddr, d);
-    write16(&mut st.saddr, s);
-    st.dport = u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0));
-    st.sport = sport(sk);
+    write16(&mut ev.daddr, d);
+    write16(&mut ev.saddr, s);
+    ev.dport = u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0));
+    ev.sport = sport::<A>(sk);
+}
+
+/// Data segments the socket has sent (`tcp_sock.data_segs_out`): moves with
+/// every transmitted send, `sendfile` and `splice` included.
+#[inline(always)]
+pub fn data_segs_out<A: Access>(sk: *const u8) -> u32 {
+    A::read_tcp::<u32>(sk, layout!(tcp_data_segs_out), 0)
+}
+
+/// The identity of a socket sockprobe did not see born: its cookie if
+/// anything asked for one, else its address, which the socket listing uses
+/// too (it cannot generate cookies: see docs/kernel-facts.md). Generating a
+/// cookie here would leave the listing and the events naming one socket
+/// twice. 0 (no identity) for kprobes, which report no cookies.
+#[inline(always)]
+pub fn adopted_cookie<A: Access>(sk: *const u8) -> u64 {
+    if !A::TYPED {
+        return 0;
+    }
+    let cookie = A::read::<u64>(sk, layout!(skc_cookie), 0);
+    if cookie != 0 { cookie } else { sk as u64 }
 }
 
 /// The socket's network namespace (`net.ns.inum`), 0 where BTF lacks it.
@@ -161,10 +179,10 @@ pub fn listener_key<A: Access>(sk: *const u8, port: u16) -> ListenerKey {
     key
 }
 
-/// An `inet_sock` member: past `struct sock`, so a probe read.
+/// An `inet_sock` member, which a `tcp_sock` begins with.
 #[inline(always)]
-pub fn sport(sk: *const u8) -> u16 {
-    u16::from_be(probe_read::<u16>(sk, layout!(inet_sport), 0))
+pub fn sport<A: Access>(sk: *const u8) -> u16 {
+    u16::from_be(A::read_tcp::<u16>(sk, layout!(inet_sport), 0))
 }
 
 #[inline(always)]
@@ -192,8 +210,7 @@ pub fn read16(src: &[u8; 16]) -> [u64; 2] {
 
 const _: () = {
     use core::mem::{align_of, offset_of};
-    assert!(align_of::<SockState>() == 8 && align_of::<Event>() == 8 && align_of::<Owner>() == 8);
-    assert!(offset_of!(SockState, saddr) % 8 == 0 && offset_of!(SockState, daddr) % 8 == 0);
+    assert!(align_of::<probe_common::SockState>() == 8 && align_of::<Event>() == 8 && align_of::<Owner>() == 8);
     assert!(offset_of!(Event, saddr) % 8 == 0 && offset_of!(Event, daddr) % 8 == 0);
     assert!(offset_of!(Owner, comm) % 8 == 0);
     assert!(align_of::<ListenerKey>() == 8 && offset_of!(ListenerKey, addr) % 8 == 0);

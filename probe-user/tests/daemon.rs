@@ -392,3 +392,80 @@ fn privileged_fallback_listing_enters_each_namespace() {
     let got = metric(&text, "sockprobe_tcp_sockets", &[("comm", "ns-hold-fb"), ("state", "close_wait")]);
     assert_eq!(got, expected, "first scrape, through the fallback\n{text}");
 }
+
+/// A name of its own for a Python program: the interpreter under another file name.
+fn python_named(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_file(&path);
+    std::os::unix::fs::symlink("/usr/bin/python3", &path).expect("symlink python3");
+    path.to_string_lossy().into_owned()
+}
+
+/// Responses sent with sendfile(2) (which before 6.5 no send probe saw),
+/// to a daemon that watches no sends at all: each request and response is
+/// still one exchange on both ends. A request left unanswered is one too (counted at
+/// the client's close), as the contract counts turns to sending.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_sendfile_responses_and_unanswered_requests_are_exchanges() {
+    require_root();
+    const E: u64 = 5;
+    let daemon = Daemon::start(&[]);
+    let body = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("t40-body");
+    std::fs::write(&body, vec![b'x'; 300]).unwrap();
+    // First connection: every 4-byte request answered by sendfile until EOF.
+    // Second: the request read, then closed unanswered.
+    let server = format!(
+        "import os, socket\n\
+         f = os.open('{}', os.O_RDONLY)\n\
+         l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n\
+         print('listening 127.0.0.1:%d' % l.getsockname()[1], flush=True)\n\
+         def request(c):\n\
+         \x20   got = b''\n\
+         \x20   while len(got) < 4:\n\
+         \x20       d = c.recv(4 - len(got))\n\
+         \x20       if not d: return False\n\
+         \x20       got += d\n\
+         \x20   return True\n\
+         c, _ = l.accept()\n\
+         while request(c): os.sendfile(c.fileno(), f, 0, 300)\n\
+         c.close()\n\
+         c, _ = l.accept()\n\
+         request(c); c.close()\n\
+         l.close()\n",
+        body.display()
+    );
+    let (mut s, addr) = spawn_listening(&[], &python_named("t40-sendfile"), &["-c", &server]);
+    client(&[], "t40-client", &["--connect", &addr, "--response", "300", "--requests", &E.to_string()]);
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let asker = format!(
+        "import socket\n\
+         c = socket.create_connection(('{host}', {port}))\n\
+         c.sendall(b'req\\n')\n\
+         while c.recv(4096): pass\n\
+         c.close()\n"
+    );
+    let status = Command::new(python_named("t40-asker")).args(["-c", &asker]).status().expect("run the asker");
+    assert!(status.success(), "the asker failed");
+    s.wait().expect("server ends after two connections");
+    let exchanges = |comm: &str, direction: &str| {
+        let labels = [("comm", comm), ("direction", direction)];
+        let text = daemon.scrape();
+        (
+            metric(&text, "sockprobe_tcp_connection_exchanges_sum", &labels),
+            metric(&text, "sockprobe_tcp_connection_exchanges_count", &labels),
+        )
+    };
+    wait_until("the four closes", Duration::from_secs(10), || {
+        exchanges("t40-sendfile", "inbound").1 == 2.0
+            && exchanges("t40-client", "outbound").1 == 1.0
+            && exchanges("t40-asker", "outbound").1 == 1.0
+    });
+    assert_eq!(exchanges("t40-client", "outbound"), (E as f64, 1.0), "client: (exchanges, connections)");
+    assert_eq!(
+        exchanges("t40-sendfile", "inbound"),
+        (E as f64 + 1.0, 2.0),
+        "server: E answered by sendfile + 1 unanswered"
+    );
+    assert_eq!(exchanges("t40-asker", "outbound"), (1.0, 1.0), "the unanswered request is an exchange");
+}

@@ -5,7 +5,6 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext},
 };
 
-use super::cookie_of;
 use crate::{
     access::{Typed, Untyped},
     handlers::{self, RECV, SEND},
@@ -17,7 +16,7 @@ use crate::{
 pub fn tp_sock_send_length(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
-    handlers::on_io::<Typed>(sk, SEND, ret as i64, 0, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, SEND, ret as i64, 0);
     0
 }
 
@@ -27,7 +26,7 @@ pub fn tp_sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     let flags: i32 = ctx.arg(2);
-    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64);
     0
 }
 
@@ -36,7 +35,7 @@ pub fn tp_sock_recv_length(ctx: BtfTracePointContext) -> i32 {
 pub fn fexit_tcp_sendmsg(ctx: FExitContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(3);
-    handlers::on_io::<Typed>(sk, SEND, ret as i64, 0, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, SEND, ret as i64, 0);
     0
 }
 
@@ -46,7 +45,7 @@ pub fn fexit_tcp_recvmsg_4(ctx: FExitContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let flags: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64);
     0
 }
 
@@ -56,7 +55,7 @@ pub fn fexit_tcp_recvmsg(ctx: FExitContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let flags: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(5);
-    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64);
     0
 }
 
@@ -66,7 +65,7 @@ pub fn fexit_tcp_recvmsg_nonblock(ctx: FExitContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let flags: i32 = ctx.arg(4);
     let ret: i32 = ctx.arg(6);
-    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64, || cookie_of(sk));
+    handlers::on_io::<Typed>(sk, RECV, ret as i64, flags as u64);
     0
 }
 
@@ -85,7 +84,7 @@ fn unstash(ctx: &RetProbeContext, dir: u8) {
     let Some(args) = (unsafe { IO_ARGS.get(id) }).copied() else { return };
     let _ = IO_ARGS.remove(id);
     let ret: i32 = ctx.ret();
-    handlers::on_io::<Untyped>(args.sk as *const u8, dir, ret as i64, args.flags, || 0);
+    handlers::on_io::<Untyped>(args.sk as *const u8, dir, ret as i64, args.flags);
 }
 
 #[kprobe]

@@ -5,7 +5,7 @@
 //! [`SocketEntry`] per TCP socket fd; for a listener, also one per
 //! connection waiting in its accept queue (no fd yet, so no other holder).
 use aya_ebpf::helpers::{
-    bpf_get_socket_cookie, bpf_probe_read_kernel_buf,
+    bpf_probe_read_kernel_buf,
     generated::{bpf_seq_write, bpf_sock_from_file},
 };
 use probe_common::{AF_INET, SocketEntry, entry_flags};
@@ -49,7 +49,9 @@ pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
     let mut entry: SocketEntry = unsafe { core::mem::zeroed() };
     holder(task, &mut entry);
     endpoints::<Typed>(sk, &mut entry);
-    entry.cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    // Newer verifiers treat a socket reached from a file as untrusted, which
+    // no helper accepts: the cookie is read, not generated.
+    entry.cookie = kernel::adopted_cookie::<Typed>(sk);
     write(seq, &entry);
     if entry.state as u32 == layout!(states.listen) {
         queued(seq, sk, &mut entry);
@@ -119,5 +121,5 @@ fn endpoints<A: Access>(sk: *const u8, entry: &mut SocketEntry) {
     kernel::write16(&mut entry.daddr, d);
     kernel::write16(&mut entry.saddr, s);
     entry.dport = u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0));
-    entry.sport = kernel::sport(sk);
+    entry.sport = kernel::sport::<Untyped>(sk);
 }

@@ -140,12 +140,13 @@ pub fn inspect() -> Report {
         r.result = "cannot attach without privileges: run `sudo sockprobe check`".into();
         return r;
     }
-    // Socket-local storage asked for, to say whether it would work here.
+    // Socket-local storage asked for, to say whether it would work here; as
+    // `trace` (a superset of what `run` attaches), so every feature is tried.
     let settings = ProbeSettings {
         max_sockets: 1024,
         ring_buffer_bytes: 4096,
         state_store: StateStore::SocketLocal,
-        trace_all: false,
+        trace_all: true,
     };
     match Probes::attach_with(settings, true) {
         Ok(probes) => {

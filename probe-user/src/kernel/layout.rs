@@ -51,6 +51,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, Error> {
         socket_sk: field(btf, "socket", &["sk"]).unwrap_or(Field::MISSING),
         tcp_rcv_nxt: required(btf, "tcp_sock", &["rcv_nxt"])?,
         tcp_copied_seq: required(btf, "tcp_sock", &["copied_seq"])?,
+        tcp_data_segs_out: required(btf, "tcp_sock", &["data_segs_out"])?,
         task_group_leader: field(btf, "task_struct", &["group_leader"]).unwrap_or(Field::MISSING),
         task_comm: required(btf, "task_struct", &["comm"])?,
         task_tgid: field(btf, "task_struct", &["tgid"]).unwrap_or(Field::MISSING),

@@ -145,7 +145,9 @@ impl LoadContext<'_> {
         let (btf, aya_btf) = (self.btf, self.aya_btf);
         let mut status = Vec::new();
         for feature in Feature::ALL {
-            let mut covered = false;
+            // A feature only `trace` needs is, for the daemon, covered by
+            // nothing: its candidates stand by (and `check` still tries them).
+            let mut covered = feature.trace_only() && !self.sizes.trace_all;
             for candidate in PROBE_TABLE.iter().filter(|c| c.feature == feature) {
                 let outcome = if covered {
                     if self.try_all && !shares_programs_with_attached(&status, candidate) {

@@ -12,8 +12,12 @@ use crate::kernel::btf::Btf;
 pub enum Feature {
     /// TCP state transitions: opens, closes, CLOSE_WAIT, unread closes.
     StateChanges,
-    /// Application send/recv: bytes, exchanges, owners of accepted sockets.
-    AppIo,
+    /// Application receives: exchanges, owners of accepted sockets, bytes
+    /// received (`trace`).
+    AppReceives,
+    /// Application sends: bytes sent, for `sockprobe trace` only (exchanges
+    /// come from receives), so the daemon does not watch sends at all.
+    AppSends,
     ResetsSent,
     ResetsReceived,
     /// Socket destruction: frees kernel state promptly (else LRU eviction).
@@ -26,9 +30,10 @@ pub enum Feature {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 7] = [
+    pub const ALL: [Feature; 8] = [
         Feature::StateChanges,
-        Feature::AppIo,
+        Feature::AppReceives,
+        Feature::AppSends,
         Feature::ResetsSent,
         Feature::ResetsReceived,
         Feature::SocketDestroy,
@@ -36,10 +41,16 @@ impl Feature {
         Feature::SocketListing,
     ];
 
+    /// Attached only for `sockprobe trace`.
+    pub fn trace_only(self) -> bool {
+        self == Feature::AppSends
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Feature::StateChanges => "state-changes",
-            Feature::AppIo => "app-io",
+            Feature::AppReceives => "app-receives",
+            Feature::AppSends => "app-sends",
             Feature::ResetsSent => "resets-sent",
             Feature::ResetsReceived => "resets-received",
             Feature::SocketDestroy => "socket-destroy",
@@ -52,7 +63,10 @@ impl Feature {
     pub fn loss(self) -> Option<&'static str> {
         match self {
             Feature::StateChanges => None,
-            Feature::AppIo => Some("no exchanges or byte counts; inbound sockets get owners only at close"),
+            Feature::AppReceives => {
+                Some("no exchanges and no bytes received; inbound sockets get owners only at close")
+            }
+            Feature::AppSends => Some("no bytes sent in `trace`"),
             Feature::ResetsSent => Some("no reset_sent and no unread_close events"),
             Feature::ResetsReceived => Some("no reset_received events"),
             Feature::SocketDestroy => Some("socket state freed only by LRU eviction"),
@@ -171,59 +185,70 @@ pub const PROBE_TABLE: &[Candidate] = &[
         note: "replaces inet_sock_set_state; no socket cookies (kprobes may not call the helper)",
     },
     Candidate {
-        feature: Feature::AppIo,
-        programs: &[
-            ("tp_sock_send_length", TpBtf("sock_send_length")),
-            ("tp_sock_recv_length", TpBtf("sock_recv_length")),
-        ],
-        needs: &[Tracepoint("sock_send_length", 3), Tracepoint("sock_recv_length", 3)],
+        feature: Feature::AppReceives,
+        programs: &[("tp_sock_recv_length", TpBtf("sock_recv_length"))],
+        needs: &[Tracepoint("sock_recv_length", 3)],
         min_kernel: "6.3",
         note: "preferred",
     },
     Candidate {
-        feature: Feature::AppIo,
-        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg_4", FExit("tcp_recvmsg"))],
-        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 4)],
+        feature: Feature::AppReceives,
+        programs: &[("fexit_tcp_recvmsg_4", FExit("tcp_recvmsg"))],
+        needs: &[Function("tcp_recvmsg", 4)],
         min_kernel: "6.x (tcp_recvmsg without addr_len)",
-        note: "replaces sock_{send,recv}_length (TCP only, misses splice)",
+        note: "replaces sock_recv_length (TCP only, misses splice)",
     },
     Candidate {
-        feature: Feature::AppIo,
-        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg", FExit("tcp_recvmsg"))],
-        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 5)],
+        feature: Feature::AppReceives,
+        programs: &[("fexit_tcp_recvmsg", FExit("tcp_recvmsg"))],
+        needs: &[Function("tcp_recvmsg", 5)],
         min_kernel: "5.19",
-        note: "replaces sock_{send,recv}_length (TCP only, misses splice)",
+        note: "replaces sock_recv_length (TCP only, misses splice)",
     },
     Candidate {
-        feature: Feature::AppIo,
-        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg")), ("fexit_tcp_recvmsg_nonblock", FExit("tcp_recvmsg"))],
-        needs: &[Function("tcp_sendmsg", 3), Function("tcp_recvmsg", 6)],
+        feature: Feature::AppReceives,
+        programs: &[("fexit_tcp_recvmsg_nonblock", FExit("tcp_recvmsg"))],
+        needs: &[Function("tcp_recvmsg", 6)],
         min_kernel: "5.12 (before 5.19)",
         note: "as above, tcp_recvmsg with its pre-5.19 `nonblock` parameter",
     },
     Candidate {
-        feature: Feature::AppIo,
-        programs: &[
-            ("kprobe_tcp_sendmsg", KProbe("tcp_sendmsg")),
-            ("kretprobe_tcp_sendmsg", KRetProbe("tcp_sendmsg")),
-            ("kprobe_tcp_recvmsg", KProbe("tcp_recvmsg")),
-            ("kretprobe_tcp_recvmsg", KRetProbe("tcp_recvmsg")),
-        ],
-        needs: &[AnyFunction("tcp_sendmsg"), MaxParams("tcp_recvmsg", 5)],
+        feature: Feature::AppReceives,
+        programs: &[("kprobe_tcp_recvmsg", KProbe("tcp_recvmsg")), ("kretprobe_tcp_recvmsg", KRetProbe("tcp_recvmsg"))],
+        needs: &[MaxParams("tcp_recvmsg", 5)],
         min_kernel: "5.19 (kprobes)",
-        note: "replaces sock_{send,recv}_length; costlier (entry+return probes); flags are the 4th argument",
+        note: "replaces sock_recv_length; costlier (entry+return probes); flags are the 4th argument",
     },
     Candidate {
-        feature: Feature::AppIo,
+        feature: Feature::AppReceives,
         programs: &[
-            ("kprobe_tcp_sendmsg", KProbe("tcp_sendmsg")),
-            ("kretprobe_tcp_sendmsg", KRetProbe("tcp_sendmsg")),
             ("kprobe_tcp_recvmsg_nonblock", KProbe("tcp_recvmsg")),
             ("kretprobe_tcp_recvmsg", KRetProbe("tcp_recvmsg")),
         ],
-        needs: &[AnyFunction("tcp_sendmsg"), Function("tcp_recvmsg", 6)],
+        needs: &[Function("tcp_recvmsg", 6)],
         min_kernel: "5.12 (before 5.19)",
         note: "as above, with tcp_recvmsg's pre-5.19 `nonblock` parameter",
+    },
+    Candidate {
+        feature: Feature::AppSends,
+        programs: &[("tp_sock_send_length", TpBtf("sock_send_length"))],
+        needs: &[Tracepoint("sock_send_length", 3)],
+        min_kernel: "6.3",
+        note: "preferred; `trace` only",
+    },
+    Candidate {
+        feature: Feature::AppSends,
+        programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg"))],
+        needs: &[Function("tcp_sendmsg", 3)],
+        min_kernel: "5.12",
+        note: "replaces sock_send_length (TCP only, misses splice)",
+    },
+    Candidate {
+        feature: Feature::AppSends,
+        programs: &[("kprobe_tcp_sendmsg", KProbe("tcp_sendmsg")), ("kretprobe_tcp_sendmsg", KRetProbe("tcp_sendmsg"))],
+        needs: &[AnyFunction("tcp_sendmsg")],
+        min_kernel: "5.12 (kprobes)",
+        note: "replaces sock_send_length; costlier (entry+return probes)",
     },
     Candidate {
         feature: Feature::ResetsSent,
