@@ -411,6 +411,12 @@ fn privileged_sendfile_responses_and_unanswered_requests_are_exchanges() {
     require_root();
     const E: u64 = 5;
     let daemon = Daemon::start(&[]);
+    let attached: Vec<String> = series_of(&daemon.scrape(), "sockprobe_probe_attached");
+    assert!(attached.iter().any(|p| p.contains("recv")), "a receive probe is attached: {attached:?}");
+    assert!(
+        !attached.iter().any(|p| p.contains("send_length") || p.contains("sendmsg")),
+        "no send probe: {attached:?}"
+    );
     let body = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("t40-body");
     std::fs::write(&body, vec![b'x'; 300]).unwrap();
     // First connection: every 4-byte request answered by sendfile until EOF.

@@ -69,6 +69,8 @@ pub struct Probes {
     /// TCP states as this kernel numbers them.
     pub states: TcpStates,
     pub store: StoreChoice,
+    /// Loaded for `sockprobe trace` (trace-only features wanted).
+    trace_all: bool,
 }
 
 /// Where per-socket state lives in this run, and why.
@@ -121,8 +123,14 @@ impl Loaded {
         (!hooks.is_empty()).then(|| hooks.join(", "))
     }
 
-    fn into_probes(self, reasons: layout::ResetReasons, states: TcpStates, store: StoreChoice) -> Probes {
-        Probes { ebpf: self.ebpf, status: self.status, reasons, states, store }
+    fn into_probes(
+        self,
+        reasons: layout::ResetReasons,
+        states: TcpStates,
+        store: StoreChoice,
+        trace_all: bool,
+    ) -> Probes {
+        Probes { ebpf: self.ebpf, status: self.status, reasons, states, store, trace_all }
     }
 }
 
@@ -225,7 +233,10 @@ impl Probes {
         } else {
             let why = match ctx.load(StateStore::SocketLocal) {
                 Ok(loaded) => match loaded.kprobe_in_use() {
-                    None => return Ok(loaded.into_probes(reasons, kernel_layout.states, StoreChoice::socket_local())),
+                    None => {
+                        let store = StoreChoice::socket_local();
+                        return Ok(loaded.into_probes(reasons, kernel_layout.states, store, sizes.trace_all));
+                    }
                     Some(hooks) => format!("{hooks} cannot use socket storage"),
                 },
                 Err(e) => e.to_string(),
@@ -234,7 +245,8 @@ impl Probes {
             Some(why)
         };
         let loaded = ctx.load(StateStore::LruHash)?;
-        Ok(loaded.into_probes(reasons, kernel_layout.states, StoreChoice { store: StateStore::LruHash, refused }))
+        let store = StoreChoice { store: StateStore::LruHash, refused };
+        Ok(loaded.into_probes(reasons, kernel_layout.states, store, sizes.trace_all))
     }
 
     pub fn attached(&self, feature: Feature) -> bool {
@@ -300,7 +312,8 @@ impl Probes {
                 Outcome::Standby => {}
             }
         }
-        for f in Feature::ALL {
+        // A trace-only feature is not missed by the daemon.
+        for f in Feature::ALL.into_iter().filter(|f| self.trace_all || !f.trace_only()) {
             if !self.attached(f) {
                 log::warn!("no probe for {}: {}", f.name(), f.loss().unwrap_or("required"));
             }
