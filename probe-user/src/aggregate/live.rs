@@ -56,9 +56,4 @@ impl LiveSockets {
     pub fn iter(&self) -> impl Iterator<Item = &LiveSocket> {
         self.by_cookie.values()
     }
-
-    /// Slots that hold at least one live socket.
-    pub fn slots(&self) -> HashSet<usize> {
-        self.by_cookie.values().map(|l| l.slot).collect()
-    }
 }

@@ -89,11 +89,29 @@ impl Diagnosis {
     }
 }
 
+/// One label set's live sockets, from one walk of them per refresh.
 #[derive(Clone, Copy, Default)]
 struct LiveCounts {
+    established: u64,
     close_wait: u64,
-    close_wait_oldest_s: f64,
+    /// When the oldest CLOSE_WAIT began (monotonic ns); meaningful only
+    /// with `close_wait > 0`.
+    close_wait_since: u64,
     closed: u64,
+}
+
+impl LiveCounts {
+    fn by_state(&self) -> [(LiveState, u64); 3] {
+        [
+            (LiveState::Established, self.established),
+            (LiveState::CloseWait, self.close_wait),
+            (LiveState::Closed, self.closed),
+        ]
+    }
+
+    fn close_wait_oldest_s(&self, now_mono_ns: u64) -> f64 {
+        if self.close_wait == 0 { 0.0 } else { now_mono_ns.saturating_sub(self.close_wait_since) as f64 / 1e9 }
+    }
 }
 
 /// What `/metrics` encodes, for the exporter.
@@ -313,15 +331,20 @@ impl Aggregator {
     /// encoding never holds up the event path. Gauges are set, not reset and
     /// rebuilt, so a scrape running meanwhile never sees them empty.
     pub fn refresh(&mut self, now_mono_ns: u64) {
-        self.expire(now_mono_ns);
+        // The one walk of the live sockets (there may be 100 000s); the rest
+        // works per label set.
+        let live = self.live_by_slot();
+        self.expire(now_mono_ns, &live);
         let mut sockets: HashMap<(SeriesKey, LiveState), i64> = HashMap::new();
         let mut oldest: HashMap<ProcKey, u64> = HashMap::new();
-        for l in self.live.iter() {
-            let Some(s) = self.series.get(l.slot) else { continue };
-            *sockets.entry((s.key.clone(), l.state)).or_default() += 1;
-            if l.state == LiveState::CloseWait {
-                let o = oldest.entry(s.key.proc.clone()).or_insert(l.close_wait_since);
-                *o = (*o).min(l.close_wait_since);
+        for (slot, counts) in &live {
+            let Some(s) = self.series.get(*slot) else { continue };
+            for (state, n) in counts.by_state().into_iter().filter(|(_, n)| *n > 0) {
+                *sockets.entry((s.key.clone(), state)).or_default() += n as i64;
+            }
+            if counts.close_wait > 0 {
+                let o = oldest.entry(s.key.proc.clone()).or_insert(counts.close_wait_since);
+                *o = (*o).min(counts.close_wait_since);
             }
         }
         for ((key, state), n) in &sockets {
@@ -342,7 +365,7 @@ impl Aggregator {
         }
         self.shown_sockets = sockets.into_keys().collect();
         self.shown_oldest = oldest.into_keys().collect();
-        self.diagnose(now_mono_ns);
+        self.diagnose(now_mono_ns, &live);
     }
 
     /// The registry to encode (`/metrics`), and the self-metrics that the
@@ -358,35 +381,46 @@ impl Aggregator {
     /// Takes a mark of every label set's tally when one is due (the window's
     /// start moves on by a fifth of the window each time). Call it often.
     pub fn mark_if_due(&mut self, now_mono_ns: u64) {
+        if self.mark_due(now_mono_ns) {
+            let live = self.live_by_slot();
+            self.take_mark(&live);
+        }
+    }
+
+    /// Whether a mark is due now; if so, its place is taken.
+    fn mark_due(&mut self, now_mono_ns: u64) -> bool {
         let d = &mut self.diagnosis;
         let started = *d.started_ns.get_or_insert(now_mono_ns);
         let every = d.thresholds.window.as_nanos() as u64 / (MARKS as u64 - 1);
         let last = if d.marks_at[d.pos] == 0 { started } else { d.marks_at[d.pos] };
         if now_mono_ns.saturating_sub(last) < every {
-            return;
+            return false;
         }
         d.pos = (d.pos + 1) % MARKS;
         d.marks_at[d.pos] = now_mono_ns;
-        let pos = d.pos;
-        let close_wait = self.live_by_slot(now_mono_ns);
+        true
+    }
+
+    fn take_mark(&mut self, live: &HashMap<usize, LiveCounts>) {
+        let pos = self.diagnosis.pos;
         for (slot, s) in self.series.iter_mut() {
-            s.marks[pos] = Tally { close_wait: close_wait.get(&slot).map_or(0, |l| l.close_wait), ..s.tally };
+            s.marks[pos] = Tally { close_wait: live.get(&slot).map_or(0, |l| l.close_wait), ..s.tally };
         }
     }
 
-    /// Per label set: (CLOSE_WAIT sockets, the oldest's age in s, sockets over but held).
-    fn live_by_slot(&self, now_mono_ns: u64) -> HashMap<usize, LiveCounts> {
+    /// The live sockets counted per label set, by state.
+    fn live_by_slot(&self) -> HashMap<usize, LiveCounts> {
         let mut out: HashMap<usize, LiveCounts> = HashMap::new();
         for l in self.live.iter() {
             let c = out.entry(l.slot).or_default();
             match l.state {
+                LiveState::Established => c.established += 1,
                 LiveState::CloseWait => {
+                    c.close_wait_since =
+                        if c.close_wait == 0 { l.close_wait_since } else { c.close_wait_since.min(l.close_wait_since) };
                     c.close_wait += 1;
-                    let age = now_mono_ns.saturating_sub(l.close_wait_since) as f64 / 1e9;
-                    c.close_wait_oldest_s = c.close_wait_oldest_s.max(age);
                 }
                 LiveState::Closed => c.closed += 1,
-                _ => {}
             }
         }
         out
@@ -394,9 +428,10 @@ impl Aggregator {
 
     /// Evaluates the findings over the window, updates `sockprobe_finding`,
     /// and keeps the result for [`Aggregator::diagnosis`].
-    fn diagnose(&mut self, now_mono_ns: u64) {
-        self.mark_if_due(now_mono_ns);
-        let live = self.live_by_slot(now_mono_ns);
+    fn diagnose(&mut self, now_mono_ns: u64, live: &HashMap<usize, LiveCounts>) {
+        if self.mark_due(now_mono_ns) {
+            self.take_mark(live);
+        }
         let d = &self.diagnosis;
         let oldest = (d.pos + 1) % MARKS;
         // Until the marks have gone round once, the window starts at start-up
@@ -421,7 +456,7 @@ impl Aggregator {
                 window: s.tally.since(&base),
                 span_s,
                 close_wait: l.close_wait,
-                close_wait_oldest_s: l.close_wait_oldest_s,
+                close_wait_oldest_s: l.close_wait_oldest_s(now_mono_ns),
                 closed_held: l.closed,
             };
             let found = findings::evaluate(&o, &d.thresholds);
@@ -436,7 +471,7 @@ impl Aggregator {
                 unread_closes: s.tally.unread_closes,
                 resets_received: s.tally.resets_received,
                 close_wait: l.close_wait,
-                close_wait_oldest_seconds: (l.close_wait_oldest_s * 10.0).round() / 10.0,
+                close_wait_oldest_seconds: (l.close_wait_oldest_s(now_mono_ns) * 10.0).round() / 10.0,
                 findings: found.iter().map(|f| f.finding.name().to_string()).collect(),
             });
             standing.extend(found.iter().map(|f| (f.finding, s.key.clone())));
@@ -481,10 +516,9 @@ impl Aggregator {
 
     /// Forgets processes with no live socket and no event for `ttl`, and
     /// their label sets in every family.
-    fn expire(&mut self, now_mono_ns: u64) {
-        let live = self.live.slots();
+    fn expire(&mut self, now_mono_ns: u64, live: &HashMap<usize, LiveCounts>) {
         let idle_since = now_mono_ns.saturating_sub(self.ttl.as_nanos() as u64);
-        for s in self.series.expire(idle_since, |slot| live.contains(&slot)) {
+        for s in self.series.expire(idle_since, |slot| live.contains_key(&slot)) {
             let l = s.labels();
             for (handle, vec) in s.counters.iter().zip(&self.f.counters) {
                 if handle.is_some() {
