@@ -133,9 +133,11 @@ fn take_owner<A: Access>(sk: *const u8, st: &mut SockState) {
 
 /// `inet_sock_set_state` (or `tcp_set_state` entry): `old` is still in `sk`.
 /// What each transition means is decided by [`classify`] (probe-common,
-/// unit-tested on the host); this only acts on it.
+/// unit-tested on the host); this only acts on it. `sees_children`: the
+/// hook sees a listener's child born (LISTEN→SYN_RECV); `tcp_set_state`
+/// probes do not, and adopt inbound connections at ESTABLISHED instead.
 #[inline(always)]
-pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u64) {
+pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, sees_children: bool, cookie: impl Fn() -> u64) {
     let states = layout!(states);
     let transition = classify(old, new, &states);
     // Births check the protocol (SCTP and MPTCP share this tracepoint); a
@@ -144,8 +146,9 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         // FIN_WAIT1→FIN_WAIT2 and the like change nothing sockprobe reports.
         Transition::Ignore | Transition::Other => return,
         // The daemon hears of a connection at its second exchange or its
-        // close (see `on_io`); only `trace` shows it open at ESTABLISHED.
-        Transition::Established if !trace_all() => return,
+        // close (see `on_io`); only `trace` shows it open at ESTABLISHED,
+        // and only a hook that missed its birth needs to look it up here.
+        Transition::Established if !trace_all() && (sees_children || old == states.syn_sent) => return,
         Transition::Listen | Transition::ListenerClosed => {
             on_listener::<A>(sk, transition == Transition::Listen);
             return;
@@ -215,12 +218,17 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
 
     // Only transitions that report read the clock.
     match transition {
-        // `trace` only (above).
+        // `trace`, or a connection whose birth the hook missed (above).
         Transition::Established => {
-            if st.owner.tgid != 0 {
-                report_open::<A>(sk, st);
-            } else {
-                st.flags |= flags::OPEN_PENDING;
+            if st.birth_ns == 0 {
+                st.birth_ns = now();
+            }
+            if trace_all() {
+                if st.owner.tgid != 0 {
+                    report_open::<A>(sk, st);
+                } else {
+                    st.flags |= flags::OPEN_PENDING;
+                }
             }
         }
         Transition::PeerClosed => {

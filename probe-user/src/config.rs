@@ -70,7 +70,7 @@ pub struct MetricsSection {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProbeSection {
     #[arg(id = "probe.max-sockets", long = "probe.max-sockets", value_name = "N",
-          help = with_default("Size of the LRU per-socket map; beyond it the least recently used sockets are forgotten (~160 bytes of kernel memory each)", DEFAULT_MAX_SOCKETS))]
+          help = with_default("Size of the LRU per-socket map; beyond it the least recently used sockets are forgotten (~140 bytes of kernel memory each)", DEFAULT_MAX_SOCKETS))]
     pub max_sockets: Option<u32>,
     #[arg(id = "probe.ring-buffer-bytes", long = "probe.ring-buffer-bytes", value_name = "BYTES",
           help = with_default("Kernel-to-userspace ring buffer, a power of two; overflow is counted in sockprobe_events_lost_total", DEFAULT_RING_BUFFER_BYTES))]
