@@ -133,11 +133,9 @@ fn take_owner<A: Access>(sk: *const u8, st: &mut SockState) {
 
 /// `inet_sock_set_state` (or `tcp_set_state` entry): `old` is still in `sk`.
 /// What each transition means is decided by [`classify`] (probe-common,
-/// unit-tested on the host); this only acts on it. `sees_children`: the
-/// hook sees a listener's child born (LISTEN→SYN_RECV); `tcp_set_state`
-/// probes do not, and adopt inbound connections at ESTABLISHED instead.
+/// unit-tested on the host); this only acts on it.
 #[inline(always)]
-pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, sees_children: bool, cookie: impl Fn() -> u64) {
+pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: impl Fn() -> u64) {
     let states = layout!(states);
     let transition = classify(old, new, &states);
     // Births check the protocol (SCTP and MPTCP share this tracepoint); a
@@ -146,9 +144,13 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, sees_childr
         // FIN_WAIT1→FIN_WAIT2 and the like change nothing sockprobe reports.
         Transition::Ignore | Transition::Other => return,
         // The daemon hears of a connection at its second exchange or its
-        // close (see `on_io`); only `trace` shows it open at ESTABLISHED,
-        // and only a hook that missed its birth needs to look it up here.
-        Transition::Established if !trace_all() && (sees_children || old == states.syn_sent) => return,
+        // close (see `on_io`); only `trace` shows it open at ESTABLISHED. An
+        // outbound birth (connect(), process context) cannot have been
+        // missed, so it needs no lookup here. An inbound one can: it runs in
+        // softirq, where a program already running on this CPU makes the
+        // kernel skip ours or our map refuse the insert (and the
+        // `tcp_set_state` fallbacks never see it): the lookup adopts it.
+        Transition::Established if !trace_all() && old == states.syn_sent => return,
         Transition::Listen | Transition::ListenerClosed => {
             on_listener::<A>(sk, transition == Transition::Listen);
             return;
@@ -218,7 +220,7 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, sees_childr
 
     // Only transitions that report read the clock.
     match transition {
-        // `trace`, or a connection whose birth the hook missed (above).
+        // `trace`, or an inbound connection (above).
         Transition::Established => {
             if st.birth_ns == 0 {
                 st.birth_ns = now();

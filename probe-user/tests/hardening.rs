@@ -135,9 +135,19 @@ fn privileged_wrong_password_flood_during_churn_loses_nothing() {
     assert!(accepted > 1000.0, "wrk should have churned connections:\n{wrk_out}");
     let labels = [("comm", "t12-srv"), ("direction", "inbound")];
     let mut text = String::new();
-    wait_until("every churned connection counted", Duration::from_secs(15), || {
+    wait_until_ok("every churned connection counted", Duration::from_secs(15), || {
         text = daemon.scrape();
-        metric(&text, "sockprobe_tcp_connections_opened_total", &labels) >= accepted
+        let opened = metric(&text, "sockprobe_tcp_connections_opened_total", &labels);
+        if opened >= accepted {
+            return Ok(());
+        }
+        let lost = metric(&text, "sockprobe_events_lost_total", &[]);
+        let live = metric(&text, "sockprobe_tcp_sockets", &labels);
+        let untracked = metric(&text, "sockprobe_untracked_sockets_total", &[]);
+        Err(format!(
+            "opened {opened} of {accepted} accepted; {live} live sockets in the gauges; {lost} events lost; \
+             {untracked} sockets untracked"
+        ))
     });
     assert_eq!(metric(&text, "sockprobe_tcp_connections_opened_total", &labels), accepted, "vs PassiveOpens");
     assert_eq!(metric(&text, "sockprobe_events_lost_total", &[]), 0.0, "events lost under the flood");

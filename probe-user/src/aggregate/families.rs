@@ -109,6 +109,7 @@ pub struct Families {
     pub build_info: IntGaugeVec,
     pub probe_attached: IntGaugeVec,
     pub events_lost: IntCounter,
+    pub untracked_sockets: IntCounter,
     pub tracked_sockets: IntGauge,
     pub series_overflow: IntCounterVec,
     /// 1 while a diagnosis finding stands.
@@ -178,6 +179,14 @@ impl Families {
                 IntCounter::new(
                     "sockprobe_events_lost_total",
                     "Events the kernel side could not hand over (ring buffer full).",
+                )
+                .expect("valid metric"),
+            ),
+            untracked_sockets: register(
+                &r,
+                IntCounter::new(
+                    "sockprobe_untracked_sockets_total",
+                    "Sockets the kernel side could not start following (its socket map refused the state).",
                 )
                 .expect("valid metric"),
             ),

@@ -119,6 +119,7 @@ impl LiveCounts {
 pub struct Exported {
     pub registry: prometheus::Registry,
     pub events_lost: prometheus::IntCounter,
+    pub untracked_sockets: prometheus::IntCounter,
     pub tracked_sockets: prometheus::IntGauge,
 }
 
@@ -374,6 +375,7 @@ impl Aggregator {
         Exported {
             registry: self.f.registry(),
             events_lost: self.f.events_lost.clone(),
+            untracked_sockets: self.f.untracked_sockets.clone(),
             tracked_sockets: self.f.tracked_sockets.clone(),
         }
     }

@@ -41,7 +41,10 @@ const REFRESH_WAIT: Duration = Duration::from_secs(1);
 pub struct Exporter {
     exported: Exported,
     stats: Arc<Mutex<Option<KernelStats>>>,
+    /// The kernel's own counts last mirrored into `events_lost` and
+    /// `untracked_sockets`.
     events_lost_seen: Arc<AtomicU64>,
+    untracked_seen: Arc<AtomicU64>,
     ready: AtomicBool,
     telemetry_path: String,
     refresh: mpsc::Sender<RefreshRequest>,
@@ -61,6 +64,7 @@ impl Exporter {
             exported,
             stats: Arc::new(Mutex::new(None)),
             events_lost_seen: Arc::new(AtomicU64::new(0)),
+            untracked_seen: Arc::new(AtomicU64::new(0)),
             ready: AtomicBool::new(false),
             telemetry_path,
             refresh,
@@ -147,20 +151,30 @@ impl Exporter {
     async fn metrics(&self) -> String {
         let _ = self.diagnosis().await;
         let exported = self.exported.clone();
-        let (stats, seen) = (self.stats.clone(), self.events_lost_seen.clone());
+        let (stats, lost_seen, untracked_seen) =
+            (self.stats.clone(), self.events_lost_seen.clone(), self.untracked_seen.clone());
         // Off the async thread: counting the LRU map's keys is a syscall each.
         let render = move || {
-            let (lost, sockets) = match stats.lock().unwrap().as_ref() {
-                Some(k) => (k.counter(Counter::EventsLost), k.tracked_sockets() as i64),
-                None => (0, 0),
+            let (lost, untracked, sockets) = match stats.lock().unwrap().as_ref() {
+                Some(k) => {
+                    (k.counter(Counter::EventsLost), k.counter(Counter::StateInsertFailed), k.tracked_sockets() as i64)
+                }
+                None => (0, 0, 0),
             };
-            let before = seen.swap(lost, Ordering::SeqCst);
-            if lost > before {
-                exported.events_lost.inc_by(lost - before);
-            }
+            mirror(&exported.events_lost, &lost_seen, lost);
+            mirror(&exported.untracked_sockets, &untracked_seen, untracked);
             exported.tracked_sockets.set(sockets);
             encode(&exported.registry)
         };
         tokio::task::spawn_blocking(render).await.unwrap_or_default()
+    }
+}
+
+/// Moves a Prometheus counter up to a kernel counter's total (read as a
+/// whole each time, so only the growth since the last read is added).
+fn mirror(counter: &prometheus::IntCounter, seen: &AtomicU64, total: u64) {
+    let before = seen.swap(total, Ordering::SeqCst);
+    if total > before {
+        counter.inc_by(total - before);
     }
 }
