@@ -123,18 +123,37 @@ pub fn capture_owner(owner: &mut Owner) {
 pub fn write_endpoints<A: Access>(sk: *const u8, ev: &mut Event) {
     let family = A::read::<u16>(sk, layout!(skc_family), 0);
     ev.family = family;
-    let (d, s) = if family == AF_INET {
-        // The IPv4 address in the first 4 bytes (little-endian target).
-        let d = A::read::<u32>(sk, layout!(skc_daddr), 0) as u64;
-        let s = A::read::<u32>(sk, layout!(skc_rcv_saddr), 0) as u64;
-        ([d, 0], [s, 0])
-    } else {
-        (read_in6::<A>(sk, layout!(skc_v6_daddr)), read_in6::<A>(sk, layout!(skc_v6_rcv_saddr)))
-    };
-    write16(&mut ev.daddr, d);
-    write16(&mut ev.saddr, s);
-    ev.dport = u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0));
+    write16(&mut ev.daddr, remote_addr::<A>(sk, family));
+    write16(&mut ev.saddr, local_addr::<A>(sk, family));
+    ev.dport = dport::<A>(sk);
     ev.sport = sport::<A>(sk);
+}
+
+/// The socket's bound address as two words (IPv4: the first 4 bytes, on
+/// this little-endian target).
+#[inline(always)]
+pub fn local_addr<A: Access>(sk: *const u8, family: u16) -> [u64; 2] {
+    if family == AF_INET {
+        [A::read::<u32>(sk, layout!(skc_rcv_saddr), 0) as u64, 0]
+    } else {
+        read_in6::<A>(sk, layout!(skc_v6_rcv_saddr))
+    }
+}
+
+/// The peer's address, as [`local_addr`].
+#[inline(always)]
+pub fn remote_addr<A: Access>(sk: *const u8, family: u16) -> [u64; 2] {
+    if family == AF_INET {
+        [A::read::<u32>(sk, layout!(skc_daddr), 0) as u64, 0]
+    } else {
+        read_in6::<A>(sk, layout!(skc_v6_daddr))
+    }
+}
+
+/// The peer's port, host byte order.
+#[inline(always)]
+pub fn dport<A: Access>(sk: *const u8) -> u16 {
+    u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0))
 }
 
 /// Data segments the socket has sent (`tcp_sock.data_segs_out`): moves with
@@ -170,12 +189,7 @@ pub fn netns(sk: *const u8) -> u32 {
 #[inline(always)]
 pub fn listener_key<A: Access>(sk: *const u8, port: u16) -> ListenerKey {
     let mut key = ListenerKey { netns: netns(sk), port, _pad: 0, addr: [0; 16] };
-    let addr = if A::read::<u16>(sk, layout!(skc_family), 0) == AF_INET {
-        [A::read::<u32>(sk, layout!(skc_rcv_saddr), 0) as u64, 0]
-    } else {
-        read_in6::<A>(sk, layout!(skc_v6_rcv_saddr))
-    };
-    write16(&mut key.addr, addr);
+    write16(&mut key.addr, local_addr::<A>(sk, A::read::<u16>(sk, layout!(skc_family), 0)));
     key
 }
 
@@ -186,7 +200,7 @@ pub fn sport<A: Access>(sk: *const u8) -> u16 {
 }
 
 #[inline(always)]
-pub fn read_in6<A: Access>(sk: *const u8, field: Field) -> [u64; 2] {
+fn read_in6<A: Access>(sk: *const u8, field: Field) -> [u64; 2] {
     [A::read::<u64>(sk, field, 0), A::read::<u64>(sk, Field { offset: field.offset.wrapping_add(8), ..field }, 0)]
 }
 

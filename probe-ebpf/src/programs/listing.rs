@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel_buf,
     generated::{bpf_seq_write, bpf_sock_from_file},
 };
-use probe_common::{AF_INET, SocketEntry, entry_flags};
+use probe_common::{SocketEntry, entry_flags};
 
 use crate::{
     access::{Access, Typed, Untyped},
@@ -110,16 +110,10 @@ fn endpoints<A: Access>(sk: *const u8, entry: &mut SocketEntry) {
     entry.family = family;
     entry.state = A::read::<u8>(sk, layout!(skc_state), 0);
     entry.netns = kernel::netns(sk);
-    let (d, s) = if family == AF_INET {
-        (
-            [A::read::<u32>(sk, layout!(skc_daddr), 0) as u64, 0],
-            [A::read::<u32>(sk, layout!(skc_rcv_saddr), 0) as u64, 0],
-        )
-    } else {
-        (kernel::read_in6::<A>(sk, layout!(skc_v6_daddr)), kernel::read_in6::<A>(sk, layout!(skc_v6_rcv_saddr)))
-    };
-    kernel::write16(&mut entry.daddr, d);
-    kernel::write16(&mut entry.saddr, s);
-    entry.dport = u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0));
+    kernel::write16(&mut entry.daddr, kernel::remote_addr::<A>(sk, family));
+    kernel::write16(&mut entry.saddr, kernel::local_addr::<A>(sk, family));
+    entry.dport = kernel::dport::<A>(sk);
+    // A probe read even for the typed fd socket: the verifier distrusts it,
+    // so the helper behind a typed `tcp_sock` read refuses it.
     entry.sport = kernel::sport::<Untyped>(sk);
 }
