@@ -337,8 +337,7 @@ pub struct SocketEntry {
 #[derive(Clone, Copy, Debug)]
 pub struct SockState {
     pub cookie: u64,
-    /// `bpf_ktime_get_ns()` at `connect()` (SYN_SENT) or at a listener's child
-    /// (SYN_RECV); 0 when the socket predates us.
+    /// `bpf_ktime_get_ns()` at ESTABLISHED; 0 when the socket predates us.
     pub birth_ns: u64,
     /// When the peer's FIN moved it to CLOSE_WAIT; 0 otherwise.
     pub close_wait_ns: u64,

@@ -143,14 +143,6 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
     let st = match transition {
         // FIN_WAIT1→FIN_WAIT2 and the like change nothing sockprobe reports.
         Transition::Ignore | Transition::Other => return,
-        // The daemon hears of a connection at its second exchange or its
-        // close (see `on_io`); only `trace` shows it open at ESTABLISHED. An
-        // outbound birth (connect(), process context) cannot have been
-        // missed, so it needs no lookup here. An inbound one can: it runs in
-        // softirq, where a program already running on this CPU makes the
-        // kernel skip ours or our map refuse the insert (and the
-        // `tcp_set_state` fallbacks never see it): the lookup adopts it.
-        Transition::Established if !trace_all() && old == states.syn_sent => return,
         Transition::Listen | Transition::ListenerClosed => {
             on_listener::<A>(sk, transition == Transition::Listen);
             return;
@@ -166,9 +158,6 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             let Some(st) = new_state::<A>(sk, cookie(), Direction::Outbound) else { return };
             let st = unsafe { &mut *st };
             kernel::capture_owner(&mut st.owner);
-            // Born here rather than at ESTABLISHED, which then needs no
-            // lookup: a connection's age includes its handshake.
-            st.birth_ns = now();
             st
         }
         Transition::Accept => {
@@ -179,7 +168,6 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             // I/O names the process that accepted it.
             let Some(st) = new_state::<A>(sk, cookie(), Direction::Inbound) else { return };
             let st = unsafe { &mut *st };
-            st.birth_ns = now();
             // The child still carries its listener's local address and port
             // here (docs/architecture.md): the exact key, else the wildcard one.
             let mut key = kernel::listener_key::<A>(sk, kernel::sport::<A>(sk));
@@ -220,11 +208,13 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
 
     // Only transitions that report read the clock.
     match transition {
-        // `trace`, or an inbound connection (above).
+        // A connection's age runs from here, as the contract says. The
+        // lookup is also the second chance of an inbound child whose birth
+        // (in softirq) the kernel skipped or the map refused: it adopts it.
+        // The daemon hears of the connection at its second exchange or its
+        // close (see `on_io`); only `trace` shows it open here.
         Transition::Established => {
-            if st.birth_ns == 0 {
-                st.birth_ns = now();
-            }
+            st.birth_ns = now();
             if trace_all() {
                 if st.owner.tgid != 0 {
                     report_open::<A>(sk, st);
