@@ -208,7 +208,9 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
             None => new.len() >= 6,
         };
         if healthy && !new.is_empty() {
-            sleep(Duration::from_millis(300));
+            // Let the tracer's start-up work (first listing, BTF) finish
+            // before the workload it would otherwise tax.
+            sleep(Duration::from_secs(1));
             let now: HashSet<u64> = bpf_programs()?.into_keys().collect();
             let progs = now.difference(&before).copied().collect();
             let startup_cpu_s = proc_usage(child.id()).0;
@@ -291,8 +293,28 @@ impl CostAcc {
     }
 }
 
+/// The CPU the server runs on; the client gets the next one. With two or
+/// more CPUs the two are pinned apart, so the scheduler's placement (both on
+/// one CPU some rounds, apart in others) does not move throughput by more
+/// than the tracers do. Tracers stay unpinned: their programs run wherever
+/// the events happen.
+const SERVER_CPU: usize = 0;
+const CLIENT_CPU: usize = 1;
+
+/// `program`, pinned to `cpu` (with `taskset`, util-linux) when this machine
+/// has CPUs enough to keep server and client apart.
+fn pinned(program: &str, cpu: usize) -> Command {
+    if num_cpus() > CLIENT_CPU {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &cpu.to_string(), program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
 fn run_wrk(workload: Workload, port: u16, seconds: u64) -> Result<f64> {
-    let out = Command::new("wrk").args(workload.wrk_args(port, seconds)).output().context("wrk")?;
+    let out = pinned("wrk", CLIENT_CPU).args(workload.wrk_args(port, seconds)).output().context("wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -394,7 +416,7 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
             html.display()
         ),
     )?;
-    let child = Command::new("nginx").args(["-c"]).arg(&conf).args(["-p"]).arg(dir).spawn().context("nginx")?;
+    let child = pinned("nginx", SERVER_CPU).args(["-c"]).arg(&conf).args(["-p"]).arg(dir).spawn().context("nginx")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
