@@ -4,6 +4,8 @@
 #![no_std]
 #![no_main]
 
+mod object;
+
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -35,13 +37,3 @@ pub fn floor_tcp_receive_reset(_ctx: BtfTracePointContext) -> i32 {
 pub fn floor_tcp_destroy_sock(_ctx: BtfTracePointContext) -> i32 {
     0
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

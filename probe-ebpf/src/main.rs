@@ -10,15 +10,5 @@ mod access;
 mod handlers;
 mod kernel;
 mod maps;
+mod object;
 mod programs;
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-// GPL-compatible: the socket cookie and tracing helpers require it.
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
