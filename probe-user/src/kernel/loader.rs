@@ -314,9 +314,11 @@ impl Probes {
         }
         // A trace-only feature is not missed by the daemon.
         for f in Feature::ALL.into_iter().filter(|f| self.trace_all || !f.trace_only()) {
-            if !self.attached(f) {
-                log::warn!("no probe for {}: {}", f.name(), f.loss().unwrap_or("required"));
+            if self.attached(f) {
+                continue;
             }
+            let level = if f.refinement() { log::Level::Info } else { log::Level::Warn };
+            log::log!(level, "no probe for {}: {}", f.name(), f.loss().unwrap_or("required"));
         }
     }
 }

@@ -46,6 +46,12 @@ impl Feature {
         self == Feature::AppSends
     }
 
+    /// A refinement of what the state changes already tell: going without
+    /// it is no reason to warn (6.18 here refuses both its hooks).
+    pub fn refinement(self) -> bool {
+        self == Feature::CloseEntry
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Feature::StateChanges => "state-changes",
