@@ -11,6 +11,7 @@ use crate::{
     config::Settings,
     decode::Decoder,
     export::{http, routes::Exporter, web_config::WebConfig},
+    http_client,
     identity::{sock_diag, sockets::Listing},
     kernel::{
         btf::Btf,
@@ -113,6 +114,41 @@ pub fn http_request(data: &[u8]) {
         let _ = ours.shutdown().await;
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(limits.connection_timeout, ours.read_to_end(&mut answer)).await;
+        server.abort();
+    });
+}
+
+/// Raw bytes as a server's answer to sockprobe's HTTP client (the
+/// Kubernetes API; a daemon asked by `doctor` and `top`): a body within the
+/// bound or an error, in bounded time.
+pub fn http_response(data: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let rt =
+        RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"));
+    let endpoint = http_client::Endpoint { tls: false, host: "127.0.0.1".into(), port: 9741 };
+    let request = http_client::Get {
+        path: "/api/v1/findings",
+        authorization: None,
+        ca_file: None,
+        server_name: None,
+        connect_timeout: std::time::Duration::from_secs(1),
+        timeout: std::time::Duration::from_secs(1),
+        max_body_bytes: 64 * 1024,
+    };
+    let answer = data.to_vec();
+    rt.block_on(async {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let _ = theirs.write_all(&answer).await;
+            let _ = theirs.shutdown().await;
+            // Held open: the client must end by itself (EOF, error or bound).
+            std::future::pending::<()>().await;
+        });
+        let got = tokio::time::timeout(request.timeout, http_client::get_over(ours, &endpoint, &request)).await;
+        if let Ok(Ok(body)) = got {
+            assert!(body.len() <= request.max_body_bytes, "a body over the bound");
+        }
         server.abort();
     });
 }

@@ -17,6 +17,8 @@
 //! - [`export`]: the HTTP server and its pages.
 //! - [`cmd`]: `run`, `trace`, `check`, wiring the above.
 //! - [`fuzzing`]: the fuzz targets' entry points, on top like `cmd`.
+//! - [`http_client`]: one bounded GET (Kubernetes API, a daemon asked by
+//!   `doctor`/`top`), below identity like [`error`].
 //!
 //! Nothing points back up: kernel imports none of the others, decode only
 //! kernel and identity, identity only kernel, aggregate neither export nor
@@ -28,6 +30,7 @@ pub mod decode;
 pub mod error;
 pub mod export;
 pub mod fuzzing;
+pub mod http_client;
 pub mod identity;
 pub mod kernel;
 

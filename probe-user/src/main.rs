@@ -3,7 +3,11 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use sockprobe::{
     Error,
-    cmd::{self, daemon_client::DaemonUrl, doctor, trace},
+    cmd::{
+        self,
+        daemon_client::{Daemon, DaemonUrl},
+        doctor, trace,
+    },
     config::{
         DEFAULT_LOG_LEVEL, DiagnosisSection, KubernetesSection, LogLevel, LogSection, MetricsSection, ProbeSection,
         RunConfig, Settings, WebSection,
@@ -52,18 +56,32 @@ enum Command {
     Doctor(DoctorArgs),
     /// Full-screen live view of the daemon's connections per process and
     /// endpoint, refreshed every second (keys: c u r w e n sort, / filter, q quit).
-    Top {
-        /// The daemon to ask (http://[USER:PASSWORD@]HOST:PORT).
-        #[arg(long, value_name = "URL", default_value = cmd::daemon_client::DEFAULT_DAEMON)]
-        daemon: DaemonUrl,
-    },
+    Top(DaemonArgs),
+}
+
+/// Which daemon `doctor` and `top` ask, and how they are let in.
+#[derive(clap::Args, Debug)]
+struct DaemonArgs {
+    /// The daemon to ask: http(s)://[USER:PASSWORD@]HOST:PORT.
+    #[arg(long, value_name = "URL", default_value = cmd::daemon_client::DEFAULT_DAEMON)]
+    daemon: DaemonUrl,
+    /// For a daemon behind --web.config.file: YAML as Prometheus and promtool
+    /// read it, `basic_auth` (username, password or password_file) and
+    /// `tls_config` (ca_file, server_name). Relative paths: to the file.
+    #[arg(long = "http.config.file", value_name = "FILE")]
+    http_config_file: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    fn daemon(self) -> Result<Daemon, Error> {
+        Daemon::new(self.daemon, self.http_config_file.as_deref())
+    }
 }
 
 #[derive(clap::Args, Debug)]
 struct DoctorArgs {
-    /// The daemon to ask (http://[USER:PASSWORD@]HOST:PORT).
-    #[arg(long, value_name = "URL", default_value = cmd::daemon_client::DEFAULT_DAEMON)]
-    daemon: DaemonUrl,
+    #[command(flatten)]
+    daemon: DaemonArgs,
     /// The findings document (as GET /api/v1/findings) instead of the report.
     #[arg(long)]
     json: bool,
@@ -144,16 +162,15 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            block_on(doctor::run(doctor::DoctorArgs {
-                daemon: args.daemon,
-                json: args.json,
-                window: args.window.0,
-                probe,
-            }))
+            let daemon = match args.daemon.daemon() {
+                Ok(d) => d,
+                Err(e) => return fail(e),
+            };
+            block_on(doctor::run(doctor::DoctorArgs { daemon, json: args.json, window: args.window.0, probe }))
         }
-        Command::Top { daemon } => {
+        Command::Top(args) => {
             init_logging(log_level.unwrap_or(LogLevel::Warn));
-            match cmd::top::run(daemon) {
+            match args.daemon().and_then(cmd::top::run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

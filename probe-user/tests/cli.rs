@@ -34,9 +34,41 @@ fn non_numeric_pid_is_a_usage_error() {
 
 #[test]
 fn doctor_and_top_refuse_bad_daemon_urls() {
-    one_line_error(&sockprobe(&["doctor", "--daemon", "ftp://x"], &[]), 2, "expected http://HOST:PORT");
-    one_line_error(&sockprobe(&["top", "--daemon", "https://127.0.0.1:9741"], &[]), 2, "not supported");
+    one_line_error(&sockprobe(&["doctor", "--daemon", "ftp://x"], &[]), 2, "expected http(s)://HOST[:PORT]");
+    one_line_error(&sockprobe(&["top", "--daemon", "127.0.0.1:9741"], &[]), 2, "expected http(s)://HOST[:PORT]");
     one_line_error(&sockprobe(&["doctor", "--window", "soon"], &[]), 2, "--window");
+}
+
+#[test]
+fn doctor_and_top_refuse_bad_http_config_files() {
+    let missing = ["--http.config.file", "/nonexistent/doctor.yml"];
+    one_line_error(&sockprobe(&[&["doctor"][..], &missing].concat(), &[]), 2, "/nonexistent/doctor.yml");
+    one_line_error(&sockprobe(&[&["top"][..], &missing].concat(), &[]), 2, "/nonexistent/doctor.yml");
+    let dir = std::env::temp_dir().join(format!("sockprobe-cli-http-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("doctor.yml");
+    std::fs::write(&file, "bearer_token: x\n").unwrap();
+    let out = sockprobe(&["doctor", "--http.config.file", file.to_str().unwrap()], &[]);
+    one_line_error(&out, 2, "unknown field `bearer_token`");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An https daemon whose certificate does not verify: one line that says
+/// where to give its CA, never the terminal.
+#[test]
+fn top_against_an_unverifiable_https_daemon_says_what_to_do() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", server.local_addr().unwrap());
+    // Not TLS at all: the handshake fails like an unverifiable one.
+    let talker = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = server.accept() {
+            let _ = s.read(&mut [0u8; 1024]);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    one_line_error(&sockprobe(&["top", "--daemon", &url], &[]), 1, "tls_config: ca_file");
+    talker.join().unwrap();
 }
 
 /// No daemon on port 1: `top` says so in one line and never takes the terminal.

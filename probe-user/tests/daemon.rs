@@ -288,28 +288,21 @@ fn privileged_tls_and_basic_auth() {
     require_root();
     let dir = std::env::temp_dir().join(format!("sockprobe-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("server.key"))
-        .arg("-out")
-        .arg(dir.join("server.crt"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
+    // Self-signed, as `openssl req -x509` makes them (marked as a CA).
+    let self_signed = |name: &str| {
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(dir.join(format!("{name}.crt")))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success());
+    };
+    self_signed("server");
+    self_signed("other");
     // bcrypt of "s3cret", cost 10.
     let hash = "$2y$10$CM1lEph2QhK91UDDfmvgzOM8n4F3V8225KqyCvPx.Rgm0qlYCXdXa";
     let web = dir.join("web.yml");
@@ -322,11 +315,13 @@ fn privileged_tls_and_basic_auth() {
     .unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(*SOCKPROBE)
-        .args(["run", "--web.listen-address", &addr, "--web.config.file"])
-        .arg(&web)
-        .spawn()
-        .unwrap();
+    let _daemon = Killed(
+        Command::new(*SOCKPROBE)
+            .args(["run", "--web.listen-address", &addr, "--web.config.file"])
+            .arg(&web)
+            .spawn()
+            .unwrap(),
+    );
     let curl = |user: &str| -> String {
         let out = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
@@ -341,8 +336,37 @@ fn privileged_tls_and_basic_auth() {
     assert_eq!(curl("nobody:s3cret"), "401");
     // Plain HTTP on a TLS port gets nothing useful.
     assert_ne!(http_get(&addr, "/healthz").map(|(s, _)| s), Some(200));
-    child.kill().ok();
-    child.wait().ok();
+    // doctor's client, as Prometheus would be configured: the daemon's
+    // certificate as CA, the password from a file.
+    std::fs::write(dir.join("password"), "s3cret\n").unwrap();
+    let doctor = |password_file: &str, ca_file: &str| {
+        let config = dir.join(format!("doctor-{password_file}-{ca_file}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "basic_auth:\n  username: prom\n  password_file: {password_file}\ntls_config:\n  ca_file: {ca_file}\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(*SOCKPROBE)
+            .args(["doctor", "--json", "--window", "1s", "--daemon", &format!("https://{addr}"), "--http.config.file"])
+            .arg(&config)
+            .output()
+            .expect("sockprobe doctor");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, stdout, stderr) = doctor("password", "server.crt");
+    assert!(ok && stdout.contains("\"findings\"") && !stderr.contains("own probes"), "{stdout}\n{stderr}");
+    std::fs::write(dir.join("wrong"), "guess\n").unwrap();
+    let (_, _, stderr) = doctor("wrong", "server.crt");
+    assert!(stderr.contains("wants credentials"), "a wrong password, told as: {stderr}");
+    // Another self-signed certificate is no trust anchor for this daemon.
+    let (_, _, stderr) = doctor("password", "other.crt");
+    assert!(stderr.contains("invalid peer certificate"), "a foreign CA, told as: {stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

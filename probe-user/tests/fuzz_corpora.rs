@@ -55,6 +55,11 @@ fn http_request_corpus() {
 }
 
 #[test]
+fn http_response_corpus() {
+    replay("http_response", fuzzing::http_response);
+}
+
+#[test]
 fn executable_corpus() {
     replay("executable", fuzzing::executable);
 }

@@ -7,8 +7,17 @@ use anyhow::{Context, Result, bail};
 
 use crate::{bootstrap, workspace_root};
 
-pub const TARGETS: &[&str] =
-    &["btf", "events", "socket_listing", "config", "web_config", "http_request", "executable", "findings"];
+pub const TARGETS: &[&str] = &[
+    "btf",
+    "events",
+    "socket_listing",
+    "config",
+    "web_config",
+    "http_request",
+    "http_response",
+    "executable",
+    "findings",
+];
 
 #[derive(clap::Args, Debug)]
 pub struct FuzzArgs {

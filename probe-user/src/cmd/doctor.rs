@@ -2,7 +2,7 @@
 //! answers) from probes of its own over `--window`.
 use std::{fmt::Write as _, time::Duration};
 
-use super::{daemon_client::DaemonUrl, signals};
+use super::{daemon_client::Daemon, signals};
 use crate::{
     aggregate::{
         Aggregator, Limits,
@@ -15,7 +15,7 @@ use crate::{
 };
 
 pub struct DoctorArgs {
-    pub daemon: DaemonUrl,
+    pub daemon: Daemon,
     pub json: bool,
     /// How long to observe when no daemon answers.
     pub window: Duration,

@@ -16,7 +16,7 @@ use ratatui::{
     widgets::{Block, Cell, Paragraph, Row, Table},
 };
 
-use super::daemon_client::DaemonUrl;
+use super::daemon_client::Daemon;
 use crate::{aggregate::findings, error::Error};
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -256,7 +256,7 @@ impl App {
     }
 }
 
-pub fn run(daemon: DaemonUrl) -> Result<(), Error> {
+pub fn run(daemon: Daemon) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

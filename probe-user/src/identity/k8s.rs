@@ -4,20 +4,18 @@
 //! unreachable the cgroup form stays (docs/metrics.md, label `container`).
 use std::{
     collections::HashMap,
-    net::IpAddr,
     path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde::Deserialize;
-use tokio::net::TcpStream;
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    http_client::{self, Endpoint, Get},
+};
 
 /// How often the pod list of this node is fetched again.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
@@ -134,10 +132,7 @@ impl PodNames {
         }
         // resourceVersion=0: served from the API server's cache, not etcd.
         let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}&resourceVersion=0", api.node);
-        let body = tokio::time::timeout(REQUEST_TIMEOUT, get(api, &path))
-            .await
-            .map_err(|_| err(&format!("no answer within {REQUEST_TIMEOUT:?}")))?
-            .map_err(|e| err(&e))?;
+        let body = get(api, &path).await.map_err(|e| err(&e))?;
         let list: PodList = serde_json::from_slice(&body).map_err(|e| err(&format!("unexpected pod list: {e}")))?;
         let mut map = HashMap::new();
         for pod in list.items {
@@ -198,79 +193,34 @@ pub fn is_node_name(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
-/// `https://host:port` (or `http://` to loopback) → (tls, host, port).
-pub fn endpoint(url: &str) -> Result<(bool, String, u16), String> {
-    let (tls, rest) = match url.split_once("://") {
-        Some(("https", r)) => (true, r),
-        Some(("http", r)) => (false, r),
-        _ => return Err("expected an https:// URL".into()),
-    };
-    let hostport = rest.trim_end_matches('/');
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') => (h, p.parse::<u16>().map_err(|_| format!("bad port in {url}"))?),
-        _ => (hostport, if tls { 443 } else { 80 }),
-    };
-    let host = host.trim_matches(['[', ']']).to_string();
-    if !tls && !host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+/// The API server's address: `https://host:port`, or `http://` to a
+/// loopback address (tests, a local `kubectl proxy`): a bearer token never
+/// crosses a network in clear.
+pub fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::parse(url)?;
+    if !endpoint.tls && !endpoint.is_loopback() {
         return Err("plain http:// is allowed to a loopback address only; use https://".into());
     }
-    Ok((tls, host, port))
+    Ok(endpoint)
 }
 
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-/// One GET with hyper: bounded connect time, body size and (by the caller) total time.
+/// One GET of the API, its token read again each time (the kubelet rotates it).
 async fn get(api: &ApiConfig, path: &str) -> Result<Bytes, String> {
-    let (tls, host, port) = endpoint(&api.url)?;
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| e.to_string())?;
-    let stream: Box<dyn Io> = if tls {
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &api.ca_file {
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("CA {}: {e}", ca.display()))? {
-                roots.add(cert.map_err(|e| format!("CA {}: {e}", ca.display()))?).map_err(|e| e.to_string())?;
-            }
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-        let tls =
-            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
-        Box::new(tls)
-    } else {
-        Box::new(tcp)
-    };
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let endpoint = endpoint(&api.url)?;
     let token = match &api.token_file {
         Some(f) => std::fs::read_to_string(f).ok().map(|t| t.trim().to_string()),
         None => api.token.clone(),
     };
-    let mut req = hyper::Request::get(path)
-        .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::ACCEPT, "application/json");
-    if let Some(t) = token {
-        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    if resp.status() != hyper::StatusCode::OK {
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the pod list: {e} (limit {MAX_BODY_BYTES} bytes)"))?;
-    Ok(body.to_bytes())
+    let request = Get {
+        path,
+        authorization: token.map(|t| format!("Bearer {t}")),
+        ca_file: api.ca_file.as_deref(),
+        server_name: None,
+        connect_timeout: CONNECT_TIMEOUT,
+        timeout: REQUEST_TIMEOUT,
+        max_body_bytes: MAX_BODY_BYTES,
+    };
+    http_client::get(&endpoint, &request).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -279,11 +229,11 @@ mod tests {
 
     #[test]
     fn endpoints_and_node_names() {
-        assert_eq!(endpoint("https://10.0.0.1:6443").unwrap(), (true, "10.0.0.1".into(), 6443));
-        assert_eq!(endpoint("https://[fd00::1]:443/").unwrap(), (true, "fd00::1".into(), 443));
-        assert_eq!(endpoint("https://kubernetes.default").unwrap(), (true, "kubernetes.default".into(), 443));
-        assert_eq!(endpoint("http://127.0.0.1:8080").unwrap(), (false, "127.0.0.1".into(), 8080));
+        assert!(endpoint("https://10.0.0.1:6443").unwrap().tls);
+        assert_eq!(endpoint("http://127.0.0.1:8080").unwrap().port, 8080);
+        assert!(endpoint("http://[::1]:8080").is_ok());
         assert!(endpoint("http://10.0.0.1:8080").unwrap_err().contains("loopback"));
+        assert!(endpoint("http://kubernetes.default").unwrap_err().contains("loopback"));
         assert!(endpoint("ftp://x").is_err());
         assert!(is_node_name("ip-10-0-0-1.ec2.internal"));
         assert!(!is_node_name("node 1 HTTP/1.1\r\nX: y"));
