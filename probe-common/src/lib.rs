@@ -132,6 +132,8 @@ pub struct KernelLayout {
     pub skc_daddr: Field,
     pub skc_rcv_saddr: Field,
     pub skc_dport: Field,
+    /// The local port, host order (zeroed when the port is released).
+    pub skc_num: Field,
     pub skc_v6_daddr: Field,
     pub skc_v6_rcv_saddr: Field,
     pub sk_protocol: Field,
@@ -158,6 +160,9 @@ pub struct KernelLayout {
     pub tcp_copied_seq: Field,
     /// Data segments sent (4.6+): what a receive compares to tell a turn.
     pub tcp_data_segs_out: Field,
+    /// Next sequence number to send: starts at a random ISN in each life of
+    /// a socket, so a receive memo of one life never matches another.
+    pub tcp_snd_nxt: Field,
     // struct task_struct
     pub task_group_leader: Field,
     pub task_comm: Field,
@@ -179,6 +184,7 @@ impl KernelLayout {
         skc_daddr: Field::MISSING,
         skc_rcv_saddr: Field::MISSING,
         skc_dport: Field::MISSING,
+        skc_num: Field::MISSING,
         skc_v6_daddr: Field::MISSING,
         skc_v6_rcv_saddr: Field::MISSING,
         sk_protocol: Field::MISSING,
@@ -197,6 +203,7 @@ impl KernelLayout {
         tcp_rcv_nxt: Field::MISSING,
         tcp_copied_seq: Field::MISSING,
         tcp_data_segs_out: Field::MISSING,
+        tcp_snd_nxt: Field::MISSING,
         task_group_leader: Field::MISSING,
         task_comm: Field::MISSING,
         task_tgid: Field::MISSING,

@@ -35,8 +35,15 @@ pub trait Access {
     /// Reads `T` at `base + field.offset`, or `default` when the kernel has
     /// no such field. `base` must be the program's `sk` (or null).
     fn read<T: Copy>(base: *const u8, field: Field, default: T) -> T;
+    /// `sk` as a `struct tcp_sock`, for [`Access::read_tp`] (null if it is none).
+    fn tcp(sk: *const u8) -> *const u8;
+    /// Reads a member of the `tcp_sock` [`Access::tcp`] returned, or `default`.
+    fn read_tp<T: Copy>(tp: *const u8, field: Field, default: T) -> T;
     /// Reads a `struct tcp_sock` member of `sk`, or `default`.
-    fn read_tcp<T: Copy>(sk: *const u8, field: Field, default: T) -> T;
+    #[inline(always)]
+    fn read_tcp<T: Copy>(sk: *const u8, field: Field, default: T) -> T {
+        Self::read_tp(Self::tcp(sk), field, default)
+    }
     fn get(sk: *const u8) -> Option<*mut SockState>;
     /// A zeroed state for `sk`: created, or at a socket's rebirth reset.
     fn put(sk: *const u8) -> Option<*mut SockState>;
@@ -55,8 +62,13 @@ impl Access for Untyped {
     }
 
     #[inline(always)]
-    fn read_tcp<T: Copy>(sk: *const u8, field: Field, default: T) -> T {
-        kernel::probe_read(sk, field, default)
+    fn tcp(sk: *const u8) -> *const u8 {
+        sk
+    }
+
+    #[inline(always)]
+    fn read_tp<T: Copy>(tp: *const u8, field: Field, default: T) -> T {
+        kernel::probe_read(tp, field, default)
     }
 
     #[inline(always)]
@@ -112,8 +124,12 @@ impl Access for Typed {
     /// hands back the same socket typed as `tcp_sock` (or null if it is not
     /// one), whose members are then plain loads instead of probe reads.
     #[inline(always)]
-    fn read_tcp<T: Copy>(sk: *const u8, field: Field, default: T) -> T {
-        let tp = unsafe { bpf_skc_to_tcp_sock(sk as *mut _) } as *const u8;
+    fn tcp(sk: *const u8) -> *const u8 {
+        unsafe { bpf_skc_to_tcp_sock(sk as *mut _) as *const u8 }
+    }
+
+    #[inline(always)]
+    fn read_tp<T: Copy>(tp: *const u8, field: Field, default: T) -> T {
         if tp.is_null() || field.offset == NO_OFFSET {
             return default;
         }

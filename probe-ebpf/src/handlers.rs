@@ -14,7 +14,7 @@ use probe_common::{
 use crate::{
     access::Access,
     kernel::{self, layout},
-    maps::{self, EVENTS, LISTENERS},
+    maps::{self, EVENTS, LISTENERS, RecvMemo},
 };
 
 /// `MSG_PEEK` (uapi): peeked bytes stay queued, so they are not I/O yet.
@@ -340,6 +340,14 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     if ret <= 0 || (dir == IO_RECV && msg_flags & MSG_PEEK != 0) {
         return;
     }
+    // One helper call for the `tcp_sock` members read below.
+    let tp = if dir == IO_RECV { A::tcp(sk) } else { core::ptr::null() };
+    let sent = A::read_tp::<u32>(tp, layout!(tcp_data_segs_out), 0);
+    // `trace` counts every receive's bytes, so it never skips one.
+    let memo = if A::TYPED && dir == IO_RECV && !trace_all() { Memo::of::<A>(sk, tp, sent) } else { Memo::NONE };
+    if memo.unchanged {
+        return;
+    }
     let st = match A::get(sk) {
         Some(st) => st,
         None => {
@@ -361,11 +369,13 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     if dir == IO_SEND {
         return;
     }
-    let sent = kernel::data_segs_out::<A>(sk);
     let sent_since = sent != st.sent_mark;
     let first = st.flags & flags::RECEIVED == 0;
-    // Most receives continue the last: nothing changes.
+    // Most receives continue the last: nothing changes. Until the socket
+    // sends again, the memo answers its receives on this CPU. (Not kept at
+    // turns: request/response traffic, all turns, would only pay for it.)
     if !sent_since && !first {
+        memo.keep::<A>(sk);
         return;
     }
     st.sent_mark = sent;
@@ -386,6 +396,45 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
         // open now (a one-exchange connection is reported by its close).
         if st.exchanges == 2 && st.birth_ns != 0 && st.flags & flags::OPEN_REPORTED == 0 {
             report_open::<A>(sk, st);
+        }
+    }
+}
+
+/// A receive's slot in [`maps::RECV_MEMO`] and what the socket shows now.
+/// `snd_nxt` joins `data_segs_out` because it starts at a random ISN in
+/// each life of a socket (`tcp_disconnect` zeroes `data_segs_out`), so a
+/// memo never speaks for another life, nor for another socket at the same
+/// address; a FIN moves it too. It is read only when the rest matches: its
+/// cache line is often another CPU's (the other end's softirq wrote it).
+struct Memo {
+    slot: *mut RecvMemo,
+    tp: *const u8,
+    data_segs_out: u32,
+    /// The socket has sent nothing since its last receive on this CPU.
+    unchanged: bool,
+}
+
+impl Memo {
+    const NONE: Memo = Memo { slot: core::ptr::null_mut(), tp: core::ptr::null(), data_segs_out: 0, unchanged: false };
+
+    #[inline(always)]
+    fn of<A: Access>(sk: *const u8, tp: *const u8, data_segs_out: u32) -> Memo {
+        // Both ports share the socket's first cache line, which recvmsg touched.
+        let local_port = A::read::<u16>(sk, layout!(skc_num), 0);
+        let Some(slot) = maps::recv_memo(local_port, kernel::dport::<A>(sk)) else { return Memo::NONE };
+        let seen = unsafe { &*slot };
+        let unchanged = seen.sk == sk as u64
+            && seen.data_segs_out == data_segs_out
+            && seen.snd_nxt == A::read_tp::<u32>(tp, layout!(tcp_snd_nxt), 0);
+        Memo { slot, tp, data_segs_out, unchanged }
+    }
+
+    #[inline(always)]
+    fn keep<A: Access>(&self, sk: *const u8) {
+        if !self.slot.is_null() {
+            let snd_nxt = A::read_tp::<u32>(self.tp, layout!(tcp_snd_nxt), 0);
+            // Per-CPU slot: no other writer.
+            unsafe { *self.slot = RecvMemo { sk: sk as u64, data_segs_out: self.data_segs_out, snd_nxt } };
         }
     }
 }

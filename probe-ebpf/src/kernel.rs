@@ -71,8 +71,9 @@ pub fn sk_shutdown<A: Access>(sk: *const u8) -> u32 {
 /// minus the FIN's sequence number when the peer's FIN is in (docs/kernel-facts.md §2).
 #[inline(always)]
 pub fn unread_bytes<A: Access>(sk: *const u8, fin_received: bool) -> u32 {
-    let rcv_nxt = A::read_tcp::<u32>(sk, layout!(tcp_rcv_nxt), 0);
-    let copied = A::read_tcp::<u32>(sk, layout!(tcp_copied_seq), 0);
+    let tp = A::tcp(sk);
+    let rcv_nxt = A::read_tp::<u32>(tp, layout!(tcp_rcv_nxt), 0);
+    let copied = A::read_tp::<u32>(tp, layout!(tcp_copied_seq), 0);
     let diff = rcv_nxt.wrapping_sub(copied);
     if fin_received { diff.saturating_sub(1) } else { diff }
 }

@@ -41,6 +41,34 @@ pub struct IoArgs {
     pub flags: u64,
 }
 
+/// What the last receives on this CPU found, per socket (direct-mapped by
+/// the socket's ports): a receive that finds its socket has sent nothing
+/// since returns here, without the per-socket state's hash lookup (the
+/// costliest part of a receive that is no turn: streaming responses).
+#[map(name = "RECV_MEMO")]
+pub static RECV_MEMO: PerCpuArray<RecvMemo> = PerCpuArray::with_max_entries(RECV_MEMO_SLOTS, 0);
+
+pub const RECV_MEMO_SLOTS: u32 = 64;
+
+/// A socket as its last receive left it: its state had seen the
+/// conversation up to `data_segs_out`, and `snd_nxt` tells the life (each
+/// starts at a random ISN) and any FIN since.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RecvMemo {
+    pub sk: u64,
+    pub data_segs_out: u32,
+    pub snd_nxt: u32,
+}
+
+/// The slot of a connection with these ports (host order): one of them is
+/// ephemeral, so connections to one server spread over the slots. (The
+/// verifier allows no arithmetic on the socket's address.)
+#[inline(always)]
+pub fn recv_memo(local_port: u16, remote_port: u16) -> Option<*mut RecvMemo> {
+    RECV_MEMO.get_ptr_mut((local_port ^ remote_port) as u32 & (RECV_MEMO_SLOTS - 1))
+}
+
 /// Adds one to this CPU's `counter`; returns the new value.
 #[inline(always)]
 pub fn count(counter: Counter) -> u64 {

@@ -499,3 +499,46 @@ fn privileged_sendfile_responses_and_unanswered_requests_are_exchanges() {
     );
     assert_eq!(exchanges("t40-asker", "outbound"), (1.0, 1.0), "the unanswered request is an exchange");
 }
+
+/// Streamed responses, each read in dozens of receives: most of them are
+/// answered by the per-CPU receive memo without the socket's state, and
+/// every turn still counts, exactly once, on both ends.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_streamed_responses_count_one_exchange_each() {
+    require_root();
+    const E: u64 = 6;
+    const RESPONSE: usize = 256 * 1024;
+    let daemon = Daemon::start(&[]);
+    let mut server = Server::start(&[], "t41-server", &["--response", &RESPONSE.to_string()]);
+    let (host, port) = server.addr.rsplit_once(':').unwrap();
+    let streamer = format!(
+        "import socket\n\
+         c = socket.create_connection(('{host}', {port}))\n\
+         for _ in range({E}):\n\
+         \x20   c.sendall(b'req\\n')\n\
+         \x20   left, receives = {RESPONSE}, 0\n\
+         \x20   while left:\n\
+         \x20       d = c.recv(4096)\n\
+         \x20       assert d, 'response cut short'\n\
+         \x20       left -= len(d); receives += 1\n\
+         \x20   assert receives >= 16, receives\n\
+         c.close()\n"
+    );
+    let status = Command::new(python_named("t41-streamer")).args(["-c", &streamer]).status().expect("run the streamer");
+    assert!(status.success(), "the streamer failed");
+    server.wait();
+    let exchanges = |comm: &str, direction: &str| {
+        let labels = [("comm", comm), ("direction", direction)];
+        let text = daemon.scrape();
+        (
+            metric(&text, "sockprobe_tcp_connection_exchanges_sum", &labels),
+            metric(&text, "sockprobe_tcp_connection_exchanges_count", &labels),
+        )
+    };
+    wait_until("both closes", Duration::from_secs(10), || {
+        exchanges("t41-streamer", "outbound").1 == 1.0 && exchanges("t41-server", "inbound").1 == 1.0
+    });
+    assert_eq!(exchanges("t41-streamer", "outbound"), (E as f64, 1.0), "client: (exchanges, connections)");
+    assert_eq!(exchanges("t41-server", "inbound"), (E as f64, 1.0), "server: (exchanges, connections)");
+}
