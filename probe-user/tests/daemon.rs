@@ -478,14 +478,7 @@ fn privileged_sendfile_responses_and_unanswered_requests_are_exchanges() {
     let status = Command::new(python_named("t40-asker")).args(["-c", &asker]).status().expect("run the asker");
     assert!(status.success(), "the asker failed");
     s.wait().expect("server ends after two connections");
-    let exchanges = |comm: &str, direction: &str| {
-        let labels = [("comm", comm), ("direction", direction)];
-        let text = daemon.scrape();
-        (
-            metric(&text, "sockprobe_tcp_connection_exchanges_sum", &labels),
-            metric(&text, "sockprobe_tcp_connection_exchanges_count", &labels),
-        )
-    };
+    let exchanges = |comm: &str, direction: &str| exchanges_of(&daemon, comm, direction);
     wait_until("the four closes", Duration::from_secs(10), || {
         exchanges("t40-sendfile", "inbound").1 == 2.0
             && exchanges("t40-client", "outbound").1 == 1.0
@@ -528,17 +521,20 @@ fn privileged_streamed_responses_count_one_exchange_each() {
     let status = Command::new(python_named("t41-streamer")).args(["-c", &streamer]).status().expect("run the streamer");
     assert!(status.success(), "the streamer failed");
     server.wait();
-    let exchanges = |comm: &str, direction: &str| {
-        let labels = [("comm", comm), ("direction", direction)];
-        let text = daemon.scrape();
-        (
-            metric(&text, "sockprobe_tcp_connection_exchanges_sum", &labels),
-            metric(&text, "sockprobe_tcp_connection_exchanges_count", &labels),
-        )
-    };
+    let exchanges = |comm: &str, direction: &str| exchanges_of(&daemon, comm, direction);
     wait_until("both closes", Duration::from_secs(10), || {
         exchanges("t41-streamer", "outbound").1 == 1.0 && exchanges("t41-server", "inbound").1 == 1.0
     });
     assert_eq!(exchanges("t41-streamer", "outbound"), (E as f64, 1.0), "client: (exchanges, connections)");
     assert_eq!(exchanges("t41-server", "inbound"), (E as f64, 1.0), "server: (exchanges, connections)");
+}
+
+/// (exchanges, connections) closed by `comm` in `direction`, as the daemon exports them.
+fn exchanges_of(daemon: &Daemon, comm: &str, direction: &str) -> (f64, f64) {
+    let labels = [("comm", comm), ("direction", direction)];
+    let text = daemon.scrape();
+    (
+        metric(&text, "sockprobe_tcp_connection_exchanges_sum", &labels),
+        metric(&text, "sockprobe_tcp_connection_exchanges_count", &labels),
+    )
 }
