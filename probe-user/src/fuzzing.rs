@@ -122,7 +122,7 @@ pub fn http_request(data: &[u8]) {
 /// Kubernetes API; a daemon asked by `doctor` and `top`): a body within the
 /// bound or an error, in bounded time.
 pub fn http_response(data: &[u8]) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     let rt =
         RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"));
@@ -140,6 +140,9 @@ pub fn http_response(data: &[u8]) {
     rt.block_on(async {
         let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(async move {
+            // The request first: hyper drops a connection that speaks before
+            // it was asked anything.
+            let _ = theirs.read(&mut [0u8; 4096]).await;
             let _ = theirs.write_all(&answer).await;
             let _ = theirs.shutdown().await;
             // Held open: the client must end by itself (EOF, error or bound).
@@ -150,6 +153,8 @@ pub fn http_response(data: &[u8]) {
             assert!(body.len() <= request.max_body_bytes, "a body over the bound");
         }
         server.abort();
+        // Dropped here, not at the next input's turn of the runtime.
+        let _ = server.await;
     });
 }
 
