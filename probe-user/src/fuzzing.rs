@@ -130,7 +130,7 @@ pub fn http_response(data: &[u8]) {
     let request = http_client::Get {
         path: "/api/v1/findings",
         authorization: None,
-        ca_file: None,
+        trust: &http_client::Trust::default(),
         server_name: None,
         connect_timeout: std::time::Duration::from_secs(1),
         timeout: std::time::Duration::from_secs(1),

@@ -6,7 +6,7 @@
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -71,9 +71,8 @@ pub struct Get<'a> {
     pub path: &'a str,
     /// The `Authorization` header's value (`Basic …`, `Bearer …`).
     pub authorization: Option<String>,
-    /// PEM bundle of the CAs an https server's certificate must chain to;
-    /// none: the system's bundle.
-    pub ca_file: Option<&'a Path>,
+    /// Whom an https server's certificate must chain to.
+    pub trust: &'a Trust,
     /// The name the certificate must carry, if not the endpoint's host.
     pub server_name: Option<&'a str>,
     pub connect_timeout: Duration,
@@ -109,6 +108,32 @@ impl std::fmt::Display for GetError {
     }
 }
 
+/// The CAs an https server's certificate must chain to: a PEM bundle, or
+/// the system's. Read and parsed at the first https GET, then reused by every
+/// GET given this `Trust` (`top` asks every second); an unreadable bundle is
+/// that GET's TLS error, and the next one's.
+#[derive(Debug, Default)]
+pub struct Trust {
+    ca_file: Option<PathBuf>,
+    config: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+impl Trust {
+    /// `ca_file`, or the system's bundle when none.
+    pub fn new(ca_file: Option<PathBuf>) -> Trust {
+        Trust { ca_file, config: OnceLock::new() }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
+    fn config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        self.config.get_or_init(|| tls_config(self.ca_file.as_deref()).map(Arc::new)).clone()
+    }
+}
+
 /// Bundles where distributions keep the system's CAs (Debian and friends,
 /// Fedora and friends, Alpine, SUSE).
 const SYSTEM_CA_FILES: [&str; 4] = [
@@ -133,13 +158,11 @@ async fn get_unbounded_in_time(endpoint: &Endpoint, req: &Get<'_>) -> Result<Byt
     if !endpoint.tls {
         return get_over(tcp, endpoint, req).await;
     }
-    let config = tls_config(req.ca_file).map_err(GetError::Tls)?;
+    let config = req.trust.config().map_err(GetError::Tls)?;
     let name = ServerName::try_from(req.server_name.unwrap_or(&endpoint.host).to_string())
         .map_err(|e| GetError::Tls(e.to_string()))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| GetError::Tls(e.to_string()))?;
+    let tls =
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| GetError::Tls(e.to_string()))?;
     get_over(tls, endpoint, req).await
 }
 
@@ -282,10 +305,11 @@ mod tests {
     }
 
     fn request(max_body_bytes: usize) -> Get<'static> {
+        static SYSTEM: OnceLock<Trust> = OnceLock::new();
         Get {
             path: "/x",
             authorization: Some("Bearer t".into()),
-            ca_file: None,
+            trust: SYSTEM.get_or_init(Trust::default),
             server_name: None,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
@@ -339,7 +363,17 @@ mod tests {
 
     #[test]
     fn a_missing_ca_bundle_is_named() {
-        let e = tls_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let e = Trust::new(Some("/nonexistent/ca.pem".into())).config().unwrap_err();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn a_trust_reads_its_bundle_once() {
+        let trust = Trust::default();
+        match (trust.config(), trust.config()) {
+            (Ok(a), Ok(b)) => assert!(Arc::ptr_eq(&a, &b), "built again"),
+            (Err(e), _) => eprintln!("skipped: no system CA bundle here ({e})"),
+            (Ok(_), Err(e)) => panic!("read again, and failed: {e}"),
+        }
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::{
     error::Error,
-    http_client::{self, Endpoint, Get, GetError},
+    http_client::{self, Endpoint, Get, GetError, Trust},
 };
 
 pub const DEFAULT_DAEMON: &str = "http://127.0.0.1:9741";
@@ -77,7 +77,7 @@ struct TlsConfig {
 pub struct Daemon {
     endpoint: Endpoint,
     authorization: Option<String>,
-    ca_file: Option<PathBuf>,
+    trust: Trust,
     server_name: Option<String>,
     pub shown: String,
 }
@@ -86,11 +86,10 @@ impl Daemon {
     /// `url` from `--daemon`; `config`, a `--http.config.file` (relative
     /// paths in it are relative to the file, as for `--web.config.file`).
     pub fn new(url: DaemonUrl, config: Option<&Path>) -> Result<Daemon, Error> {
-        let config = match config {
+        let (config, base) = match config {
             Some(path) => read_config(path)?,
             None => (HttpConfig::default(), PathBuf::new()),
         };
-        let (config, base) = config;
         let bad = |why: String| Error::Config(format!("--http.config.file: {why}"));
         let credentials = match (url.credentials, config.basic_auth) {
             (Some(_), Some(_)) => {
@@ -107,7 +106,7 @@ impl Daemon {
         Ok(Daemon {
             authorization: credentials
                 .map(|c| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(c))),
-            ca_file: tls.ca_file.map(|f| base.join(f)),
+            trust: Trust::new(tls.ca_file.map(|f| base.join(f))),
             server_name: tls.server_name,
             endpoint: url.endpoint,
             shown: url.shown,
@@ -119,7 +118,7 @@ impl Daemon {
         let request = Get {
             path,
             authorization: self.authorization.clone(),
-            ca_file: self.ca_file.as_deref(),
+            trust: &self.trust,
             server_name: self.server_name.as_deref(),
             connect_timeout: CONNECT_TIMEOUT,
             timeout: TIMEOUT,
@@ -134,7 +133,6 @@ impl Daemon {
             GetError::Status(s) if s == hyper::StatusCode::NOT_FOUND => {
                 format!("{} has no {path}: is it a sockprobe older than the diagnosis?", self.shown)
             }
-            GetError::Tls(e) if !self.endpoint.tls => format!("{}{path}: {e}", self.shown),
             GetError::Tls(e) => format!(
                 "{}: {e} (does the daemon serve https? give its CA in --http.config.file, tls_config: ca_file)",
                 self.shown
@@ -202,7 +200,7 @@ mod tests {
         .unwrap();
         let d = Daemon::new("https://h:1".parse().unwrap(), Some(&file)).unwrap();
         assert_eq!(d.authorization.as_deref(), Some("Basic bWU6c2VjcmV0"));
-        assert_eq!(d.ca_file, Some(dir.join("ca.pem")));
+        assert_eq!(d.trust.ca_file(), Some(dir.join("ca.pem").as_path()));
         assert_eq!(d.server_name.as_deref(), Some("node-1"));
         let err = |url: &str, text: &str| {
             std::fs::write(&file, text).unwrap();

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::{
     error::Error,
-    http_client::{self, Endpoint, Get},
+    http_client::{self, Endpoint, Get, Trust},
 };
 
 /// How often the pod list of this node is fetched again.
@@ -214,7 +214,8 @@ async fn get(api: &ApiConfig, path: &str) -> Result<Bytes, String> {
     let request = Get {
         path,
         authorization: token.map(|t| format!("Bearer {t}")),
-        ca_file: api.ca_file.as_deref(),
+        // Read again at each refresh: the cluster's CA may be rotated.
+        trust: &Trust::new(api.ca_file.clone()),
         server_name: None,
         connect_timeout: CONNECT_TIMEOUT,
         timeout: REQUEST_TIMEOUT,
