@@ -14,6 +14,24 @@ pub const LAYOUT_GLOBAL: &str = "LAYOUT";
 /// Per-socket state in an LRU hash keyed by the kernel's `struct sock *`
 /// (used when [`StateStore::LruHash`] is chosen).
 pub const SOCKETS_MAP: &str = "SOCKETS";
+/// Per-socket state in a table of slots indexed by socket cookie (used when
+/// [`StateStore::CookieTable`] is chosen; one slot otherwise).
+pub const STATE_TABLE_MAP: &str = "STATE_TABLE";
+/// Name of the global that carries the cookie table's slot count minus one.
+pub const TABLE_MASK_GLOBAL: &str = "TABLE_MASK";
+/// Slots a state may take, from its cookie's home slot on (linear probing).
+pub const TABLE_PROBES: u32 = 8;
+
+/// Slots of the cookie table for `max_sockets` states: twice as many,
+/// rounded up to a power of two (slots are picked by mask), so that at
+/// `max_sockets` live sockets at most half the slots are taken and probing
+/// stays short.
+pub const fn table_slots(max_sockets: u32) -> u32 {
+    let want = if max_sockets < 1 { 2 } else { max_sockets as u64 * 2 };
+    let slots = want.next_power_of_two();
+    if slots > 1 << 30 { 1 << 30 } else { slots as u32 }
+}
+
 /// Ring buffer of [`Event`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Per-CPU counters indexed by [`Counter`].
@@ -43,12 +61,16 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
 #[cfg_attr(feature = "user", serde(rename_all = "kebab-case"))]
 pub enum StateStore {
     /// LRU hash keyed by `struct sock *`: works from every hook, kprobes included.
-    #[default]
     #[cfg_attr(feature = "user", value(name = "lru"), serde(rename = "lru"))]
     LruHash = 0,
     /// Socket-local storage: no hashing, freed with the socket. BTF-typed
     /// hooks only (tp_btf, fentry/fexit; 5.11+).
     SocketLocal = 1,
+    /// A preallocated array of slots indexed by socket cookie: no locks, no
+    /// allocation, no hashing. BTF-typed hooks only (they can ask for a
+    /// socket's cookie).
+    #[default]
+    CookieTable = 2,
 }
 
 impl StateStore {
@@ -57,6 +79,7 @@ impl StateStore {
         match self {
             StateStore::LruHash => "lru",
             StateStore::SocketLocal => "socket-local",
+            StateStore::CookieTable => "cookie-table",
         }
     }
 }
@@ -495,20 +518,34 @@ pub enum Counter {
     EventsLost = 0,
     /// The socket map refused an insert.
     StateInsertFailed = 1,
-    /// Socket-local states created / freed: their difference is the number
-    /// tracked now (that storage cannot be enumerated from userspace).
+    /// Socket-local or cookie-table states created / freed: their
+    /// difference is the number tracked now (neither store is cheap to
+    /// enumerate from userspace).
     StatesCreated = 2,
     StatesFreed = 3,
     /// Records handed to the ring buffer (paces the kernel side's checks of
     /// how full the ring is).
     EventsSubmitted = 4,
+    /// Cookie-table states given up to make room (every slot a socket may
+    /// take was full): the oldest-born socket there loses its state.
+    StatesEvicted = 5,
 }
 
-pub const COUNTER_SLOTS: u32 = 5;
+pub const COUNTER_SLOTS: u32 = 6;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cookie_table_has_twice_the_slots_as_a_power_of_two() {
+        assert_eq!(table_slots(131_072), 262_144);
+        assert_eq!(table_slots(1024), 2048);
+        assert_eq!(table_slots(1000), 2048);
+        assert_eq!(table_slots(0), 2);
+        assert_eq!(table_slots(u32::MAX), 1 << 30, "capped");
+        assert_eq!(StateStore::default(), StateStore::CookieTable);
+    }
 
     #[test]
     fn a_close_out_of_close_wait_carries_its_end() {

@@ -17,6 +17,7 @@ use probe_common::{Counter, Field, NO_OFFSET, SockState, StateStore};
 use crate::{
     kernel,
     maps::{self, SOCK_STORAGE, SOCKETS},
+    table,
 };
 
 /// Filled in by userspace with `EbpfLoader::override_global`. Read-only, so
@@ -45,9 +46,12 @@ pub trait Access {
         Self::read_tp(Self::tcp(sk), field, default)
     }
     fn get(sk: *const u8) -> Option<*mut SockState>;
-    /// A zeroed state for `sk`: created, or at a socket's rebirth reset.
-    fn put(sk: *const u8) -> Option<*mut SockState>;
+    /// A zeroed state for `sk`, whose cookie is `cookie` (0 where the hook
+    /// cannot ask): created, or at a socket's rebirth reset.
+    fn put(sk: *const u8, cookie: u64) -> Option<*mut SockState>;
     fn remove(sk: *const u8);
+    /// State is keyed by the socket's cookie (the cookie table).
+    fn keyed_by_cookie() -> bool;
 }
 
 /// kprobes: probe reads and the LRU hash.
@@ -77,7 +81,7 @@ impl Access for Untyped {
     }
 
     #[inline(always)]
-    fn put(sk: *const u8) -> Option<*mut SockState> {
+    fn put(sk: *const u8, _cookie: u64) -> Option<*mut SockState> {
         if SOCKETS.insert(sk as u64, &EMPTY, BPF_ANY as u64).is_err() {
             maps::count(Counter::StateInsertFailed);
             return None;
@@ -89,6 +93,11 @@ impl Access for Untyped {
     fn remove(sk: *const u8) {
         let _ = SOCKETS.remove(sk as u64);
     }
+
+    #[inline(always)]
+    fn keyed_by_cookie() -> bool {
+        false
+    }
 }
 
 /// tp_btf and fentry/fexit: direct loads, and socket-local storage when
@@ -96,8 +105,19 @@ impl Access for Untyped {
 pub struct Typed;
 
 #[inline(always)]
+fn store_is(store: StateStore) -> bool {
+    unsafe { core::ptr::read_volatile(&raw const STATE_STORE) == store as u32 }
+}
+
+#[inline(always)]
 fn socket_local() -> bool {
-    unsafe { core::ptr::read_volatile(&raw const STATE_STORE) == StateStore::SocketLocal as u32 }
+    store_is(StateStore::SocketLocal)
+}
+
+/// The cookie table: the socket's cookie is its slot's key.
+#[inline(always)]
+fn cookie_table() -> bool {
+    store_is(StateStore::CookieTable)
 }
 
 #[inline(always)]
@@ -138,13 +158,19 @@ impl Access for Typed {
 
     #[inline(always)]
     fn get(sk: *const u8) -> Option<*mut SockState> {
+        if cookie_table() {
+            return table::find(kernel::adopted_cookie::<Self>(sk));
+        }
         if socket_local() { storage_get(sk, core::ptr::null(), 0) } else { Untyped::get(sk) }
     }
 
     #[inline(always)]
-    fn put(sk: *const u8) -> Option<*mut SockState> {
+    fn put(sk: *const u8, cookie: u64) -> Option<*mut SockState> {
+        if cookie_table() {
+            return table::claim(cookie, &EMPTY);
+        }
         if !socket_local() {
-            return Untyped::put(sk);
+            return Untyped::put(sk, cookie);
         }
         let Some(p) = storage_get(sk, &raw const EMPTY, BPF_SK_STORAGE_GET_F_CREATE as u64) else {
             maps::count(Counter::StateInsertFailed);
@@ -162,14 +188,22 @@ impl Access for Typed {
         Some(p)
     }
 
-    /// The storage goes with the socket; only the count is kept here.
+    /// Socket storage goes with the socket; only the count is kept here.
     #[inline(always)]
     fn remove(sk: *const u8) {
+        if cookie_table() {
+            return table::release(kernel::adopted_cookie::<Self>(sk));
+        }
         if !socket_local() {
             return Untyped::remove(sk);
         }
         if storage_get(sk, core::ptr::null(), 0).is_some() {
             maps::count(Counter::StatesFreed);
         }
+    }
+
+    #[inline(always)]
+    fn keyed_by_cookie() -> bool {
+        cookie_table()
     }
 }

@@ -42,7 +42,7 @@ fn trace_all() -> bool {
 /// Creates (or at birth, replaces) the state of `sk`.
 #[inline(always)]
 fn new_state<A: Access>(sk: *const u8, cookie: u64, direction: Direction) -> Option<*mut SockState> {
-    let st = unsafe { &mut *A::put(sk)? };
+    let st = unsafe { &mut *A::put(sk, cookie)? };
     st.cookie = cookie;
     st.direction = direction as u8;
     Some(st)
@@ -160,27 +160,24 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             kernel::capture_owner(&mut st.owner);
             st
         }
+        // The cookie table keys a child by the cookie it has from ESTABLISHED
+        // on: before 6.x `inet_csk_clone_lock` copies the request's cookie
+        // into the child after this event, undoing any asked for here.
+        Transition::Accept if A::keyed_by_cookie() => return,
         Transition::Accept => {
             if !kernel::is_tcp::<A>(sk) {
                 return;
             }
             // Born in softirq: it starts with its listener's owner; the first
             // I/O names the process that accepted it.
-            let Some(st) = new_state::<A>(sk, cookie(), Direction::Inbound) else { return };
-            let st = unsafe { &mut *st };
-            // The child still carries its listener's local address and port
-            // here (docs/architecture.md): the exact key, else the wildcard one.
-            let mut key = kernel::listener_key::<A>(sk, kernel::sport::<A>(sk));
-            let owner = match unsafe { LISTENERS.get(&key) } {
-                Some(o) => Some(o),
-                None => {
-                    kernel::write16(&mut key.addr, [0, 0]);
-                    unsafe { LISTENERS.get(&key) }
-                }
-            };
-            if let Some(owner) = owner {
-                kernel::copy_owner(&mut st.owner, owner);
+            let Some(st) = born_inbound::<A>(sk, cookie()) else { return };
+            st
+        }
+        Transition::Established if A::keyed_by_cookie() && old == states.syn_recv => {
+            if !kernel::is_tcp::<A>(sk) {
+                return;
             }
+            let Some(st) = born_inbound::<A>(sk, cookie()) else { return };
             st
         }
         // A connection already over (its close record sent) reaching CLOSE:
@@ -253,6 +250,27 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         }
         _ => {}
     }
+}
+
+/// A listener's child gets its state, and its listener's owner. The child
+/// carries its listener's port, and its listener's local address until
+/// SYN_RECV is over (docs/architecture.md): the exact key, else the
+/// wildcard one.
+#[inline(always)]
+fn born_inbound<A: Access>(sk: *const u8, cookie: u64) -> Option<&'static mut SockState> {
+    let st = unsafe { &mut *new_state::<A>(sk, cookie, Direction::Inbound)? };
+    let mut key = kernel::listener_key::<A>(sk, kernel::sport::<A>(sk));
+    let owner = match unsafe { LISTENERS.get(&key) } {
+        Some(o) => Some(o),
+        None => {
+            kernel::write16(&mut key.addr, [0, 0]);
+            unsafe { LISTENERS.get(&key) }
+        }
+    };
+    if let Some(owner) = owner {
+        kernel::copy_owner(&mut st.owner, owner);
+    }
+    Some(st)
 }
 
 /// The connection ends: one `close` record, once. Leaving CLOSE_WAIT, it
@@ -342,6 +360,10 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     }
     // One helper call for the `tcp_sock` members read below.
     let tp = if dir == IO_RECV { A::tcp(sk) } else { core::ptr::null() };
+    // Not TCP (a UNIX or UDP socket: this tracepoint fires for every socket).
+    if A::TYPED && dir == IO_RECV && tp.is_null() {
+        return;
+    }
     let sent = A::read_tp::<u32>(tp, layout!(tcp_data_segs_out), 0);
     // `trace` counts every receive's bytes, so it never skips one.
     let memo = if A::TYPED && dir == IO_RECV && !trace_all() { Memo::of::<A>(sk, tp, sent) } else { Memo::NONE };

@@ -175,7 +175,16 @@ pub fn adopted_cookie<A: Access>(sk: *const u8) -> u64 {
         return 0;
     }
     let cookie = A::read::<u64>(sk, layout!(skc_cookie), 0);
-    if cookie != 0 { cookie } else { sk as u64 }
+    if cookie != 0 { cookie } else { address_of(sk) }
+}
+
+/// `sk`'s address as a plain number. The verifier allows no arithmetic on a
+/// typed pointer (the cookie table computes a slot from this), but a copy
+/// read back through a probe read is just a number.
+#[inline(always)]
+pub fn address_of(sk: *const u8) -> u64 {
+    let spilled = sk as u64;
+    unsafe { bpf_probe_read_kernel(&raw const spilled) }.unwrap_or(0)
 }
 
 /// The socket's network namespace (`net.ns.inum`), 0 where BTF lacks it.

@@ -4,6 +4,9 @@
 //! `programs/` only adapt a hook's arguments (tp_btf, fentry/fexit, kprobe).
 //! Userspace decides at start-up which of them to load (its probe table).
 #![no_std]
+// Compare-and-swap (the cookie table): the BPF target's atomics offer none.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 #![no_main]
 
 mod access;
@@ -12,3 +15,4 @@ mod kernel;
 mod maps;
 mod object;
 mod programs;
+mod table;

@@ -2,7 +2,7 @@
 use aya_ebpf::{
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
     COUNTER_SLOTS, Counter, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, ListenerKey, Owner, SockState,
@@ -12,6 +12,11 @@ use probe_common::{
 /// destroy cannot leak. Shrunk to one entry when socket storage is used.
 #[map(name = "SOCKETS")]
 pub static SOCKETS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(DEFAULT_MAX_SOCKETS, 0);
+
+/// Per-socket state in slots indexed by socket cookie (see `table`). Sized
+/// by userspace; one slot when another store is used.
+#[map(name = "STATE_TABLE")]
+pub static STATE_TABLE: Array<SockState> = Array::with_max_entries(1, 0);
 
 /// Per-socket state in socket-local storage (see `store`).
 #[btf_map(name = "SOCK_STORAGE")]

@@ -70,13 +70,13 @@ pub struct MetricsSection {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProbeSection {
     #[arg(id = "probe.max-sockets", long = "probe.max-sockets", value_name = "N",
-          help = with_default("Size of the LRU per-socket map; beyond it the least recently used sockets are forgotten (~140 bytes of kernel memory each)", DEFAULT_MAX_SOCKETS))]
+          help = with_default("Sockets the kernel side keeps state for, allocated up front: the cookie table gets twice as many slots (88 bytes each), the LRU hash this many entries (~140 bytes each). Beyond it, the oldest (table) or least recently used (LRU) sockets are forgotten, counted", DEFAULT_MAX_SOCKETS))]
     pub max_sockets: Option<u32>,
     #[arg(id = "probe.ring-buffer-bytes", long = "probe.ring-buffer-bytes", value_name = "BYTES",
           help = with_default("Kernel-to-userspace ring buffer, a power of two; overflow is counted in sockprobe_events_lost_total", DEFAULT_RING_BUFFER_BYTES))]
     pub ring_buffer_bytes: Option<u32>,
     #[arg(id = "probe.state-store", long = "probe.state-store", value_name = "STORE",
-          help = with_default("Where the kernel side keeps per-socket state: `lru`, a hash map of --probe.max-sockets entries, cheapest under connection churn; or `socket-local`, socket storage (kernel 5.11+, not with kprobes): cheaper per send/recv and unbounded, but an allocation per socket. Benchmarks: docs/benchmarks.md", StateStore::default().name()))]
+          help = with_default("Where the kernel side keeps per-socket state: `cookie-table`, an array indexed by socket cookie, no locks or allocation (BTF hooks only); `lru`, a hash map, works with kprobes too; or `socket-local`, socket storage (kernel 5.11+, BTF hooks only): unbounded, an allocation per socket. Where kprobes stand in, `lru` is used. Benchmarks: docs/benchmarks.md", StateStore::default().name()))]
     pub state_store: Option<StateStore>,
 }
 
@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(c.max_endpoints, 100);
         assert_eq!(c.series_ttl, Duration::from_secs(600));
         assert_eq!(c.reconcile_interval, Duration::from_secs(30));
-        assert_eq!(c.probe.state_store, StateStore::LruHash);
+        assert_eq!(c.probe.state_store, StateStore::CookieTable);
         assert_eq!(c.probe.max_sockets, 131_072);
         assert_eq!(c.log_level, LogLevel::Info);
     }
@@ -513,6 +513,8 @@ mod tests {
     fn state_store_from_file_and_bad_values() {
         let c = load("[probe]\nstate-store = \"socket-local\"\n", Settings::default()).unwrap();
         assert_eq!(c.probe.state_store, StateStore::SocketLocal);
+        let c = load("[probe]\nstate-store = \"lru\"\n", Settings::default()).unwrap();
+        assert_eq!(c.probe.state_store, StateStore::LruHash);
         let e = load("[probe]\nstate-store = \"hash\"\n", Settings::default()).unwrap_err().to_string();
         assert!(e.contains("probe.state-store") && e.contains("socket-local"), "{e}");
     }

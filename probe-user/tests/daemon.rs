@@ -538,3 +538,35 @@ fn exchanges_of(daemon: &Daemon, comm: &str, direction: &str) -> (f64, f64) {
         metric(&text, "sockprobe_tcp_connection_exchanges_count", &labels),
     )
 }
+
+/// A cookie table too small for the sockets held (`--probe.max-sockets
+/// 1024`: 2048 slots; 3000 connections, both ends here: 6000 sockets): it
+/// fills and never holds more than its slots, the sockets that gave their
+/// slots up are counted, and closing them all frees every slot.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_full_cookie_table_evicts_counted_and_frees() {
+    require_root();
+    const SLOTS: f64 = 2048.0;
+    const SOCKETS: f64 = 6000.0;
+    let daemon = Daemon::start(&["--probe.max-sockets", "1024"]);
+    let text = daemon.scrape();
+    assert_eq!(metric(&text, "sockprobe_evicted_sockets_total", &[]), 0.0, "nothing evicted yet\n{text}");
+    let hold = Killed(spawn_ready(
+        &["prlimit", "--nofile=16384"],
+        *PEER,
+        &["--name", "t-evict", "hold", "--connections", "3000"],
+    ));
+    let text = daemon.scrape();
+    let (tracked, evicted) =
+        (metric(&text, "sockprobe_tracked_sockets", &[]), metric(&text, "sockprobe_evicted_sockets_total", &[]));
+    // Consecutive cookies take consecutive slots: 6000 of them reach every slot.
+    assert!((SLOTS - 64.0..=SLOTS).contains(&tracked), "{tracked} states in {SLOTS} slots\n{text}");
+    assert!(evicted >= SOCKETS - tracked, "{evicted} evictions for {SOCKETS} sockets in {tracked} states\n{text}");
+    drop(hold);
+    wait_until_ok("every slot freed", Duration::from_secs(10), || {
+        let tracked = metric(&daemon.scrape(), "sockprobe_tracked_sockets", &[]);
+        // The scrape's own connection may hold a slot or two.
+        if tracked <= 4.0 { Ok(()) } else { Err(format!("{tracked} states still tracked")) }
+    });
+}

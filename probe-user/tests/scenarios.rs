@@ -10,15 +10,23 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Two tests of one scenario: with the default state store (the LRU hash)
-/// and with socket-local storage.
+/// Three tests of one scenario: with the default state store (the cookie
+/// table), with the LRU hash (which kprobe hooks use) and with socket-local
+/// storage.
 macro_rules! with_each_store {
-    ($default:ident, $socket_local:ident, $scenario:ident) => {
+    ($default:ident, $lru:ident, $socket_local:ident, $scenario:ident) => {
         #[test]
         #[ignore = "needs root: `sudo cargo xtask test` runs it"]
         fn $default() {
             require_root();
             $scenario(&[]);
+        }
+
+        #[test]
+        #[ignore = "needs root: `sudo cargo xtask test` runs it"]
+        fn $lru() {
+            require_root();
+            $scenario(LRU);
         }
 
         #[test]
@@ -32,6 +40,7 @@ macro_rules! with_each_store {
 
 with_each_store!(
     privileged_unread_close_matches_kernel_counter,
+    privileged_unread_close_matches_kernel_counter_lru,
     privileged_unread_close_matches_kernel_counter_socket_local,
     unread_close_matches_kernel_counter
 );
@@ -119,6 +128,7 @@ fn privileged_full_read_closes_cleanly() {
 
 with_each_store!(
     privileged_exchanges_counted_on_both_ends,
+    privileged_exchanges_counted_on_both_ends_lru,
     privileged_exchanges_counted_on_both_ends_socket_local,
     exchanges_counted_on_both_ends
 );
@@ -149,6 +159,7 @@ fn exchanges_counted_on_both_ends(store: &[&str]) {
 
 with_each_store!(
     privileged_close_wait_attributed_with_age,
+    privileged_close_wait_attributed_with_age_lru,
     privileged_close_wait_attributed_with_age_socket_local,
     close_wait_attributed_with_age
 );

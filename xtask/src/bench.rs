@@ -47,9 +47,12 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Tracer {
     None,
+    /// sockprobe's defaults (state in the cookie table).
     Sockprobe,
-    /// sockprobe with its state in socket-local storage instead of the
-    /// default LRU hash: the two stores side by side.
+    /// sockprobe with its state in the LRU hash (what kprobe hooks use).
+    SockprobeLru,
+    /// sockprobe with its state in socket-local storage: the three stores
+    /// side by side.
     SockprobeSocketLocal,
     Bpftrace,
     /// Empty `tp_btf` programs of our own on the same six tracepoints
@@ -64,6 +67,7 @@ impl Tracer {
         match self {
             Tracer::None => "none",
             Tracer::Sockprobe => "sockprobe",
+            Tracer::SockprobeLru => "sockprobe-lru",
             Tracer::SockprobeSocketLocal => "sockprobe-socket-local",
             Tracer::Bpftrace => "bpftrace",
             Tracer::Floor => "empty-tp_btf",
@@ -169,9 +173,13 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
     }
     let before: HashSet<u64> = bpf_programs()?.into_keys().collect();
     let (child, metrics_addr) = match tracer {
-        Tracer::Sockprobe | Tracer::SockprobeSocketLocal => {
+        Tracer::Sockprobe | Tracer::SockprobeLru | Tracer::SockprobeSocketLocal => {
             let addr = "127.0.0.1:19741".to_string();
-            let store = if tracer == Tracer::SockprobeSocketLocal { "socket-local" } else { "lru" };
+            let store = match tracer {
+                Tracer::SockprobeSocketLocal => "socket-local",
+                Tracer::SockprobeLru => "lru",
+                _ => "cookie-table",
+            };
             let child = Command::new(workspace_root().join("target/release/sockprobe"))
                 .args(["run", "--log.level", "warn", "--web.listen-address", &addr, "--probe.state-store", store])
                 .spawn()
@@ -449,7 +457,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let nginx = start_nginx(&dir)?;
 
-    let tracers = [Tracer::None, Tracer::Sockprobe, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor];
+    let tracers = [
+        Tracer::None,
+        Tracer::Sockprobe,
+        Tracer::SockprobeLru,
+        Tracer::SockprobeSocketLocal,
+        Tracer::Bpftrace,
+        Tracer::Floor,
+    ];
     let workloads = [Workload::Churn, Workload::KeepAlive, Workload::Bulk];
     let mut samples = Vec::new();
     let mut acc = CostAcc::default();
@@ -474,7 +489,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Per workload and tracer, from its bpf_stats pass: (run_time_ns, run_cnt, requests).
     let mut pass_cost: BTreeMap<(Workload, Tracer), (u64, u64, f64)> = BTreeMap::new();
     for w in workloads {
-        for t in [Tracer::Sockprobe, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor] {
+        for t in
+            [Tracer::Sockprobe, Tracer::SockprobeLru, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor]
+        {
             let running = start_tracer(t, &dir)?;
             let rps = run_wrk(w, nginx.port, args.seconds)?;
             if let Some(r) = running {
@@ -508,9 +525,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let _ = writeln!(
         report,
-        "| workload | baseline req/s (median) | sockprobe / baseline | sockprobe, socket-local store / baseline | bpftrace / baseline | empty tp_btf / baseline |"
+        "| workload | baseline req/s (median) | sockprobe (cookie table) / baseline | sockprobe, LRU hash / baseline | sockprobe, socket-local store / baseline | bpftrace / baseline | empty tp_btf / baseline |"
     );
-    let _ = writeln!(report, "|---|---|---|---|---|---|");
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|");
     for w in workloads {
         let base: HashMap<usize, f64> = samples
             .iter()
@@ -529,10 +546,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         };
         let _ = writeln!(
             report,
-            "| {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} |",
             w.name(),
             base_med,
             ratio(Tracer::Sockprobe),
+            ratio(Tracer::SockprobeLru),
             ratio(Tracer::SockprobeSocketLocal),
             ratio(Tracer::Bpftrace),
             ratio(Tracer::Floor)
@@ -594,7 +612,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "| tracer | churn: runs / ns per connection (/ floor) | keep-alive: ns per request (/ floor) | bulk: ns per request (/ floor) | all workloads: ns per tracepoint hit | / empty tp_btf | / bpftrace |"
     );
     let _ = writeln!(report, "|---|---|---|---|---|---|---|");
-    for t in [Tracer::Sockprobe, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor] {
+    for t in [Tracer::Sockprobe, Tracer::SockprobeLru, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor] {
         let runs = pass_cost.get(&(Workload::Churn, t)).map(|(_, cnt, req)| *cnt as f64 / req.max(1.0)).unwrap_or(0.0);
         let cell = |w: Workload| {
             format!("{:.0} ({:.2}x)", per_request(w, t), per_request(w, t) / per_request(w, Tracer::Floor).max(1.0))

@@ -405,13 +405,13 @@ fn read_check(json: &str, out: &mut Outcome) {
         out.probes.push((text("feature"), text("probe"), status));
     }
     let store = &report["state_store"];
-    out.state = match store["socket_local"].as_bool() {
-        Some(true) => "per-socket state: LRU hash (default); socket-local storage available".into(),
-        Some(false) => format!(
-            "per-socket state: LRU hash; socket-local storage unavailable: {}",
-            store["reason"].as_str().unwrap_or("")
+    out.state = match (store["chosen"].as_str(), store["reason"].as_str()) {
+        (Some(chosen), None) => format!("per-socket state: {chosen} (default)"),
+        (Some(chosen), Some(why)) => format!(
+            "per-socket state: {chosen}; {} unavailable: {why}",
+            store["default"].as_str().unwrap_or("the default")
         ),
-        None => format!("no state store reported: {}", report["result"].as_str().unwrap_or("")),
+        (None, _) => format!("no state store reported: {}", report["result"].as_str().unwrap_or("")),
     };
 }
 

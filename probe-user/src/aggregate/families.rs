@@ -110,6 +110,7 @@ pub struct Families {
     pub probe_attached: IntGaugeVec,
     pub events_lost: IntCounter,
     pub untracked_sockets: IntCounter,
+    pub evicted_sockets: IntCounter,
     pub tracked_sockets: IntGauge,
     pub series_overflow: IntCounterVec,
     /// 1 while a diagnosis finding stands.
@@ -187,6 +188,14 @@ impl Families {
                 IntCounter::new(
                     "sockprobe_untracked_sockets_total",
                     "Sockets the kernel side could not start following (its socket map refused the state).",
+                )
+                .expect("valid metric"),
+            ),
+            evicted_sockets: register(
+                &r,
+                IntCounter::new(
+                    "sockprobe_evicted_sockets_total",
+                    "Sockets the kernel side stopped following to make room (every cookie-table slot they could take was full).",
                 )
                 .expect("valid metric"),
             ),

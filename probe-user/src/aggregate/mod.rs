@@ -120,6 +120,7 @@ pub struct Exported {
     pub registry: prometheus::Registry,
     pub events_lost: prometheus::IntCounter,
     pub untracked_sockets: prometheus::IntCounter,
+    pub evicted_sockets: prometheus::IntCounter,
     pub tracked_sockets: prometheus::IntGauge,
 }
 
@@ -376,6 +377,7 @@ impl Aggregator {
             registry: self.f.registry(),
             events_lost: self.f.events_lost.clone(),
             untracked_sockets: self.f.untracked_sockets.clone(),
+            evicted_sockets: self.f.evicted_sockets.clone(),
             tracked_sockets: self.f.tracked_sockets.clone(),
         }
     }

@@ -59,8 +59,8 @@ pub struct ProbeRow {
 pub struct StateStoreRow {
     /// The store `run` uses by default.
     pub default: &'static str,
-    /// Whether `--probe.state-store=socket-local` would be honoured.
-    pub socket_local: bool,
+    /// The store `run` would use here with the default settings.
+    pub chosen: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -140,12 +140,12 @@ pub fn inspect() -> Report {
         r.result = "cannot attach without privileges: run `sudo sockprobe check`".into();
         return r;
     }
-    // Socket-local storage asked for, to say whether it would work here; as
-    // `trace` (a superset of what `run` attaches), so every feature is tried.
+    // The default store, to say whether it works here; as `trace` (a
+    // superset of what `run` attaches), so every feature is tried.
     let settings = ProbeSettings {
         max_sockets: 1024,
         ring_buffer_bytes: 4096,
-        state_store: StateStore::SocketLocal,
+        state_store: StateStore::default(),
         trace_all: true,
     };
     match Probes::attach_with(settings, true) {
@@ -170,8 +170,8 @@ pub fn inspect() -> Report {
                 .collect();
             r.state_store = Some(StateStoreRow {
                 default: StateStore::default().name(),
-                socket_local: probes.store.refused.is_none(),
-                reason: probes.store.refused.clone(),
+                chosen: probes.store.store.name(),
+                reason: probes.store.refused.as_ref().map(|(_, why)| why.clone()),
             });
             r.socket_listing =
                 Some(if probes.attached(Feature::SocketListing) { LISTING_ITERATOR } else { LISTING_SOCK_DIAG });
@@ -213,13 +213,8 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(s) = &r.state_store {
         let _ = match &s.reason {
-            None => writeln!(
-                out,
-                "state        per-socket state: LRU hash (default); socket-local storage available (--probe.state-store=socket-local)"
-            ),
-            Some(why) => {
-                writeln!(out, "state        per-socket state: LRU hash; socket-local storage unavailable: {why}")
-            }
+            None => writeln!(out, "state        per-socket state: {} (default)", s.chosen),
+            Some(why) => writeln!(out, "state        per-socket state: {}; {} unavailable: {why}", s.chosen, s.default),
         };
     }
     if let Some(l) = r.socket_listing {

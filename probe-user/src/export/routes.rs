@@ -41,10 +41,11 @@ const REFRESH_WAIT: Duration = Duration::from_secs(1);
 pub struct Exporter {
     exported: Exported,
     stats: Arc<Mutex<Option<KernelStats>>>,
-    /// The kernel's own counts last mirrored into `events_lost` and
-    /// `untracked_sockets`.
+    /// The kernel's own counts last mirrored into `events_lost`,
+    /// `untracked_sockets` and `evicted_sockets`.
     events_lost_seen: Arc<AtomicU64>,
     untracked_seen: Arc<AtomicU64>,
+    evicted_seen: Arc<AtomicU64>,
     ready: AtomicBool,
     telemetry_path: String,
     refresh: mpsc::Sender<RefreshRequest>,
@@ -65,6 +66,7 @@ impl Exporter {
             stats: Arc::new(Mutex::new(None)),
             events_lost_seen: Arc::new(AtomicU64::new(0)),
             untracked_seen: Arc::new(AtomicU64::new(0)),
+            evicted_seen: Arc::new(AtomicU64::new(0)),
             ready: AtomicBool::new(false),
             telemetry_path,
             refresh,
@@ -151,18 +153,22 @@ impl Exporter {
     async fn metrics(&self) -> String {
         let _ = self.diagnosis().await;
         let exported = self.exported.clone();
-        let (stats, lost_seen, untracked_seen) =
-            (self.stats.clone(), self.events_lost_seen.clone(), self.untracked_seen.clone());
+        let (stats, lost_seen, untracked_seen, evicted_seen) =
+            (self.stats.clone(), self.events_lost_seen.clone(), self.untracked_seen.clone(), self.evicted_seen.clone());
         // Off the async thread: counting the LRU map's keys is a syscall each.
         let render = move || {
-            let (lost, untracked, sockets) = match stats.lock().unwrap().as_ref() {
-                Some(k) => {
-                    (k.counter(Counter::EventsLost), k.counter(Counter::StateInsertFailed), k.tracked_sockets() as i64)
-                }
-                None => (0, 0, 0),
+            let (lost, untracked, evicted, sockets) = match stats.lock().unwrap().as_ref() {
+                Some(k) => (
+                    k.counter(Counter::EventsLost),
+                    k.counter(Counter::StateInsertFailed),
+                    k.counter(Counter::StatesEvicted),
+                    k.tracked_sockets() as i64,
+                ),
+                None => (0, 0, 0, 0),
             };
             mirror(&exported.events_lost, &lost_seen, lost);
             mirror(&exported.untracked_sockets, &untracked_seen, untracked);
+            mirror(&exported.evicted_sockets, &evicted_seen, evicted);
             exported.tracked_sockets.set(sockets);
             encode(&exported.registry)
         };

@@ -7,8 +7,8 @@ use aya::{
 };
 use probe_common::{
     COUNTERS_MAP, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL,
-    LISTENERS_MAP, ListenerKey, Owner, SOCKET_ITER_PROGRAM, SOCKETS_MAP, STATE_STORE_GLOBAL, StateStore,
-    TRACE_ALL_GLOBAL, TcpStates,
+    LISTENERS_MAP, ListenerKey, NO_OFFSET, Owner, SOCKET_ITER_PROGRAM, SOCKETS_MAP, STATE_STORE_GLOBAL,
+    STATE_TABLE_MAP, StateStore, TABLE_MASK_GLOBAL, TRACE_ALL_GLOBAL, TcpStates, table_slots,
 };
 
 use super::{
@@ -42,8 +42,9 @@ pub struct ProbeStatus {
 pub struct ProbeSettings {
     pub max_sockets: u32,
     pub ring_buffer_bytes: u32,
-    /// Preferred store; socket-local storage falls back to the LRU hash where
-    /// it cannot work (kprobes, kernels before 5.11).
+    /// Preferred store; the cookie table and socket-local storage fall back
+    /// to the LRU hash where they cannot work (kprobes; kernels before 5.11
+    /// for socket storage).
     pub state_store: StateStore,
     /// Every event, as `sockprobe trace` shows them (`TRACE_ALL_GLOBAL`);
     /// off for the daemon, which needs one record per ordinary connection.
@@ -55,7 +56,7 @@ impl Default for ProbeSettings {
         ProbeSettings {
             max_sockets: DEFAULT_MAX_SOCKETS,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
-            state_store: StateStore::LruHash,
+            state_store: StateStore::default(),
             trace_all: false,
         }
     }
@@ -77,20 +78,20 @@ pub struct Probes {
 #[derive(Clone, Debug)]
 pub struct StoreChoice {
     pub store: StateStore,
-    /// Why socket-local storage, asked for, was not used.
-    pub refused: Option<String>,
+    /// The store asked for, and why it was not used (then `store` is the LRU hash).
+    pub refused: Option<(StateStore, String)>,
 }
 
 impl StoreChoice {
-    fn socket_local() -> StoreChoice {
-        StoreChoice { store: StateStore::SocketLocal, refused: None }
-    }
-
     pub fn describe(&self) -> String {
-        match (self.store, &self.refused) {
-            (StateStore::SocketLocal, _) => "socket-local storage (BPF_MAP_TYPE_SK_STORAGE)".into(),
-            (StateStore::LruHash, None) => "LRU hash (--probe.state-store=lru)".into(),
-            (StateStore::LruHash, Some(why)) => format!("LRU hash (socket-local storage unavailable: {why})"),
+        let what = match self.store {
+            StateStore::CookieTable => "cookie table (BPF_MAP_TYPE_ARRAY indexed by socket cookie)",
+            StateStore::SocketLocal => "socket-local storage (BPF_MAP_TYPE_SK_STORAGE)",
+            StateStore::LruHash => "LRU hash",
+        };
+        match &self.refused {
+            None => format!("{what} (--probe.state-store={})", self.store.name()),
+            Some((asked, why)) => format!("{what} (--probe.state-store={} unavailable: {why})", asked.name()),
         }
     }
 }
@@ -136,8 +137,13 @@ impl Loaded {
 
 impl LoadContext<'_> {
     fn load(&self, store: StateStore) -> Result<Loaded, Error> {
-        // The LRU map is preallocated: keep it tiny when it is not used.
-        let max_sockets = if store == StateStore::SocketLocal { 1 } else { self.sizes.max_sockets };
+        if store == StateStore::CookieTable && self.layout.skc_cookie.offset == NO_OFFSET {
+            return Err(Error::Load("this kernel's BTF has no sock_common.skc_cookie".into()));
+        }
+        // Both maps are preallocated: the one not used is kept to one entry.
+        let max_sockets = if store == StateStore::LruHash { self.sizes.max_sockets } else { 1 };
+        let table_slots = if store == StateStore::CookieTable { table_slots(self.sizes.max_sockets) } else { 1 };
+        let table_mask = table_slots - 1;
         let store_value = store as u32;
         let trace_all = self.sizes.trace_all as u32;
         let mut ebpf = EbpfLoader::new()
@@ -145,7 +151,9 @@ impl LoadContext<'_> {
             .override_global(LAYOUT_GLOBAL, self.layout, true)
             .override_global(STATE_STORE_GLOBAL, &store_value, true)
             .override_global(TRACE_ALL_GLOBAL, &trace_all, true)
+            .override_global(TABLE_MASK_GLOBAL, &table_mask, true)
             .map_max_entries(SOCKETS_MAP, max_sockets)
+            .map_max_entries(STATE_TABLE_MAP, table_slots)
             .map_max_entries(EVENTS_MAP, self.sizes.ring_buffer_bytes.next_power_of_two().max(4096))
             .load(OBJECT)
             .map_err(|e| Error::Load(one_line(&e)))?;
@@ -216,9 +224,10 @@ impl Probes {
     /// As [`Probes::attach`]; with `try_all`, also loads every fallback once
     /// (then detaches it) so `sockprobe check` can say whether it would work.
     ///
-    /// With `state_store` socket-local, that is tried first; when a kprobe had
-    /// to stand in (kprobes cannot use socket storage) or it did not load,
-    /// everything is loaded again with the LRU hash, which every hook can share.
+    /// A `state_store` other than the LRU hash is tried first; when a kprobe
+    /// had to stand in (kprobes can neither ask for cookies nor use socket
+    /// storage) or it did not load, everything is loaded again with the LRU
+    /// hash, which every hook can share.
     pub fn attach_with(sizes: ProbeSettings, try_all: bool) -> Result<Probes, Error> {
         privileges::require()?;
         let btf = Btf::from_vmlinux()?;
@@ -228,21 +237,22 @@ impl Probes {
         raise_memlock_limit();
         let ctx = LoadContext { btf: &btf, aya_btf: &aya_btf, layout: &kernel_layout, sizes, try_all };
 
-        let refused = if sizes.state_store == StateStore::LruHash {
+        let asked = sizes.state_store;
+        let refused = if asked == StateStore::LruHash {
             None
         } else {
-            let why = match ctx.load(StateStore::SocketLocal) {
+            let why = match ctx.load(asked) {
                 Ok(loaded) => match loaded.kprobe_in_use() {
                     None => {
-                        let store = StoreChoice::socket_local();
+                        let store = StoreChoice { store: asked, refused: None };
                         return Ok(loaded.into_probes(reasons, kernel_layout.states, store, sizes.trace_all));
                     }
-                    Some(hooks) => format!("{hooks} cannot use socket storage"),
+                    Some(hooks) => format!("{hooks} stand in and cannot use it"),
                 },
                 Err(e) => e.to_string(),
             };
-            log::warn!("socket-local storage unavailable, using the LRU hash: {why}");
-            Some(why)
+            log::warn!("state store {} unavailable, using the LRU hash: {why}", asked.name());
+            Some((asked, why))
         };
         let loaded = ctx.load(StateStore::LruHash)?;
         let store = StoreChoice { store: StateStore::LruHash, refused };

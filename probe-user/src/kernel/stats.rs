@@ -23,7 +23,8 @@ impl KernelStats {
     }
 
     /// Sockets with kernel-side state now: the LRU map's entries (one
-    /// syscall per socket), or socket-local states created minus freed.
+    /// syscall per socket), or (cookie table, socket-local storage) states
+    /// created minus freed.
     pub fn tracked_sockets(&self) -> usize {
         match &self.sockets {
             Some(map) => map.keys().filter(Result::is_ok).count(),

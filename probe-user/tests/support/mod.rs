@@ -53,8 +53,11 @@ pub struct Tracer {
 }
 
 /// Flags for a tracer that keeps kernel state in socket-local storage
-/// instead of the default LRU hash.
+/// instead of the default cookie table.
 pub const SOCKET_LOCAL: &[&str] = &["--probe.state-store", "socket-local"];
+/// Flags for a tracer that keeps kernel state in the LRU hash (what kprobe
+/// hooks use) instead of the default cookie table.
+pub const LRU: &[&str] = &["--probe.state-store", "lru"];
 
 impl Tracer {
     pub fn start(args: &[&str]) -> Tracer {
