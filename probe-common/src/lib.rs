@@ -19,7 +19,7 @@ pub const SOCKETS_MAP: &str = "SOCKETS";
 pub const STATE_TABLE_MAP: &str = "STATE_TABLE";
 /// Name of the global that carries the cookie table's slot count minus one.
 pub const TABLE_MASK_GLOBAL: &str = "TABLE_MASK";
-/// Slots a state may take, from its cookie's home slot on (linear probing).
+/// Slots in each of the two windows a state may take (probe-ebpf/src/table.rs).
 pub const TABLE_PROBES: u32 = 8;
 
 /// Slots of the cookie table for `max_sockets` states: twice as many,
@@ -67,7 +67,7 @@ pub enum StateStore {
     /// hooks only (tp_btf, fentry/fexit; 5.11+).
     SocketLocal = 1,
     /// A preallocated array of slots indexed by socket cookie: no locks, no
-    /// allocation, no hashing. BTF-typed hooks only (they can ask for a
+    /// allocation, no hash map. BTF-typed hooks only (they can ask for a
     /// socket's cookie).
     #[default]
     CookieTable = 2,
@@ -527,7 +527,8 @@ pub enum Counter {
     /// how full the ring is).
     EventsSubmitted = 4,
     /// Cookie-table states given up to make room (every slot a socket may
-    /// take was full): the oldest-born socket there loses its state.
+    /// take was full): a socket there keyed by address, else the
+    /// oldest-born, loses its state.
     StatesEvicted = 5,
 }
 

@@ -165,19 +165,11 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         // into the child after this event, undoing any asked for here.
         Transition::Accept if A::keyed_by_cookie() => return,
         Transition::Accept => {
-            if !kernel::is_tcp::<A>(sk) {
-                return;
-            }
-            // Born in softirq: it starts with its listener's owner; the first
-            // I/O names the process that accepted it.
-            let Some(st) = born_inbound::<A>(sk, cookie()) else { return };
+            let Some(st) = born_inbound::<A>(sk, cookie) else { return };
             st
         }
         Transition::Established if A::keyed_by_cookie() && old == states.syn_recv => {
-            if !kernel::is_tcp::<A>(sk) {
-                return;
-            }
-            let Some(st) = born_inbound::<A>(sk, cookie()) else { return };
+            let Some(st) = born_inbound::<A>(sk, cookie) else { return };
             st
         }
         // A connection already over (its close record sent) reaching CLOSE:
@@ -252,13 +244,17 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
     }
 }
 
-/// A listener's child gets its state, and its listener's owner. The child
-/// carries its listener's port, and its listener's local address until
-/// SYN_RECV is over (docs/architecture.md): the exact key, else the
-/// wildcard one.
+/// A listener's child (if TCP) gets its state, and its listener's owner:
+/// born in softirq, it has no other; the first I/O names the process that
+/// accepted it. The child carries its listener's port, and its listener's
+/// local address until SYN_RECV is over (docs/architecture.md): the exact
+/// key, else the wildcard one.
 #[inline(always)]
-fn born_inbound<A: Access>(sk: *const u8, cookie: u64) -> Option<&'static mut SockState> {
-    let st = unsafe { &mut *new_state::<A>(sk, cookie, Direction::Inbound)? };
+fn born_inbound<A: Access>(sk: *const u8, cookie: impl Fn() -> u64) -> Option<&'static mut SockState> {
+    if !kernel::is_tcp::<A>(sk) {
+        return None;
+    }
+    let st = unsafe { &mut *new_state::<A>(sk, cookie(), Direction::Inbound)? };
     let mut key = kernel::listener_key::<A>(sk, kernel::sport::<A>(sk));
     let owner = match unsafe { LISTENERS.get(&key) } {
         Some(o) => Some(o),
