@@ -47,6 +47,10 @@ pub const STATE_STORE_GLOBAL: &str = "STATE_STORE";
 /// At 0 (the daemon) an ordinary connection costs one record, its `close`
 /// (docs/architecture.md, "One record per connection").
 pub const TRACE_ALL_GLOBAL: &str = "TRACE_ALL";
+/// Name of the global that says where exchanges are counted: 1 at sends
+/// (kernels whose splice and sendfile go through `sendmsg`, 6.5+), 0 at
+/// receives (docs/architecture.md, "Where turns are counted").
+pub const TURNS_AT_SENDS_GLOBAL: &str = "TURNS_AT_SENDS";
 
 /// Default size of [`SOCKETS_MAP`] (`--probe.max-sockets`).
 pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
@@ -183,6 +187,8 @@ pub struct KernelLayout {
     pub tcp_copied_seq: Field,
     /// Data segments sent (4.6+): what a receive compares to tell a turn.
     pub tcp_data_segs_out: Field,
+    /// Data segments received (4.6+): what a send compares to tell a turn.
+    pub tcp_data_segs_in: Field,
     /// Next sequence number to send: starts at a random ISN in each life of
     /// a socket, so a receive memo of one life never matches another.
     pub tcp_snd_nxt: Field,
@@ -226,6 +232,7 @@ impl KernelLayout {
         tcp_rcv_nxt: Field::MISSING,
         tcp_copied_seq: Field::MISSING,
         tcp_data_segs_out: Field::MISSING,
+        tcp_data_segs_in: Field::MISSING,
         tcp_snd_nxt: Field::MISSING,
         task_group_leader: Field::MISSING,
         task_comm: Field::MISSING,
@@ -293,8 +300,9 @@ pub mod flags {
     pub const ABORT_PENDING: u8 = 1 << 2;
     /// An `open` record went out for this connection.
     pub const OPEN_REPORTED: u8 = 1 << 3;
-    /// The process has received on this connection.
-    pub const RECEIVED: u8 = 1 << 4;
+    /// The process has done, on this connection, the I/O that turns are
+    /// counted at (a receive, or a send: [`super::TURNS_AT_SENDS_GLOBAL`]).
+    pub const TURN_IO_SEEN: u8 = 1 << 4;
 }
 
 /// [`Event::flags`] bits.
@@ -378,9 +386,11 @@ pub struct SockState {
     pub exchanges: u32,
     /// Unread bytes at the `close()` that moved the socket to CLOSE.
     pub pending_unread: u32,
-    /// `tcp_sock.data_segs_out` at the last receive: a receive that finds it
-    /// moved follows a send, a turn of the conversation.
-    pub sent_mark: u32,
+    /// The other direction's data segments at the last I/O that counts
+    /// turns: `data_segs_out` at the last receive (a receive that finds it
+    /// moved follows a send, a turn of the conversation), or `data_segs_in`
+    /// at the last send when turns are counted at sends.
+    pub turn_mark: u32,
     pub direction: u8,
     pub flags: u8,
     pub _pad: [u8; 2],

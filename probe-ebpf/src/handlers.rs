@@ -278,9 +278,12 @@ fn emit_close<A: Access>(sk: *const u8, st: &mut SockState, from_close_wait: boo
     }
     flush_pending_open::<A>(sk, st);
     st.flags |= flags::CLOSED;
-    // A request sent since the last receive, its response never read (or
-    // never sent): it started an exchange too, as the contract counts them.
-    if st.direction == Direction::Outbound as u8 && kernel::data_segs_out::<A>(sk) != st.sent_mark {
+    // A request since the last turn, never answered (or its answer never
+    // read): it started an exchange too, as the contract counts them. Counted
+    // at receives, that is a client's send since its last receive; at sends,
+    // a server's receive since its last send.
+    let asker = if turn_io() == IO_RECV { Direction::Outbound } else { Direction::Inbound };
+    if st.direction == asker as u8 && kernel::other_way_segs::<A>(A::tcp(sk), turn_io()) != st.turn_mark {
         st.exchanges += 1;
     }
     let t = now();
@@ -342,27 +345,51 @@ pub fn on_destroy<A: Access>(sk: *const u8) {
     A::remove(sk);
 }
 
+/// Filled in by userspace (`TURNS_AT_SENDS_GLOBAL`): 1 where every send,
+/// `sendfile` and `splice` included, goes through `sendmsg` (6.5+), so turns
+/// are counted at sends, which are far fewer than receives for the same
+/// conversation (a client reading a 16 MiB response in 8 KiB reads makes
+/// 2 048 receives against the server's few hundred sends); the daemon then
+/// does not watch receives at all. 0: counted at receives.
+/// Read-only: the verifier prunes the branch not taken.
+#[unsafe(no_mangle)]
+pub static TURNS_AT_SENDS: u32 = 0;
+
+/// The direction of the I/O turns are counted at.
+#[inline(always)]
+fn turn_io() -> u8 {
+    if unsafe { core::ptr::read_volatile(&raw const TURNS_AT_SENDS) } != 0 { IO_SEND } else { IO_RECV }
+}
+
 /// An application `send`/`recv` on `sk` returned `ret`. Process context.
 ///
-/// Exchanges are counted on receives alone: a receive that finds the socket
-/// has sent data since the last one (`data_segs_out` moved) follows a send,
-/// so the conversation turned. Sends (attached only for `trace`) just count
-/// bytes. `sendfile` and `splice` move `data_segs_out` too (before 6.5 they
-/// bypassed `tcp_sendmsg`, so no send probe saw them).
+/// Exchanges are counted on one direction of I/O alone ([`turn_io`]): an
+/// I/O that finds the socket has carried data the other way since the last
+/// one (the other way's data segments moved) is a turn of the conversation.
+/// An exchange starts at each turn towards the side that asks: a client's
+/// send after it received (and its first send), a server's receive after it
+/// sent (and its first receive); counted at a server's sends, a turn is its
+/// response to a request it received. The other direction (attached only
+/// for `trace`) just counts bytes.
 #[inline(always)]
 pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     if ret <= 0 || (dir == IO_RECV && msg_flags & MSG_PEEK != 0) {
         return;
     }
+    let at_turns = dir == turn_io();
     // One helper call for the `tcp_sock` members read below.
-    let tp = if dir == IO_RECV { A::tcp(sk) } else { core::ptr::null() };
-    // Not TCP (a UNIX or UDP socket: this tracepoint fires for every socket).
-    if A::TYPED && dir == IO_RECV && tp.is_null() {
+    let tp = if at_turns { A::tcp(sk) } else { core::ptr::null() };
+    // Not TCP (a UNIX or UDP socket: these tracepoints fire for every socket).
+    if A::TYPED && at_turns && tp.is_null() {
         return;
     }
-    let sent = A::read_tp::<u32>(tp, layout!(tcp_data_segs_out), 0);
+    let other_way = kernel::other_way_segs::<A>(tp, dir);
     // `trace` counts every receive's bytes, so it never skips one.
-    let memo = if A::TYPED && dir == IO_RECV && !trace_all() { Memo::of::<A>(sk, tp, sent) } else { Memo::NONE };
+    let memo = if A::TYPED && at_turns && dir == IO_RECV && !trace_all() {
+        Memo::of::<A>(sk, tp, other_way)
+    } else {
+        Memo::NONE
+    };
     if memo.unchanged {
         return;
     }
@@ -384,30 +411,29 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
             st.bytes_in += ret as u64;
         }
     }
-    if dir == IO_SEND {
+    if !at_turns {
         return;
     }
-    let sent_since = sent != st.sent_mark;
-    let first = st.flags & flags::RECEIVED == 0;
-    // Most receives continue the last: nothing changes. Until the socket
-    // sends again, the memo answers its receives on this CPU. (Not kept at
-    // turns: request/response traffic, all turns, would only pay for it.)
-    if !sent_since && !first {
+    let moved = other_way != st.turn_mark;
+    let first = st.flags & flags::TURN_IO_SEEN == 0;
+    // Most I/O continues the last: nothing changes. Until the socket
+    // carries data the other way, the memo answers its receives on this
+    // CPU. (Not kept at turns: request/response traffic, all turns, would
+    // only pay for it.)
+    if !moved && !first {
         memo.keep::<A>(sk);
         return;
     }
-    st.sent_mark = sent;
-    st.flags |= flags::RECEIVED;
+    st.turn_mark = other_way;
+    st.flags |= flags::TURN_IO_SEEN;
     // A turn. Owners change hands at turns, if at all (accept, fd passing).
     if st.owner.tgid != kernel::current_tgid() {
         take_owner::<A>(sk, st);
     }
-    // One exchange per request and response: a client's receive after it
-    // sent (the response; a request left unanswered is counted at the
-    // close), a server's first receive or one after it sent (the next
-    // request).
-    let exchange = (st.direction == Direction::Outbound as u8 && sent_since)
-        || (st.direction == Direction::Inbound as u8 && (sent_since || first));
+    // The side that asks: a client counted at its sends, a server at its
+    // receives, also starts an exchange with its first such I/O.
+    let asks = (dir == IO_RECV) == (st.direction == Direction::Inbound as u8);
+    let exchange = st.direction != Direction::Unknown as u8 && (moved || (first && asks));
     if exchange {
         st.exchanges += 1;
         // A connection reused: long-lived enough for the daemon to show it

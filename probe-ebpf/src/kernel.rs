@@ -3,7 +3,9 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
     bpf_probe_read_kernel_buf,
 };
-use probe_common::{AF_INET, AF_INET6, Event, Field, KernelLayout, ListenerKey, NO_OFFSET, Owner, SocketEntry};
+use probe_common::{
+    AF_INET, AF_INET6, Event, Field, IO_RECV, KernelLayout, ListenerKey, NO_OFFSET, Owner, SocketEntry,
+};
 
 use crate::access::Access;
 
@@ -157,11 +159,15 @@ pub fn dport<A: Access>(sk: *const u8) -> u16 {
     u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0))
 }
 
-/// Data segments the socket has sent (`tcp_sock.data_segs_out`): moves with
-/// every transmitted send, `sendfile` and `splice` included.
+/// What an I/O in direction `dir` compares to tell a turn: the data
+/// segments that went the other way (`tcp_sock.data_segs_out` for a
+/// receive, `data_segs_in` for a send). Both move with every segment that
+/// carries data, `sendfile` and `splice` included; acknowledgements, FINs
+/// and RSTs alone move neither.
 #[inline(always)]
-pub fn data_segs_out<A: Access>(sk: *const u8) -> u32 {
-    A::read_tcp::<u32>(sk, layout!(tcp_data_segs_out), 0)
+pub fn other_way_segs<A: Access>(tp: *const u8, dir: u8) -> u32 {
+    let field = if dir == IO_RECV { layout!(tcp_data_segs_out) } else { layout!(tcp_data_segs_in) };
+    A::read_tp::<u32>(tp, field, 0)
 }
 
 /// The identity of a socket sockprobe did not see born: its cookie if

@@ -425,22 +425,59 @@ fn python_named(name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Where exchanges are counted: `sends` or `receives` (the daemon's
+/// `SOCKPROBE_TURNS` knob forces one; `None` lets the kernel decide).
+const TURNS_AT_RECEIVES: Option<&str> = Some("receives");
+
+/// The prefix that runs the daemon with exchanges counted at `turns`.
+fn turns_prefix(turns: Option<&str>) -> Vec<String> {
+    turns.map(|t| vec!["env".to_string(), format!("SOCKPROBE_TURNS={t}")]).unwrap_or_default()
+}
+
+/// Where this kernel counts exchanges by default, as `sockprobe check --json` says.
+fn default_turns() -> String {
+    let out = Command::new(*SOCKPROBE).args(["check", "--json"]).output().expect("run sockprobe check");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    report["exchanges_counted_at"].as_str().expect("check names where exchanges are counted").to_string()
+}
+
+/// A daemon counting exchanges at `turns` whose I/O probes say so: the
+/// counting direction attached, the other (only `trace` needs it) not.
+fn daemon_counting_turns_at(turns: Option<&str>) -> Daemon {
+    let prefix = turns_prefix(turns);
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_under(&prefix, &[]);
+    let expected = turns.map(str::to_string).unwrap_or_else(default_turns);
+    let attached: Vec<String> = series_of(&daemon.scrape(), "sockprobe_probe_attached");
+    let sends = attached.iter().any(|p| p.contains("send_length") || p.contains("sendmsg"));
+    let receives = attached.iter().any(|p| p.contains("recv"));
+    assert_eq!((sends, receives), (expected == "sends", expected == "receives"), "{expected}: {attached:?}");
+    daemon
+}
+
 /// Responses sent with sendfile(2) (which before 6.5 no send probe saw),
-/// to a daemon that watches no sends at all: each request and response is
-/// still one exchange on both ends. A request left unanswered is one too (counted at
-/// the client's close), as the contract counts turns to sending.
+/// to a daemon that watches one direction of I/O only: each request and
+/// response is still one exchange on both ends. A request left unanswered
+/// is one too (counted at the close), as the contract counts turns to
+/// sending. Once with the kernel's choice of where to count (sends on 6.5+),
+/// once at receives.
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_sendfile_responses_and_unanswered_requests_are_exchanges() {
     require_root();
+    sendfile_responses_and_unanswered_requests(None);
+}
+
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_sendfile_responses_and_unanswered_requests_are_exchanges_at_receives() {
+    require_root();
+    sendfile_responses_and_unanswered_requests(TURNS_AT_RECEIVES);
+}
+
+fn sendfile_responses_and_unanswered_requests(turns: Option<&str>) {
     const E: u64 = 5;
-    let daemon = Daemon::start(&[]);
-    let attached: Vec<String> = series_of(&daemon.scrape(), "sockprobe_probe_attached");
-    assert!(attached.iter().any(|p| p.contains("recv")), "a receive probe is attached: {attached:?}");
-    assert!(
-        !attached.iter().any(|p| p.contains("send_length") || p.contains("sendmsg")),
-        "no send probe: {attached:?}"
-    );
+    let daemon = daemon_counting_turns_at(turns);
     let body = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("t40-body");
     std::fs::write(&body, vec![b'x'; 300]).unwrap();
     // First connection: every 4-byte request answered by sendfile until EOF.
@@ -493,16 +530,28 @@ fn privileged_sendfile_responses_and_unanswered_requests_are_exchanges() {
     assert_eq!(exchanges("t40-asker", "outbound"), (1.0, 1.0), "the unanswered request is an exchange");
 }
 
-/// Streamed responses, each read in dozens of receives: most of them are
-/// answered by the per-CPU receive memo without the socket's state, and
-/// every turn still counts, exactly once, on both ends.
+/// Streamed responses, each read in dozens of receives: counted at
+/// receives, most of them are answered by the per-CPU receive memo without
+/// the socket's state; counted at sends, none is watched. Every turn still
+/// counts, exactly once, on both ends.
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_streamed_responses_count_one_exchange_each() {
     require_root();
+    streamed_responses_count_one_exchange_each(None);
+}
+
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_streamed_responses_count_one_exchange_each_at_receives() {
+    require_root();
+    streamed_responses_count_one_exchange_each(TURNS_AT_RECEIVES);
+}
+
+fn streamed_responses_count_one_exchange_each(turns: Option<&str>) {
     const E: u64 = 6;
     const RESPONSE: usize = 256 * 1024;
-    let daemon = Daemon::start(&[]);
+    let daemon = daemon_counting_turns_at(turns);
     let mut server = Server::start(&[], "t41-server", &["--response", &RESPONSE.to_string()]);
     let (host, port) = server.addr.rsplit_once(':').unwrap();
     let streamer = format!(

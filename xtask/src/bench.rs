@@ -42,13 +42,27 @@ pub struct BenchArgs {
     /// Only the listing phase (no throughput rounds).
     #[arg(long)]
     listing_only: bool,
+    /// Tracers to compare with no tracer, comma-separated (fewer tracers,
+    /// more rounds in the same time): sockprobe, sockprobe-at-receives,
+    /// sockprobe-lru, sockprobe-socket-local, bpftrace, empty-tp_btf.
+    /// The empty programs are always measured: every ratio is to them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sockprobe,sockprobe-at-receives,sockprobe-lru,sockprobe-socket-local,bpftrace,empty-tp_btf"
+    )]
+    tracers: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Tracer {
     None,
-    /// sockprobe's defaults (state in the cookie table).
+    /// sockprobe's defaults (state in the cookie table; exchanges counted
+    /// at sends on 6.5+).
     Sockprobe,
+    /// sockprobe with exchanges counted at receives (`SOCKPROBE_TURNS`),
+    /// as before 6.5: the two directions side by side.
+    SockprobeAtReceives,
     /// sockprobe with its state in the LRU hash (what kprobe hooks use).
     SockprobeLru,
     /// sockprobe with its state in socket-local storage: the three stores
@@ -67,11 +81,59 @@ impl Tracer {
         match self {
             Tracer::None => "none",
             Tracer::Sockprobe => "sockprobe",
+            Tracer::SockprobeAtReceives => "sockprobe-at-receives",
             Tracer::SockprobeLru => "sockprobe-lru",
             Tracer::SockprobeSocketLocal => "sockprobe-socket-local",
             Tracer::Bpftrace => "bpftrace",
             Tracer::Floor => "empty-tp_btf",
         }
+    }
+
+    /// What the report's columns call it.
+    fn title(self) -> &'static str {
+        match self {
+            Tracer::None => "no tracer",
+            Tracer::Sockprobe => "sockprobe (defaults)",
+            Tracer::SockprobeAtReceives => "sockprobe, exchanges at receives",
+            Tracer::SockprobeLru => "sockprobe, LRU hash",
+            Tracer::SockprobeSocketLocal => "sockprobe, socket-local store",
+            Tracer::Bpftrace => "bpftrace",
+            Tracer::Floor => "empty tp_btf",
+        }
+    }
+
+    const MEASURED: [Tracer; 6] = [
+        Tracer::Sockprobe,
+        Tracer::SockprobeAtReceives,
+        Tracer::SockprobeLru,
+        Tracer::SockprobeSocketLocal,
+        Tracer::Bpftrace,
+        Tracer::Floor,
+    ];
+
+    /// The tracers named on the command line, the empty programs always among them.
+    fn chosen(names: &[String]) -> Result<Vec<Tracer>> {
+        let mut out = Vec::new();
+        for n in names {
+            let t = Tracer::MEASURED
+                .into_iter()
+                .find(|t| t.name() == n.trim())
+                .with_context(|| format!("--tracers: no tracer {n:?} (one of sockprobe, sockprobe-at-receives, sockprobe-lru, sockprobe-socket-local, bpftrace, empty-tp_btf)"))?;
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        if !out.contains(&Tracer::Floor) {
+            out.push(Tracer::Floor);
+        }
+        Ok(out)
+    }
+
+    fn is_sockprobe(self) -> bool {
+        matches!(
+            self,
+            Tracer::Sockprobe | Tracer::SockprobeAtReceives | Tracer::SockprobeLru | Tracer::SockprobeSocketLocal
+        )
     }
 }
 
@@ -173,17 +235,19 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
     }
     let before: HashSet<u64> = bpf_programs()?.into_keys().collect();
     let (child, metrics_addr) = match tracer {
-        Tracer::Sockprobe | Tracer::SockprobeLru | Tracer::SockprobeSocketLocal => {
+        t if t.is_sockprobe() => {
             let addr = "127.0.0.1:19741".to_string();
             let store = match tracer {
                 Tracer::SockprobeSocketLocal => "socket-local",
                 Tracer::SockprobeLru => "lru",
                 _ => "cookie-table",
             };
-            let child = Command::new(workspace_root().join("target/release/sockprobe"))
-                .args(["run", "--log.level", "warn", "--web.listen-address", &addr, "--probe.state-store", store])
-                .spawn()
-                .context("start sockprobe")?;
+            let mut command = Command::new(workspace_root().join("target/release/sockprobe"));
+            command.args(["run", "--log.level", "warn", "--web.listen-address", &addr, "--probe.state-store", store]);
+            if tracer == Tracer::SockprobeAtReceives {
+                command.env("SOCKPROBE_TURNS", "receives");
+            }
+            let child = command.spawn().context("start sockprobe")?;
             (child, Some(addr))
         }
         Tracer::Floor => {
@@ -204,7 +268,7 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
                 .context("start bpftrace")?;
             (child, None)
         }
-        Tracer::None => unreachable!(),
+        _ => unreachable!(),
     };
     // Attached once its programs exist (and, for sockprobe, /healthz says so).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -441,6 +505,27 @@ fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     (mid, v[0], v[v.len() - 1])
 }
 
+/// A distribution-free confidence interval for the median of `n` samples:
+/// the 1-based ranks (k, n + 1 - k) of the sorted samples for the largest k
+/// whose interval holds the median with probability >= 95 %, and that
+/// probability, 1 - 2 P(X < k) for X ~ Binomial(n, 1/2). `None` below 6
+/// samples, where even (min, max) is short of 95 %.
+fn median_interval(n: usize) -> Option<(usize, usize, f64)> {
+    let mut choose = 1.0f64; // C(n, k - 1)
+    let mut below = 0.0; // P(X < k)
+    let mut best = None;
+    for k in 1..=n.div_ceil(2) {
+        below += choose * 0.5f64.powi(n as i32);
+        choose = choose * (n - (k - 1)) as f64 / k as f64;
+        let level = 1.0 - 2.0 * below;
+        if level < 0.95 {
+            break;
+        }
+        best = Some((k, n + 1 - k, level));
+    }
+    best
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.listing_only {
         let mut report = String::new();
@@ -457,14 +542,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let nginx = start_nginx(&dir)?;
 
-    let tracers = [
-        Tracer::None,
-        Tracer::Sockprobe,
-        Tracer::SockprobeLru,
-        Tracer::SockprobeSocketLocal,
-        Tracer::Bpftrace,
-        Tracer::Floor,
-    ];
+    let measured = Tracer::chosen(&args.tracers)?;
+    let tracers: Vec<Tracer> = std::iter::once(Tracer::None).chain(measured.iter().copied()).collect();
     let workloads = [Workload::Churn, Workload::KeepAlive, Workload::Bulk];
     let mut samples = Vec::new();
     let mut acc = CostAcc::default();
@@ -489,9 +568,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Per workload and tracer, from its bpf_stats pass: (run_time_ns, run_cnt, requests).
     let mut pass_cost: BTreeMap<(Workload, Tracer), (u64, u64, f64)> = BTreeMap::new();
     for w in workloads {
-        for t in
-            [Tracer::Sockprobe, Tracer::SockprobeLru, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor]
-        {
+        for &t in &measured {
             let running = start_tracer(t, &dir)?;
             let rps = run_wrk(w, nginx.port, args.seconds)?;
             if let Some(r) = running {
@@ -523,11 +600,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "Command: `cargo xtask bench --rounds {} --seconds {}` (wrk 1 thread vs nginx 1 worker on loopback)\n",
         args.rounds, args.seconds
     );
-    let _ = writeln!(
-        report,
-        "| workload | baseline req/s (median) | sockprobe (cookie table) / baseline | sockprobe, LRU hash / baseline | sockprobe, socket-local store / baseline | bpftrace / baseline | empty tp_btf / baseline |"
-    );
-    let _ = writeln!(report, "|---|---|---|---|---|---|---|");
+    let interval = median_interval(args.rounds);
+    let header: Vec<String> = measured.iter().map(|t| format!("{} / baseline", t.title())).collect();
+    let _ = writeln!(report, "| workload | baseline req/s (median) | {} |", header.join(" | "));
+    let _ = writeln!(report, "|---|---|{}", "---|".repeat(measured.len()));
     for w in workloads {
         let base: HashMap<usize, f64> = samples
             .iter()
@@ -536,31 +612,38 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .collect();
         let (base_med, _, _) = median_and_spread(base.values().copied().collect());
         let ratio = |t: Tracer| {
-            let v: Vec<f64> = samples
+            let mut v: Vec<f64> = samples
                 .iter()
                 .filter(|s| s.workload == w && s.tracer == t)
                 .map(|s| s.req_per_s / base[&s.round])
                 .collect();
-            let (m, lo, hi) = median_and_spread(v);
-            format!("{:.1}% ({:.1}–{:.1}%)", m * 100.0, lo * 100.0, hi * 100.0)
+            let (m, lo, hi) = median_and_spread(v.clone());
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            match interval {
+                Some((k, j, _)) => format!("{:.1}% [{:.1}–{:.1}%]", m * 100.0, v[k - 1] * 100.0, v[j - 1] * 100.0),
+                None => format!("{:.1}% ({:.1}–{:.1}%)", m * 100.0, lo * 100.0, hi * 100.0),
+            }
         };
-        let _ = writeln!(
-            report,
-            "| {} | {:.0} | {} | {} | {} | {} | {} |",
-            w.name(),
-            base_med,
-            ratio(Tracer::Sockprobe),
-            ratio(Tracer::SockprobeLru),
-            ratio(Tracer::SockprobeSocketLocal),
-            ratio(Tracer::Bpftrace),
-            ratio(Tracer::Floor)
-        );
+        let cells: Vec<String> = measured.iter().map(|&t| ratio(t)).collect();
+        let _ = writeln!(report, "| {} | {:.0} | {} |", w.name(), base_med, cells.join(" | "));
     }
-    let _ = writeln!(
-        report,
-        "\nRatios: median over {} rounds, (min–max) in parentheses; each ratio uses its own round's baseline.\n",
-        args.rounds
-    );
+    match interval {
+        Some((k, j, level)) => {
+            let _ = writeln!(
+                report,
+                "\nRatios: median over {} rounds, in brackets its {:.1} % confidence interval (the {k}th and {j}th of the sorted ratios; distribution-free); each ratio uses its own round's baseline.\n",
+                args.rounds,
+                level * 100.0
+            );
+        }
+        None => {
+            let _ = writeln!(
+                report,
+                "\nRatios: median over {} rounds, (min–max) in parentheses (6 or more rounds give a 95 % interval instead); each ratio uses its own round's baseline.\n",
+                args.rounds
+            );
+        }
+    }
     let _ = writeln!(
         report,
         "Throughput rounds ran with `kernel.bpf_stats_enabled=0`. Kernel cost per event: one more pass per workload with it on \
@@ -612,21 +695,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "| tracer | churn: runs / ns per connection (/ floor) | keep-alive: ns per request (/ floor) | bulk: ns per request (/ floor) | all workloads: ns per tracepoint hit | / empty tp_btf | / bpftrace |"
     );
     let _ = writeln!(report, "|---|---|---|---|---|---|---|");
-    for t in [Tracer::Sockprobe, Tracer::SockprobeLru, Tracer::SockprobeSocketLocal, Tracer::Bpftrace, Tracer::Floor] {
+    for &t in &measured {
         let runs = pass_cost.get(&(Workload::Churn, t)).map(|(_, cnt, req)| *cnt as f64 / req.max(1.0)).unwrap_or(0.0);
         let cell = |w: Workload| {
             format!("{:.0} ({:.2}x)", per_request(w, t), per_request(w, t) / per_request(w, Tracer::Floor).max(1.0))
         };
+        let to_bpftrace = if measured.contains(&Tracer::Bpftrace) {
+            format!("{:.2}x", per_hit(t) / per_hit(Tracer::Bpftrace).max(1.0))
+        } else {
+            "not measured".to_string()
+        };
         let _ = writeln!(
             report,
-            "| {} | {runs:.1} / {} | {} | {} | {:.0} | {:.2}x | {:.2}x |",
+            "| {} | {runs:.1} / {} | {} | {} | {:.0} | {:.2}x | {to_bpftrace} |",
             t.name(),
             cell(Workload::Churn),
             cell(Workload::KeepAlive),
             cell(Workload::Bulk),
             per_hit(t),
             per_hit(t) / per_hit(Tracer::Floor).max(1.0),
-            per_hit(t) / per_hit(Tracer::Bpftrace).max(1.0),
         );
     }
     let _ = writeln!(
@@ -777,4 +864,21 @@ fn churn_leak(total: u64, port: u16, report: &mut String) -> Result<()> {
     );
     let mut acc = CostAcc::default();
     stop(sp, &mut acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_interval;
+
+    #[test]
+    fn median_intervals_match_the_binomial_tables() {
+        assert_eq!(median_interval(5), None, "(min, max) of 5 holds the median 93.75 % of the time");
+        let (lo, hi, level) = median_interval(6).unwrap();
+        assert_eq!((lo, hi), (1, 6));
+        assert!((level - 0.96875).abs() < 1e-9);
+        // n = 20: ranks 6 and 15, 95.86 % (1 - 2 * 21 700 / 2^20).
+        let (lo, hi, level) = median_interval(20).unwrap();
+        assert_eq!((lo, hi), (6, 15));
+        assert!((level - (1.0 - 2.0 * 21_700.0 / 1_048_576.0)).abs() < 1e-9);
+    }
 }

@@ -413,6 +413,9 @@ fn read_check(json: &str, out: &mut Outcome) {
         ),
         (None, _) => format!("no state store reported: {}", report["result"].as_str().unwrap_or("")),
     };
+    if let Some(turns) = report["exchanges_counted_at"].as_str() {
+        out.state.push_str(&format!("; exchanges counted at {turns}"));
+    }
 }
 
 pub fn run(args: &KernelArgs) -> Result<()> {

@@ -29,6 +29,9 @@ pub struct Report {
     /// How live sockets are listed: `task_file iterator` or `sock_diag per namespace`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_listing: Option<&'static str>,
+    /// Where exchanges are counted: `sends` (6.5+) or `receives`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchanges_counted_at: Option<&'static str>,
     /// Features no candidate covers here, with what is lost.
     pub degraded: Vec<Degraded>,
     /// `run` and `trace` would work.
@@ -81,6 +84,7 @@ pub fn inspect() -> Report {
         probes: Vec::new(),
         state_store: None,
         socket_listing: None,
+        exchanges_counted_at: None,
         degraded: Vec::new(),
         ok: false,
         result: String::new(),
@@ -175,10 +179,11 @@ pub fn inspect() -> Report {
             });
             r.socket_listing =
                 Some(if probes.attached(Feature::SocketListing) { LISTING_ITERATOR } else { LISTING_SOCK_DIAG });
+            r.exchanges_counted_at = Some(probes.turns.name());
             r.degraded = Feature::ALL
                 .into_iter()
                 .filter(|f| !probes.attached(*f))
-                .map(|f| Degraded { feature: f.name(), loss: f.loss().unwrap_or("") })
+                .map(|f| Degraded { feature: f.name(), loss: f.loss(probes.turns).unwrap_or("") })
                 .collect();
             r.ok = true;
             r.result = "ok: `sockprobe run` and `sockprobe trace` will work".into();
@@ -219,6 +224,9 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(l) = r.socket_listing {
         let _ = writeln!(out, "listing      live sockets: {l}");
+    }
+    if let Some(t) = r.exchanges_counted_at {
+        let _ = writeln!(out, "exchanges    counted at {t}");
     }
     for d in &r.degraded {
         let _ = writeln!(out, "degraded     {}: {}", d.feature, d.loss);

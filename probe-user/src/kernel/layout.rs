@@ -53,6 +53,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, Error> {
         tcp_rcv_nxt: required(btf, "tcp_sock", &["rcv_nxt"])?,
         tcp_copied_seq: required(btf, "tcp_sock", &["copied_seq"])?,
         tcp_data_segs_out: required(btf, "tcp_sock", &["data_segs_out"])?,
+        tcp_data_segs_in: required(btf, "tcp_sock", &["data_segs_in"])?,
         tcp_snd_nxt: required(btf, "tcp_sock", &["snd_nxt"])?,
         task_group_leader: field(btf, "task_struct", &["group_leader"]).unwrap_or(Field::MISSING),
         task_comm: required(btf, "task_struct", &["comm"])?,

@@ -8,14 +8,14 @@ use aya::{
 use probe_common::{
     COUNTERS_MAP, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, EVENTS_MAP, KernelLayout, LAYOUT_GLOBAL,
     LISTENERS_MAP, ListenerKey, NO_OFFSET, Owner, SOCKET_ITER_PROGRAM, SOCKETS_MAP, STATE_STORE_GLOBAL,
-    STATE_TABLE_MAP, StateStore, TABLE_MASK_GLOBAL, TRACE_ALL_GLOBAL, TcpStates, table_slots,
+    STATE_TABLE_MAP, StateStore, TABLE_MASK_GLOBAL, TRACE_ALL_GLOBAL, TURNS_AT_SENDS_GLOBAL, TcpStates, table_slots,
 };
 
 use super::{
     btf::Btf,
     layout, privileges,
     stats::KernelStats,
-    table::{Candidate, Feature, Hook, PROBE_TABLE},
+    table::{Candidate, Feature, Hook, PROBE_TABLE, TurnSource},
 };
 use crate::error::Error;
 
@@ -70,6 +70,8 @@ pub struct Probes {
     /// TCP states as this kernel numbers them.
     pub states: TcpStates,
     pub store: StoreChoice,
+    /// Where exchanges are counted in this run.
+    pub turns: TurnSource,
     /// Loaded for `sockprobe trace` (trace-only features wanted).
     trace_all: bool,
 }
@@ -101,6 +103,7 @@ struct LoadContext<'a> {
     aya_btf: &'a AyaBtf,
     layout: &'a KernelLayout,
     sizes: ProbeSettings,
+    turns: TurnSource,
     try_all: bool,
 }
 
@@ -129,9 +132,10 @@ impl Loaded {
         reasons: layout::ResetReasons,
         states: TcpStates,
         store: StoreChoice,
+        turns: TurnSource,
         trace_all: bool,
     ) -> Probes {
-        Probes { ebpf: self.ebpf, status: self.status, reasons, states, store, trace_all }
+        Probes { ebpf: self.ebpf, status: self.status, reasons, states, store, turns, trace_all }
     }
 }
 
@@ -146,11 +150,13 @@ impl LoadContext<'_> {
         let table_mask = table_slots - 1;
         let store_value = store as u32;
         let trace_all = self.sizes.trace_all as u32;
+        let turns_at_sends = (self.turns == TurnSource::Sends) as u32;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(self.aya_btf))
             .override_global(LAYOUT_GLOBAL, self.layout, true)
             .override_global(STATE_STORE_GLOBAL, &store_value, true)
             .override_global(TRACE_ALL_GLOBAL, &trace_all, true)
+            .override_global(TURNS_AT_SENDS_GLOBAL, &turns_at_sends, true)
             .override_global(TABLE_MASK_GLOBAL, &table_mask, true)
             .map_max_entries(SOCKETS_MAP, max_sockets)
             .map_max_entries(STATE_TABLE_MAP, table_slots)
@@ -163,7 +169,7 @@ impl LoadContext<'_> {
         for feature in Feature::ALL {
             // A feature only `trace` needs is, for the daemon, covered by
             // nothing: its candidates stand by (and `check` still tries them).
-            let mut covered = feature.trace_only() && !self.sizes.trace_all;
+            let mut covered = feature.trace_only(self.turns) && !self.sizes.trace_all;
             for candidate in PROBE_TABLE.iter().filter(|c| c.feature == feature) {
                 let outcome = if covered {
                     if self.try_all && !shares_programs_with_attached(&status, candidate) {
@@ -197,7 +203,7 @@ impl LoadContext<'_> {
                 };
                 status.push(ProbeStatus { candidate: *candidate, outcome });
             }
-            if !covered && feature.loss().is_none() {
+            if !covered && feature.loss(self.turns).is_none() {
                 let why = status
                     .iter()
                     .filter(|s| s.candidate.feature == feature)
@@ -235,7 +241,8 @@ impl Probes {
         let reasons = layout::ResetReasons::from_btf(&btf);
         let aya_btf = AyaBtf::parse_file(Btf::path(), Default::default()).map_err(|e| Error::Btf(one_line(&e)))?;
         raise_memlock_limit();
-        let ctx = LoadContext { btf: &btf, aya_btf: &aya_btf, layout: &kernel_layout, sizes, try_all };
+        let turns = TurnSource::for_kernel(&btf);
+        let ctx = LoadContext { btf: &btf, aya_btf: &aya_btf, layout: &kernel_layout, sizes, turns, try_all };
 
         let asked = sizes.state_store;
         let refused = if asked == StateStore::LruHash {
@@ -245,7 +252,7 @@ impl Probes {
                 Ok(loaded) => match loaded.kprobe_in_use() {
                     None => {
                         let store = StoreChoice { store: asked, refused: None };
-                        return Ok(loaded.into_probes(reasons, kernel_layout.states, store, sizes.trace_all));
+                        return Ok(loaded.into_probes(reasons, kernel_layout.states, store, turns, sizes.trace_all));
                     }
                     Some(hooks) => format!("{hooks} stand in and cannot use it"),
                 },
@@ -256,7 +263,7 @@ impl Probes {
         };
         let loaded = ctx.load(StateStore::LruHash)?;
         let store = StoreChoice { store: StateStore::LruHash, refused };
-        Ok(loaded.into_probes(reasons, kernel_layout.states, store, sizes.trace_all))
+        Ok(loaded.into_probes(reasons, kernel_layout.states, store, turns, sizes.trace_all))
     }
 
     pub fn attached(&self, feature: Feature) -> bool {
@@ -323,12 +330,13 @@ impl Probes {
             }
         }
         // A trace-only feature is not missed by the daemon.
-        for f in Feature::ALL.into_iter().filter(|f| self.trace_all || !f.trace_only()) {
+        log::info!("exchanges counted at {}", self.turns.name());
+        for f in Feature::ALL.into_iter().filter(|f| self.trace_all || !f.trace_only(self.turns)) {
             if self.attached(f) {
                 continue;
             }
             let level = if f.refinement() { log::Level::Info } else { log::Level::Warn };
-            log::log!(level, "no probe for {}: {}", f.name(), f.loss().unwrap_or("required"));
+            log::log!(level, "no probe for {}: {}", f.name(), f.loss(self.turns).unwrap_or("required"));
         }
     }
 }

@@ -12,11 +12,12 @@ use crate::kernel::btf::Btf;
 pub enum Feature {
     /// TCP state transitions: opens, closes, CLOSE_WAIT, unread closes.
     StateChanges,
-    /// Application receives: exchanges, owners of accepted sockets, bytes
-    /// received (`trace`).
+    /// Application receives: bytes received (`trace`); exchanges and the
+    /// owners of accepted sockets where turns are counted at receives
+    /// ([`TurnSource`]).
     AppReceives,
-    /// Application sends: bytes sent, for `sockprobe trace` only (exchanges
-    /// come from receives), so the daemon does not watch sends at all.
+    /// Application sends: bytes sent (`trace`); exchanges and the owners of
+    /// accepted sockets where turns are counted at sends.
     AppSends,
     ResetsSent,
     ResetsReceived,
@@ -41,9 +42,10 @@ impl Feature {
         Feature::SocketListing,
     ];
 
-    /// Attached only for `sockprobe trace`.
-    pub fn trace_only(self) -> bool {
-        self == Feature::AppSends
+    /// Attached only for `sockprobe trace`: the direction of I/O that does
+    /// not count turns.
+    pub fn trace_only(self, turns: TurnSource) -> bool {
+        matches!((self, turns), (Feature::AppSends, TurnSource::Receives) | (Feature::AppReceives, TurnSource::Sends))
     }
 
     /// A refinement of what the state changes already tell: going without
@@ -66,12 +68,13 @@ impl Feature {
     }
 
     /// What is lost when no candidate attaches; `None` = sockprobe cannot run.
-    pub fn loss(self) -> Option<&'static str> {
+    pub fn loss(self, turns: TurnSource) -> Option<&'static str> {
+        const TURNS: &str = "no exchanges; inbound sockets get owners only at close";
         match self {
             Feature::StateChanges => None,
-            Feature::AppReceives => {
-                Some("no exchanges and no bytes received; inbound sockets get owners only at close")
-            }
+            Feature::AppReceives if turns == TurnSource::Receives => Some(TURNS),
+            Feature::AppReceives => Some("no bytes received in `trace`"),
+            Feature::AppSends if turns == TurnSource::Sends => Some(TURNS),
             Feature::AppSends => Some("no bytes sent in `trace`"),
             Feature::ResetsSent => Some("no reset_sent and no unread_close events"),
             Feature::ResetsReceived => Some("no reset_received events"),
@@ -80,6 +83,45 @@ impl Feature {
             Feature::SocketListing => Some(
                 "live sockets are listed per network namespace through /proc (needs CAP_SYS_ADMIN and CAP_SYS_PTRACE), without sockets whose connection is over",
             ),
+        }
+    }
+}
+
+/// Which direction of application I/O counts the turns of a conversation
+/// (its exchanges) and names the owners of accepted sockets; the other is
+/// watched only for `sockprobe trace` (docs/architecture.md, "Where turns
+/// are counted").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnSource {
+    /// Far fewer than receives where a response is read in small pieces;
+    /// only where every send goes through `sendmsg`.
+    Sends,
+    Receives,
+}
+
+impl TurnSource {
+    /// Sends where splice and sendfile go through `sendmsg` too: from 6.5,
+    /// which removed `proto_ops.sendpage`, the path they took before (and no
+    /// send hook saw). `SOCKPROBE_TURNS=receives|sends` overrides it, a
+    /// diagnostic knob for tests.
+    pub fn for_kernel(btf: &Btf) -> TurnSource {
+        match std::env::var("SOCKPROBE_TURNS").as_deref() {
+            Ok("receives") => return TurnSource::Receives,
+            Ok("sends") => return TurnSource::Sends,
+            _ => {}
+        }
+        let has_proto_ops = btf.member("proto_ops", &["release"]).is_some();
+        if has_proto_ops && btf.member("proto_ops", &["sendpage"]).is_none() {
+            TurnSource::Sends
+        } else {
+            TurnSource::Receives
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TurnSource::Sends => "sends",
+            TurnSource::Receives => "receives",
         }
     }
 }
@@ -240,7 +282,7 @@ pub const PROBE_TABLE: &[Candidate] = &[
         programs: &[("tp_sock_send_length", TpBtf("sock_send_length"))],
         needs: &[Tracepoint("sock_send_length", 3)],
         min_kernel: "6.3",
-        note: "preferred; `trace` only",
+        note: "preferred",
     },
     Candidate {
         feature: Feature::AppSends,
@@ -316,7 +358,25 @@ mod tests {
         for f in Feature::ALL {
             assert!(PROBE_TABLE.iter().any(|c| c.feature == f), "{f:?} has no candidate");
         }
-        assert!(Feature::StateChanges.loss().is_none());
+        for turns in [TurnSource::Sends, TurnSource::Receives] {
+            assert!(Feature::StateChanges.loss(turns).is_none());
+        }
+    }
+
+    #[test]
+    fn the_daemon_watches_exactly_the_direction_that_counts_turns() {
+        use TurnSource::*;
+        for (turns, counting, other) in
+            [(Sends, Feature::AppSends, Feature::AppReceives), (Receives, Feature::AppReceives, Feature::AppSends)]
+        {
+            assert!(!counting.trace_only(turns) && other.trace_only(turns), "{turns:?}");
+            assert!(counting.loss(turns).unwrap().contains("no exchanges"), "{turns:?}");
+            assert!(!other.loss(turns).unwrap().contains("no exchanges"), "{turns:?}");
+        }
+        let others = Feature::ALL.into_iter().filter(|f| !matches!(f, Feature::AppSends | Feature::AppReceives));
+        for f in others {
+            assert!(!f.trace_only(Sends) && !f.trace_only(Receives), "{f:?}");
+        }
     }
 
     #[test]
