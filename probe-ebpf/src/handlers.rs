@@ -28,8 +28,9 @@ fn now() -> u64 {
 /// Filled in by userspace (`TRACE_ALL_GLOBAL`): 1 for `sockprobe trace`,
 /// which shows every `open` as it happens and the bytes of each connection;
 /// 0 for the daemon, whose metrics need neither, so an ordinary connection
-/// costs it one record (its `close`), sends are not watched at all and a
-/// receive that is no turn costs a lookup.
+/// costs it one record (its `close`), only the direction of I/O that counts
+/// turns is watched ([`TURNS_AT_SENDS`]) and an I/O that is no turn costs a
+/// lookup at most.
 /// Read-only: the verifier prunes the branch not taken.
 #[unsafe(no_mangle)]
 pub static TRACE_ALL: u32 = 0;
