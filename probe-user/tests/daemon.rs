@@ -530,10 +530,11 @@ fn sendfile_responses_and_unanswered_requests(turns: Option<&str>) {
     assert_eq!(exchanges("t40-asker", "outbound"), (1.0, 1.0), "the unanswered request is an exchange");
 }
 
-/// Streamed responses, each read in dozens of receives: counted at
-/// receives, most of them are answered by the per-CPU receive memo without
-/// the socket's state; counted at sends, none is watched. Every turn still
-/// counts, exactly once, on both ends.
+/// Streamed responses, each written in 64 sends and read in dozens of
+/// receives: in the counting direction (sends, or receives) all but the
+/// first I/O of each response are no turn (counted at receives, most of
+/// them answered by the per-CPU receive memo without the socket's state).
+/// Every turn still counts, exactly once, on both ends.
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_streamed_responses_count_one_exchange_each() {
@@ -551,9 +552,25 @@ fn privileged_streamed_responses_count_one_exchange_each_at_receives() {
 fn streamed_responses_count_one_exchange_each(turns: Option<&str>) {
     const E: u64 = 6;
     const RESPONSE: usize = 256 * 1024;
+    const PIECE: usize = 4096;
     let daemon = daemon_counting_turns_at(turns);
-    let mut server = Server::start(&[], "t41-server", &["--response", &RESPONSE.to_string()]);
-    let (host, port) = server.addr.rsplit_once(':').unwrap();
+    let server = format!(
+        "import socket\n\
+         l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n\
+         print('listening 127.0.0.1:%d' % l.getsockname()[1], flush=True)\n\
+         c, _ = l.accept()\n\
+         while True:\n\
+         \x20   got = b''\n\
+         \x20   while len(got) < 4:\n\
+         \x20       d = c.recv(4 - len(got))\n\
+         \x20       if not d: break\n\
+         \x20       got += d\n\
+         \x20   if len(got) < 4: break\n\
+         \x20   for _ in range({RESPONSE} // {PIECE}): c.sendall(b'x' * {PIECE})\n\
+         c.close()\n"
+    );
+    let (mut server, addr) = spawn_listening(&[], &python_named("t41-server"), &["-c", &server]);
+    let (host, port) = addr.rsplit_once(':').unwrap();
     let streamer = format!(
         "import socket\n\
          c = socket.create_connection(('{host}', {port}))\n\
@@ -569,7 +586,7 @@ fn streamed_responses_count_one_exchange_each(turns: Option<&str>) {
     );
     let status = Command::new(python_named("t41-streamer")).args(["-c", &streamer]).status().expect("run the streamer");
     assert!(status.success(), "the streamer failed");
-    server.wait();
+    server.wait().expect("server ends with the connection");
     let exchanges = |comm: &str, direction: &str| exchanges_of(&daemon, comm, direction);
     wait_until("both closes", Duration::from_secs(10), || {
         exchanges("t41-streamer", "outbound").1 == 1.0 && exchanges("t41-server", "inbound").1 == 1.0
