@@ -52,6 +52,9 @@ pub struct BenchArgs {
         default_value = "sockprobe,sockprobe-at-receives,sockprobe-lru,sockprobe-socket-local,bpftrace,empty-tp_btf"
     )]
     tracers: Vec<String>,
+    /// Workloads, comma-separated: churn, keep-alive, bulk.
+    #[arg(long, value_delimiter = ',', default_value = "churn,keep-alive,bulk")]
+    workloads: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -145,6 +148,31 @@ enum Workload {
 }
 
 impl Workload {
+    const ALL: [Workload; 3] = [Workload::Churn, Workload::KeepAlive, Workload::Bulk];
+
+    /// As `--workloads` names it.
+    fn flag(self) -> &'static str {
+        match self {
+            Workload::Churn => "churn",
+            Workload::KeepAlive => "keep-alive",
+            Workload::Bulk => "bulk",
+        }
+    }
+
+    fn chosen(names: &[String]) -> Result<Vec<Workload>> {
+        let mut out: Vec<Workload> = Vec::new();
+        for n in names {
+            let w = Workload::ALL
+                .into_iter()
+                .find(|w| w.flag() == n.trim())
+                .with_context(|| format!("--workloads: no workload {n:?} (one of churn, keep-alive, bulk)"))?;
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+        Ok(out)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Workload::Churn => "churn (new connection per request)",
@@ -544,14 +572,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let measured = Tracer::chosen(&args.tracers)?;
     let tracers: Vec<Tracer> = std::iter::once(Tracer::None).chain(measured.iter().copied()).collect();
-    let workloads = [Workload::Churn, Workload::KeepAlive, Workload::Bulk];
+    let workloads = Workload::chosen(&args.workloads)?;
     let mut samples = Vec::new();
     let mut acc = CostAcc::default();
     // Throughput with bpf_stats off (its two clock reads per run would tax
     // the tracers); then one pass per workload with it on, for the costs.
     set_bpf_stats(false)?;
     for round in 0..args.rounds {
-        for w in workloads {
+        for &w in &workloads {
             for i in 0..tracers.len() {
                 let t = tracers[(i + round) % tracers.len()];
                 let running = start_tracer(t, &dir)?;
@@ -567,7 +595,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     set_bpf_stats(true)?;
     // Per workload and tracer, from its bpf_stats pass: (run_time_ns, run_cnt, requests).
     let mut pass_cost: BTreeMap<(Workload, Tracer), (u64, u64, f64)> = BTreeMap::new();
-    for w in workloads {
+    for &w in &workloads {
         for &t in &measured {
             let running = start_tracer(t, &dir)?;
             let rps = run_wrk(w, nginx.port, args.seconds)?;
@@ -597,14 +625,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let _ = writeln!(report, "Machine: {} cores, {cpu}; kernel {}; {date}", num_cpus(), kernel.trim());
     let _ = writeln!(
         report,
-        "Command: `cargo xtask bench --rounds {} --seconds {}` (wrk 1 thread vs nginx 1 worker on loopback)\n",
-        args.rounds, args.seconds
+        "Command: `cargo xtask bench --rounds {} --seconds {} --tracers {} --workloads {}` (wrk 1 thread vs nginx 1 worker on loopback)\n",
+        args.rounds,
+        args.seconds,
+        measured.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
+        workloads.iter().map(|w| w.flag()).collect::<Vec<_>>().join(",")
     );
     let interval = median_interval(args.rounds);
     let header: Vec<String> = measured.iter().map(|t| format!("{} / baseline", t.title())).collect();
     let _ = writeln!(report, "| workload | baseline req/s (median) | {} |", header.join(" | "));
     let _ = writeln!(report, "|---|---|{}", "---|".repeat(measured.len()));
-    for w in workloads {
+    for &w in &workloads {
         let base: HashMap<usize, f64> = samples
             .iter()
             .filter(|s| s.workload == w && s.tracer == Tracer::None)
@@ -698,6 +729,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for &t in &measured {
         let runs = pass_cost.get(&(Workload::Churn, t)).map(|(_, cnt, req)| *cnt as f64 / req.max(1.0)).unwrap_or(0.0);
         let cell = |w: Workload| {
+            if !workloads.contains(&w) {
+                return "not measured".to_string();
+            }
             format!("{:.0} ({:.2}x)", per_request(w, t), per_request(w, t) / per_request(w, Tracer::Floor).max(1.0))
         };
         let to_bpftrace = if measured.contains(&Tracer::Bpftrace) {
