@@ -180,8 +180,19 @@ fn privileged_check_reports_every_probe() {
     let fallback = sockprobe(&["check", "--json"], &[("SOCKPROBE_SKIP_HOOKS", "iter")]);
     let fallback: serde_json::Value = serde_json::from_slice(&fallback.stdout).expect("JSON");
     assert!(fallback["socket_listing"].as_str().unwrap_or("").contains("sock_diag"), "{fallback}");
+    // Exchanges are counted at sends where the kernel sends `sendfile` and
+    // `splice` through `sendmsg` (6.5+), which BTF tells; the override wins.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    let mut numbers = release.trim().split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let expected = if version >= (6, 5) { "sends" } else { "receives" };
+    assert_eq!(report["exchanges_counted_at"], expected, "kernel {release}: {report}");
+    let forced = sockprobe(&["check", "--json"], &[("SOCKPROBE_TURNS", "receives")]);
+    let forced: serde_json::Value = serde_json::from_slice(&forced.stdout).expect("JSON");
+    assert_eq!(forced["exchanges_counted_at"], "receives", "{forced}");
     // The human form tells the same.
     let columns = String::from_utf8_lossy(&sockprobe(&["check"], &[]).stdout).to_string();
+    assert!(columns.contains(&format!("exchanges    counted at {expected}")), "{columns}");
     let line = columns.lines().find(|l| l.contains("tp_btf/inet_sock_set_state")).expect("in the columns");
     assert!(line.contains("attached"), "{columns}");
     assert!(columns.contains("result       ok"), "{columns}");
