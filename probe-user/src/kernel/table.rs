@@ -289,7 +289,7 @@ pub const PROBE_TABLE: &[Candidate] = &[
         programs: &[("fexit_tcp_sendmsg", FExit("tcp_sendmsg"))],
         needs: &[Function("tcp_sendmsg", 3)],
         min_kernel: "5.12",
-        note: "replaces sock_send_length (TCP only, misses splice)",
+        note: "replaces sock_send_length (TCP only; misses splice and sendfile before 6.5)",
     },
     Candidate {
         feature: Feature::AppSends,
