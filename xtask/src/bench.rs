@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
 
 use crate::workspace_root;
 
@@ -43,22 +44,26 @@ pub struct BenchArgs {
     #[arg(long)]
     listing_only: bool,
     /// Tracers to compare with no tracer, comma-separated (fewer tracers,
-    /// more rounds in the same time): sockprobe, sockprobe-at-receives,
-    /// sockprobe-lru, sockprobe-socket-local, bpftrace, empty-tp_btf.
-    /// The empty programs are always measured: every ratio is to them.
+    /// more rounds in the same time). The empty programs are always
+    /// measured: every ratio is to them.
     #[arg(
         long,
+        value_enum,
         value_delimiter = ',',
         default_value = "sockprobe,sockprobe-at-receives,sockprobe-lru,sockprobe-socket-local,bpftrace,empty-tp_btf"
     )]
-    tracers: Vec<String>,
-    /// Workloads, comma-separated: churn, keep-alive, bulk.
-    #[arg(long, value_delimiter = ',', default_value = "churn,keep-alive,bulk")]
-    workloads: Vec<String>,
+    tracers: Vec<Tracer>,
+    /// Workloads, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,keep-alive,bulk")]
+    workloads: Vec<Workload>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Named on the command line as [`Tracer::name`] says (a unit test holds
+/// the two together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 enum Tracer {
+    /// The baseline every round measures anyway.
+    #[value(skip)]
     None,
     /// sockprobe's defaults (state in the cookie table; exchanges counted
     /// at sends on 6.5+).
@@ -76,6 +81,7 @@ enum Tracer {
     /// (probe-ebpf/src/floor.rs, loaded by the `floor_tracer` example): what
     /// merely running a program of sockprobe's kind costs per event here,
     /// bpf_stats' own clock reads included. The floor under any tracer.
+    #[value(name = "empty-tp_btf")]
     Floor,
 }
 
@@ -105,31 +111,9 @@ impl Tracer {
         }
     }
 
-    const MEASURED: [Tracer; 6] = [
-        Tracer::Sockprobe,
-        Tracer::SockprobeAtReceives,
-        Tracer::SockprobeLru,
-        Tracer::SockprobeSocketLocal,
-        Tracer::Bpftrace,
-        Tracer::Floor,
-    ];
-
-    /// The tracers named on the command line, the empty programs always among them.
-    fn chosen(names: &[String]) -> Result<Vec<Tracer>> {
-        let mut out = Vec::new();
-        for n in names {
-            let t = Tracer::MEASURED
-                .into_iter()
-                .find(|t| t.name() == n.trim())
-                .with_context(|| format!("--tracers: no tracer {n:?} (one of sockprobe, sockprobe-at-receives, sockprobe-lru, sockprobe-socket-local, bpftrace, empty-tp_btf)"))?;
-            if !out.contains(&t) {
-                out.push(t);
-            }
-        }
-        if !out.contains(&Tracer::Floor) {
-            out.push(Tracer::Floor);
-        }
-        Ok(out)
+    /// The tracers asked for, each once, the empty programs always among them.
+    fn chosen(asked: &[Tracer]) -> Vec<Tracer> {
+        once_each(asked.iter().copied().chain([Tracer::Floor]))
     }
 
     fn is_sockprobe(self) -> bool {
@@ -140,7 +124,18 @@ impl Tracer {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// `items` in order, repeats dropped (a flag may name one twice).
+fn once_each<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 enum Workload {
     Churn,
     KeepAlive,
@@ -148,31 +143,6 @@ enum Workload {
 }
 
 impl Workload {
-    const ALL: [Workload; 3] = [Workload::Churn, Workload::KeepAlive, Workload::Bulk];
-
-    /// As `--workloads` names it.
-    fn flag(self) -> &'static str {
-        match self {
-            Workload::Churn => "churn",
-            Workload::KeepAlive => "keep-alive",
-            Workload::Bulk => "bulk",
-        }
-    }
-
-    fn chosen(names: &[String]) -> Result<Vec<Workload>> {
-        let mut out: Vec<Workload> = Vec::new();
-        for n in names {
-            let w = Workload::ALL
-                .into_iter()
-                .find(|w| w.flag() == n.trim())
-                .with_context(|| format!("--workloads: no workload {n:?} (one of churn, keep-alive, bulk)"))?;
-            if !out.contains(&w) {
-                out.push(w);
-            }
-        }
-        Ok(out)
-    }
-
     fn name(self) -> &'static str {
         match self {
             Workload::Churn => "churn (new connection per request)",
@@ -570,9 +540,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let nginx = start_nginx(&dir)?;
 
-    let measured = Tracer::chosen(&args.tracers)?;
+    let measured = Tracer::chosen(&args.tracers);
     let tracers: Vec<Tracer> = std::iter::once(Tracer::None).chain(measured.iter().copied()).collect();
-    let workloads = Workload::chosen(&args.workloads)?;
+    let workloads = once_each(args.workloads.iter().copied());
     let mut samples = Vec::new();
     let mut acc = CostAcc::default();
     // Throughput with bpf_stats off (its two clock reads per run would tax
@@ -629,7 +599,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.rounds,
         args.seconds,
         measured.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
-        workloads.iter().map(|w| w.flag()).collect::<Vec<_>>().join(",")
+        workloads
+            .iter()
+            .filter_map(|w| Some(w.to_possible_value()?.get_name().to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let interval = median_interval(args.rounds);
     let header: Vec<String> = measured.iter().map(|t| format!("{} / baseline", t.title())).collect();
@@ -902,7 +876,34 @@ fn churn_leak(total: u64, port: u16, report: &mut String) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::median_interval;
+    use clap::ValueEnum;
+
+    use super::{Tracer, Workload, median_interval, once_each};
+
+    #[test]
+    fn tracers_are_asked_for_by_the_names_the_report_uses() {
+        for t in Tracer::value_variants() {
+            assert_eq!(t.to_possible_value().unwrap().get_name(), t.name());
+        }
+        assert!(!Tracer::value_variants().contains(&Tracer::None), "the baseline is not a tracer to ask for");
+        assert_eq!(Tracer::chosen(&[Tracer::Sockprobe, Tracer::Sockprobe]), [Tracer::Sockprobe, Tracer::Floor]);
+        let names: Vec<_> =
+            Workload::value_variants().iter().map(|w| w.to_possible_value().unwrap().get_name().to_string()).collect();
+        assert_eq!(names, ["churn", "keep-alive", "bulk"], "the names docs/benchmarks.md uses");
+        assert_eq!(once_each([Workload::Bulk, Workload::Churn, Workload::Bulk]), [Workload::Bulk, Workload::Churn]);
+    }
+
+    #[test]
+    fn by_default_every_tracer_and_workload_runs() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: super::BenchArgs,
+        }
+        let args = <Cli as clap::Parser>::try_parse_from(["bench"]).expect("the defaults parse").bench;
+        assert_eq!(args.tracers, Tracer::value_variants());
+        assert_eq!(args.workloads, Workload::value_variants());
+    }
 
     #[test]
     fn median_intervals_match_the_binomial_tables() {
