@@ -15,7 +15,11 @@ fn main() -> anyhow::Result<()> {
         let tracepoint = name.strip_prefix("floor_").unwrap_or(name);
         let program: &mut BtfTracePoint = ebpf.program_mut(name).expect("listed").try_into()?;
         // Kernels without a tracepoint (sock_*_length before 6.3) skip it.
-        match program.load(tracepoint, &btf).and_then(|()| program.attach().map(drop)) {
+        // SOCKPROBE_LOAD_ONLY=1 leaves attaching to the bench's paired phase,
+        // as it does for sockprobe.
+        let load_only = std::env::var_os("SOCKPROBE_LOAD_ONLY").is_some_and(|v| v == "1");
+        match program.load(tracepoint, &btf).and_then(|()| if load_only { Ok(()) } else { program.attach().map(drop) })
+        {
             Ok(()) => eprintln!("floor: {tracepoint} attached"),
             Err(e) => eprintln!("floor: {tracepoint} skipped: {e}"),
         }

@@ -660,3 +660,35 @@ fn privileged_cookie_table_wraps_around_long_lived_sockets() {
     let text = daemon.scrape();
     assert_eq!(metric(&text, "sockprobe_evicted_sockets_total", &[]), 0.0, "{text}");
 }
+
+/// `SOCKPROBE_LOAD_ONLY=1` (the bench's paired phase): the programs load,
+/// nothing attaches, so the daemon sees none of 20 connections it would
+/// otherwise count; unset, the same client's connections are all counted.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_load_only_attaches_nothing() {
+    require_root();
+    let ns = NetNs::new("loadonly");
+    let drive = |name: &str| {
+        let mut server = Server::start(
+            &ns.prefix(),
+            "t-lo-server",
+            &["--listen", "0.0.0.0:0", "--response", "10", "--connections", "20"],
+        );
+        let port = server.addr.rsplit(':').next().unwrap().to_string();
+        client(&ns.prefix(), name, &["--connect", &format!("127.0.0.1:{port}"), "--response", "10", "--spread", "20"]);
+        server.wait();
+    };
+    let closed = |daemon: &Daemon, name: &str| {
+        metric(&daemon.scrape(), "sockprobe_tcp_connections_closed_total", &[("comm", name)])
+    };
+    let detached = Daemon::start_under(&["env", "SOCKPROBE_LOAD_ONLY=1"], &[]);
+    drive("t-lo-detached");
+    // Past the ring buffer's poll interval.
+    sleep(Duration::from_millis(500));
+    assert_eq!(closed(&detached, "t-lo-detached"), 0.0, "a load-only daemon must see nothing");
+    drop(detached);
+    let attached = Daemon::start(&[]);
+    drive("t-lo-attached");
+    wait_until("20 closes seen once attached", Duration::from_secs(10), || closed(&attached, "t-lo-attached") == 20.0);
+}

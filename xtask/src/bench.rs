@@ -22,7 +22,8 @@ use crate::workspace_root;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Interleaved rounds per workload.
+    /// Interleaved rounds per workload (0: only the kernel-cost pass and
+    /// the phases below).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Seconds per measurement.
@@ -53,6 +54,16 @@ pub struct BenchArgs {
         default_value = "sockprobe,sockprobe-at-receives,sockprobe-lru,sockprobe-socket-local,bpftrace,empty-tp_btf"
     )]
     tracers: Vec<Tracer>,
+    /// Seconds per workload for sockprobe and for the empty programs in the
+    /// paired phase (0 skips it): their programs attached and detached
+    /// every slice under one steady load, the ratio taken between adjacent
+    /// slices (docs/benchmarks.md, "Paired slices").
+    #[arg(long, default_value_t = 60)]
+    paired_seconds: u64,
+    /// Slice length in the paired phase, milliseconds (100 ms gave the
+    /// narrowest interval per second spent here: docs/benchmarks.md).
+    #[arg(long, default_value_t = 100)]
+    paired_slice_ms: u64,
     /// Workloads, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,keep-alive,bulk")]
     workloads: Vec<Workload>,
@@ -61,7 +72,7 @@ pub struct BenchArgs {
 /// Named on the command line as [`Tracer::name`] says (a unit test holds
 /// the two together).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
-enum Tracer {
+pub(crate) enum Tracer {
     /// The baseline every round measures anyway.
     #[value(skip)]
     None,
@@ -86,7 +97,7 @@ enum Tracer {
 }
 
 impl Tracer {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Tracer::None => "none",
             Tracer::Sockprobe => "sockprobe",
@@ -99,7 +110,7 @@ impl Tracer {
     }
 
     /// What the report's columns call it.
-    fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Tracer::None => "no tracer",
             Tracer::Sockprobe => "sockprobe (defaults)",
@@ -136,14 +147,14 @@ fn once_each<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
-enum Workload {
+pub(crate) enum Workload {
     Churn,
     KeepAlive,
     Bulk,
 }
 
 impl Workload {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Workload::Churn => "churn (new connection per request)",
             Workload::KeepAlive => "keep-alive request/response",
@@ -152,7 +163,7 @@ impl Workload {
     }
 
     /// wrk arguments: threads, connections, path, extra headers.
-    fn wrk_args(self, port: u16, seconds: u64) -> Vec<String> {
+    pub(crate) fn wrk_args(self, port: u16, seconds: u64) -> Vec<String> {
         let url = |p: &str| format!("http://127.0.0.1:{port}/{p}");
         let mut a: Vec<String> = vec!["-t1".into(), format!("-d{seconds}s")];
         match self {
@@ -217,7 +228,7 @@ fn bpf_programs() -> Result<HashMap<u64, ProgStat>> {
     Ok(progs)
 }
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
     tracer: Tracer,
     progs: HashSet<u64>,
@@ -227,7 +238,9 @@ struct Running {
     startup_cpu_s: f64,
 }
 
-fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
+/// With `load_only`, the tracer loads its programs and attaches none
+/// (`SOCKPROBE_LOAD_ONLY=1`): the paired phase attaches them.
+pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool) -> Result<Option<Running>> {
     if tracer == Tracer::None {
         return Ok(None);
     }
@@ -245,17 +258,21 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
             if tracer == Tracer::SockprobeAtReceives {
                 command.env("SOCKPROBE_TURNS", "receives");
             }
+            if load_only {
+                command.env("SOCKPROBE_LOAD_ONLY", "1");
+            }
             let child = command.spawn().context("start sockprobe")?;
             (child, Some(addr))
         }
         Tracer::Floor => {
             let child = Command::new(workspace_root().join("target/release/examples/floor_tracer"))
+                .env("SOCKPROBE_LOAD_ONLY", if load_only { "1" } else { "0" })
                 .stderr(Stdio::null())
                 .spawn()
                 .context("start floor_tracer")?;
             (child, None)
         }
-        Tracer::Bpftrace => {
+        Tracer::Bpftrace if !load_only => {
             let script = dir.join("track.bt");
             std::fs::write(&script, BPFTRACE_SCRIPT)?;
             let child = Command::new("bpftrace")
@@ -266,7 +283,7 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
                 .context("start bpftrace")?;
             (child, None)
         }
-        _ => unreachable!(),
+        _ => bail!("{} cannot start with its programs detached", tracer.name()),
     };
     // Attached once its programs exist (and, for sockprobe, /healthz says so).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -293,7 +310,7 @@ fn start_tracer(tracer: Tracer, dir: &Path) -> Result<Option<Running>> {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
@@ -337,7 +354,7 @@ struct Sample {
 }
 
 #[derive(Default)]
-struct CostAcc {
+pub(crate) struct CostAcc {
     by_prog: BTreeMap<(Tracer, String), (u64, u64)>,
     instructions: BTreeMap<(Tracer, String), u64>,
     daemon_cpu_s: f64,
@@ -369,11 +386,11 @@ impl CostAcc {
 /// than the tracers do. Tracers stay unpinned: their programs run wherever
 /// the events happen.
 const SERVER_CPU: usize = 0;
-const CLIENT_CPU: usize = 1;
+pub(crate) const CLIENT_CPU: usize = 1;
 
 /// `program`, pinned to `cpu` (with `taskset`, util-linux) when this machine
 /// has CPUs enough to keep server and client apart.
-fn pinned(program: &str, cpu: usize) -> Command {
+pub(crate) fn pinned(program: &str, cpu: usize) -> Command {
     if num_cpus() > CLIENT_CPU {
         let mut c = Command::new("taskset");
         c.args(["-c", &cpu.to_string(), program]);
@@ -392,7 +409,7 @@ fn run_wrk(workload: Workload, port: u16, seconds: u64) -> Result<f64> {
         .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
 }
 
-fn stop(r: Running, acc: &mut CostAcc) -> Result<()> {
+pub(crate) fn stop(r: Running, acc: &mut CostAcc) -> Result<()> {
     let after = bpf_programs()?;
     let mut events = 0;
     for id in &r.progs {
@@ -420,6 +437,12 @@ fn stop(r: Running, acc: &mut CostAcc) -> Result<()> {
     let mut child = r.child;
     child.wait()?;
     Ok(())
+}
+
+/// The tracer's programs, by id and name.
+pub(crate) fn program_names(r: &Running) -> Result<Vec<(u64, String)>> {
+    let all = bpf_programs()?;
+    Ok(r.progs.iter().filter_map(|id| Some((*id, all.get(id)?.name.clone()))).collect())
 }
 
 /// Records sockprobe's kernel side handed to its ring buffer: the
@@ -480,7 +503,8 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
             "daemon off; master_process off; worker_processes 1; error_log {}/logs/error.log; pid {}/nginx.pid;\n\
              events {{ worker_connections 4096; }}\n\
              http {{ access_log off; keepalive_requests 1000000; sendfile on;\n\
-               server {{ listen 127.0.0.1:{port} backlog=4096 reuseport; root {}; }} }}\n",
+               server {{ listen 127.0.0.1:{port} backlog=4096 reuseport; root {};\n\
+                 location = /status {{ stub_status; }} }} }}\n",
             dir.display(),
             dir.display(),
             html.display()
@@ -508,7 +532,7 @@ fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 /// whose interval holds the median with probability >= 95 %, and that
 /// probability, 1 - 2 P(X < k) for X ~ Binomial(n, 1/2). `None` below 6
 /// samples, where even (min, max) is short of 95 %.
-fn median_interval(n: usize) -> Option<(usize, usize, f64)> {
+pub(crate) fn median_interval(n: usize) -> Option<(usize, usize, f64)> {
     let mut choose = 1.0f64; // C(n, k - 1)
     let mut below = 0.0; // P(X < k)
     let mut best = None;
@@ -552,7 +576,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &w in &workloads {
             for i in 0..tracers.len() {
                 let t = tracers[(i + round) % tracers.len()];
-                let running = start_tracer(t, &dir)?;
+                let running = start_tracer(t, &dir, false)?;
                 let rps = run_wrk(w, nginx.port, args.seconds)?;
                 eprintln!("round {round} {:<40} {:<10} {rps:>12.0} req/s", w.name(), t.name());
                 samples.push(Sample { workload: w, tracer: t, round, req_per_s: rps });
@@ -567,7 +591,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut pass_cost: BTreeMap<(Workload, Tracer), (u64, u64, f64)> = BTreeMap::new();
     for &w in &workloads {
         for &t in &measured {
-            let running = start_tracer(t, &dir)?;
+            let running = start_tracer(t, &dir, false)?;
             let rps = run_wrk(w, nginx.port, args.seconds)?;
             if let Some(r) = running {
                 let mut one = CostAcc::default();
@@ -605,48 +629,50 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let interval = median_interval(args.rounds);
-    let header: Vec<String> = measured.iter().map(|t| format!("{} / baseline", t.title())).collect();
-    let _ = writeln!(report, "| workload | baseline req/s (median) | {} |", header.join(" | "));
-    let _ = writeln!(report, "|---|---|{}", "---|".repeat(measured.len()));
-    for &w in &workloads {
-        let base: HashMap<usize, f64> = samples
-            .iter()
-            .filter(|s| s.workload == w && s.tracer == Tracer::None)
-            .map(|s| (s.round, s.req_per_s))
-            .collect();
-        let (base_med, _, _) = median_and_spread(base.values().copied().collect());
-        let ratio = |t: Tracer| {
-            let mut v: Vec<f64> = samples
+    if args.rounds > 0 {
+        let interval = median_interval(args.rounds);
+        let header: Vec<String> = measured.iter().map(|t| format!("{} / baseline", t.title())).collect();
+        let _ = writeln!(report, "| workload | baseline req/s (median) | {} |", header.join(" | "));
+        let _ = writeln!(report, "|---|---|{}", "---|".repeat(measured.len()));
+        for &w in &workloads {
+            let base: HashMap<usize, f64> = samples
                 .iter()
-                .filter(|s| s.workload == w && s.tracer == t)
-                .map(|s| s.req_per_s / base[&s.round])
+                .filter(|s| s.workload == w && s.tracer == Tracer::None)
+                .map(|s| (s.round, s.req_per_s))
                 .collect();
-            let (m, lo, hi) = median_and_spread(v.clone());
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            match interval {
-                Some((k, j, _)) => format!("{:.1}% [{:.1}–{:.1}%]", m * 100.0, v[k - 1] * 100.0, v[j - 1] * 100.0),
-                None => format!("{:.1}% ({:.1}–{:.1}%)", m * 100.0, lo * 100.0, hi * 100.0),
-            }
-        };
-        let cells: Vec<String> = measured.iter().map(|&t| ratio(t)).collect();
-        let _ = writeln!(report, "| {} | {:.0} | {} |", w.name(), base_med, cells.join(" | "));
-    }
-    match interval {
-        Some((k, j, level)) => {
-            let _ = writeln!(
-                report,
-                "\nRatios: median over {} rounds, in brackets its {:.1} % confidence interval (the {k}th and {j}th of the sorted ratios; distribution-free); each ratio uses its own round's baseline.\n",
-                args.rounds,
-                level * 100.0
-            );
+            let (base_med, _, _) = median_and_spread(base.values().copied().collect());
+            let ratio = |t: Tracer| {
+                let mut v: Vec<f64> = samples
+                    .iter()
+                    .filter(|s| s.workload == w && s.tracer == t)
+                    .map(|s| s.req_per_s / base[&s.round])
+                    .collect();
+                let (m, lo, hi) = median_and_spread(v.clone());
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                match interval {
+                    Some((k, j, _)) => format!("{:.1}% [{:.1}–{:.1}%]", m * 100.0, v[k - 1] * 100.0, v[j - 1] * 100.0),
+                    None => format!("{:.1}% ({:.1}–{:.1}%)", m * 100.0, lo * 100.0, hi * 100.0),
+                }
+            };
+            let cells: Vec<String> = measured.iter().map(|&t| ratio(t)).collect();
+            let _ = writeln!(report, "| {} | {:.0} | {} |", w.name(), base_med, cells.join(" | "));
         }
-        None => {
-            let _ = writeln!(
-                report,
-                "\nRatios: median over {} rounds, (min–max) in parentheses (6 or more rounds give a 95 % interval instead); each ratio uses its own round's baseline.\n",
-                args.rounds
-            );
+        match interval {
+            Some((k, j, level)) => {
+                let _ = writeln!(
+                    report,
+                    "\nRatios: median over {} rounds, in brackets its {:.1} % confidence interval (the {k}th and {j}th of the sorted ratios; distribution-free); each ratio uses its own round's baseline.\n",
+                    args.rounds,
+                    level * 100.0
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    report,
+                    "\nRatios: median over {} rounds, (min–max) in parentheses (6 or more rounds give a 95 % interval instead); each ratio uses its own round's baseline.\n",
+                    args.rounds
+                );
+            }
         }
     }
     let _ = writeln!(
@@ -739,12 +765,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .filter(|s| s.workload == Workload::Churn && s.tracer == Tracer::Sockprobe)
         .map(|s| s.req_per_s)
         .fold(0.0, f64::max);
-    let _ = writeln!(
-        report,
-        "\nSaturation: highest churn rate with sockprobe attached: {churn_max:.0} connections/s (wrk, 16 connections); events lost over all runs: {}.",
-        acc.events_lost
-    );
+    if churn_max > 0.0 {
+        let _ = writeln!(
+            report,
+            "\nSaturation: highest churn rate with sockprobe attached: {churn_max:.0} connections/s (wrk, 16 connections); events lost over all runs: {}.",
+            acc.events_lost
+        );
+    }
 
+    if args.paired_seconds > 0 {
+        crate::paired_bench::run(
+            &workloads,
+            nginx.port,
+            args.paired_seconds,
+            Duration::from_millis(args.paired_slice_ms.max(10)),
+            &dir,
+            &mut report,
+        )?;
+    }
     if args.scale_sockets > 0 {
         scale(args.scale_sockets, &mut report)?;
     }
@@ -773,7 +811,7 @@ fn num_cpus() -> usize {
 /// have their server side closed, so a quarter of all sockets sit in CLOSE_WAIT.
 fn scale(sockets: u32, report: &mut String) -> Result<()> {
     let peer = workspace_root().join("target/release/sockprobe-peer");
-    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"))?.context("sockprobe")?;
+    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false)?.context("sockprobe")?;
     let addr = sp.metrics_addr.clone().unwrap();
     let pid = sp.child.id();
     let (_, _, rss_idle) = proc_usage(pid);
@@ -847,7 +885,7 @@ fn scale(sockets: u32, report: &mut String) -> Result<()> {
 /// Churns `total` connections through nginx with sockprobe attached: map and
 /// RSS must come back down.
 fn churn_leak(total: u64, port: u16, report: &mut String) -> Result<()> {
-    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"))?.context("sockprobe")?;
+    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false)?.context("sockprobe")?;
     let addr = sp.metrics_addr.clone().unwrap();
     let pid = sp.child.id();
     let t = Instant::now();

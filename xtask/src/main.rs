@@ -9,6 +9,7 @@ mod bootstrap;
 mod fuzz;
 mod kernels;
 mod listing_bench;
+mod paired_bench;
 mod test;
 
 use std::process::{Command, ExitCode};

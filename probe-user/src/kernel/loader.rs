@@ -329,6 +329,11 @@ impl Probes {
                 Outcome::Standby => {}
             }
         }
+        if load_only() {
+            log::warn!(
+                "SOCKPROBE_LOAD_ONLY=1: BTF-typed programs loaded but not attached; nothing is traced until a benchmark attaches them"
+            );
+        }
         // A trace-only feature is not missed by the daemon.
         log::info!("exchanges counted at {}", self.turns.name());
         for f in Feature::ALL.into_iter().filter(|f| self.trace_all || !f.trace_only(self.turns)) {
@@ -383,6 +388,15 @@ fn try_attach(ebpf: &mut Ebpf, c: &Candidate, btf: &Btf, aya_btf: &AyaBtf) -> Re
     Ok(())
 }
 
+/// `SOCKPROBE_LOAD_ONLY=1`: the BTF-typed hooks (tp_btf, fentry, fexit)
+/// are loaded and verified but not attached. A development knob for `cargo
+/// xtask bench`'s paired phase, which attaches and detaches these very
+/// programs by id many times a second (a raw tracepoint link cannot be
+/// detached from outside its owner). kprobes and the iterator still attach.
+fn load_only() -> bool {
+    std::env::var_os("SOCKPROBE_LOAD_ONLY").is_some_and(|v| v == "1")
+}
+
 fn attach_one(ebpf: &mut Ebpf, name: &str, hook: Hook, btf: &AyaBtf) -> Result<(), String> {
     let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from object"))?;
     let err = |e: ProgramError| describe(&e);
@@ -390,17 +404,23 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, hook: Hook, btf: &AyaBtf) -> Result<(
         Hook::TpBtf(tp) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(err)?;
             p.load(tp, btf).map_err(err)?;
-            p.attach().map_err(err)?;
+            if !load_only() {
+                p.attach().map_err(err)?;
+            }
         }
         Hook::FEntry(func) => {
             let p: &mut FEntry = program.try_into().map_err(err)?;
             p.load(func, btf).map_err(err)?;
-            p.attach().map_err(err)?;
+            if !load_only() {
+                p.attach().map_err(err)?;
+            }
         }
         Hook::FExit(func) => {
             let p: &mut FExit = program.try_into().map_err(err)?;
             p.load(func, btf).map_err(err)?;
-            p.attach().map_err(err)?;
+            if !load_only() {
+                p.attach().map_err(err)?;
+            }
         }
         Hook::KProbe(func) | Hook::KRetProbe(func) => {
             let p: &mut KProbe = program.try_into().map_err(err)?;

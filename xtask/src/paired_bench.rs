@@ -1,0 +1,232 @@
+//! `cargo xtask bench`'s paired phase: throughput with and without a
+//! tracer's programs, a quarter of a second apart, under one steady load.
+//!
+//! On a shared VM the host's speed drifts by ±10 % within seconds (steal
+//! time explains only part of it), so whole runs seconds apart compare
+//! badly: twenty interleaved 3-second rounds still leave a 95 % interval
+//! about ±5 % wide. Here the tracer starts with `SOCKPROBE_LOAD_ONLY=1`
+//! (loaded and verified, nothing attached), and the bench attaches and
+//! detaches its very programs by id (`BPF_RAW_TRACEPOINT_OPEN`, close):
+//! slices alternate off/on, on/off, … and each adjacent pair gives one
+//! ratio, counted by nginx's own request counter (`stub_status`).
+//!
+//! What it measures: the programs' cost in the kernel, with the daemon
+//! running and consuming what they send. Not included: the daemon's start-up
+//! and its first socket listing (run and measured apart, in the main rounds).
+use std::{
+    fmt::Write as _,
+    io,
+    os::fd::{FromRawFd, OwnedFd, RawFd},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::{Tracer, Workload, http_get, median_interval, pinned, start_tracer, stop};
+
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+
+/// `bpf(2)` with a zeroed attribute block (the kernel accepts a longer
+/// block than its own if the tail is zero).
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<RawFd> {
+    // SAFETY: attr is a valid, writable 128-byte block for the call's length.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(attr)) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as RawFd) }
+}
+
+/// Another process's loaded programs, attached and detached at will.
+struct Toggle {
+    programs: Vec<(String, OwnedFd)>,
+    links: Vec<OwnedFd>,
+}
+
+impl Toggle {
+    /// Opens the programs a raw tracepoint link accepts (tp_btf, fentry,
+    /// fexit); not sockprobe's socket iterator (`iter_*`), which each
+    /// listing attaches anew and the hot path never runs.
+    fn new(ids: &[(u64, String)]) -> Result<Toggle> {
+        let mut programs = Vec::new();
+        for (id, name) in ids.iter().filter(|(_, name)| !name.starts_with("iter_")) {
+            let mut attr = [0u64; 16];
+            attr[0] = *id; // prog_id (u32), next_id 0, open_flags 0
+            let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).with_context(|| format!("open program {id} ({name})"))?;
+            // SAFETY: a new fd the kernel just returned, owned by no one else.
+            programs.push((name.clone(), unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        Ok(Toggle { programs, links: Vec::new() })
+    }
+
+    fn attach(prog: &OwnedFd) -> io::Result<OwnedFd> {
+        use std::os::fd::AsRawFd;
+        let mut attr = [0u64; 16];
+        attr[1] = prog.as_raw_fd() as u64; // name NULL: the program's own hook
+        let fd = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?;
+        // SAFETY: as above.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn set(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.links.clear();
+        } else if self.links.is_empty() {
+            for (name, fd) in &self.programs {
+                self.links.push(Self::attach(fd).with_context(|| format!("attach {name}"))?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// nginx's handled-requests counter.
+fn requests(addr: &str) -> Result<u64> {
+    let (_, body) = http_get(addr, "/status").context("nginx stub_status")?;
+    request_count(&body).with_context(|| format!("no request count in stub_status: {body:?}"))
+}
+
+/// "Active connections: N\nserver accepts handled requests\n A H R\n…": R.
+fn request_count(stub_status: &str) -> Option<u64> {
+    let mut lines = stub_status.lines().skip_while(|l| !l.trim_start().starts_with("server accepts"));
+    lines.next()?;
+    lines.next()?.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// One tracer, one workload: (on/off ratio per pair, off-slice rates).
+fn pairs(
+    tracer: Tracer,
+    workload: Workload,
+    port: u16,
+    seconds: u64,
+    slice: Duration,
+    dir: &std::path::Path,
+) -> Result<(Vec<f64>, Vec<f64>, usize)> {
+    let running = start_tracer(tracer, dir, true)?.context("a tracer")?;
+    let ids: Vec<(u64, String)> = crate::bench::program_names(&running)?;
+    let mut toggle = Toggle::new(&ids)?;
+    let attached = toggle.programs.len();
+    if attached == 0 {
+        bail!("{}: no program of it attaches with BPF_RAW_TRACEPOINT_OPEN", tracer.name());
+    }
+    let addr = format!("127.0.0.1:{port}");
+    // On while wrk opens its connections, as when a daemon runs before them.
+    toggle.set(true)?;
+    let mut wrk = pinned("wrk", crate::bench::CLIENT_CPU)
+        .args(workload.wrk_args(port, seconds + 5))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("wrk")?;
+    sleep(Duration::from_secs(1));
+    let settle = Duration::from_millis(10);
+    let mut ratios = Vec::new();
+    let mut baseline = Vec::new();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut k = 0usize;
+    while Instant::now() < end {
+        // off/on, then on/off: neither state always comes first.
+        let order = if k.is_multiple_of(2) { [false, true] } else { [true, false] };
+        let mut rate = [0.0f64; 2];
+        for on in order {
+            toggle.set(on)?;
+            sleep(settle);
+            let (c0, t0) = (requests(&addr)?, Instant::now());
+            sleep(slice);
+            let (c1, t1) = (requests(&addr)?, Instant::now());
+            rate[on as usize] = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
+        }
+        if rate[0] > 0.0 {
+            ratios.push(rate[1] / rate[0]);
+            baseline.push(rate[0]);
+        }
+        k += 1;
+    }
+    toggle.set(false)?;
+    let _ = wrk.kill();
+    let _ = wrk.wait();
+    drop(toggle);
+    stop(running, &mut Default::default())?;
+    Ok((ratios, baseline, attached))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// `median% [lo–hi%]`, the interval distribution-free as in the rounds.
+fn ratio_cell(mut ratios: Vec<f64>) -> String {
+    let m = median(&mut ratios);
+    match median_interval(ratios.len()) {
+        Some((k, j, _)) => format!("{:.1}% [{:.1}–{:.1}%]", m * 100.0, ratios[k - 1] * 100.0, ratios[j - 1] * 100.0),
+        None => format!("{:.1}% (too few pairs for an interval)", m * 100.0),
+    }
+}
+
+pub fn run(
+    workloads: &[Workload],
+    port: u16,
+    seconds: u64,
+    slice: Duration,
+    dir: &std::path::Path,
+    report: &mut String,
+) -> Result<()> {
+    let tracers = [Tracer::Sockprobe, Tracer::Floor];
+    let _ = writeln!(
+        report,
+        "\nPaired slices ({seconds} s per workload and tracer, {} ms slices, off/on alternating; \
+         the tracer's own programs attached and detached by id under one steady wrk load; \
+         ratio = on / off of adjacent slices, nginx's request counter):\n",
+        slice.as_millis()
+    );
+    let _ = writeln!(
+        report,
+        "| workload | pairs | off req/s (median) | {} |",
+        tracers.iter().map(|t| format!("{} on / off", t.title())).collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(report, "|---|---|---|{}", "---|".repeat(tracers.len()));
+    for &w in workloads {
+        let mut cells = Vec::new();
+        let mut n = usize::MAX;
+        let mut off = Vec::new();
+        for &t in &tracers {
+            let (ratios, baseline, attached) = pairs(t, w, port, seconds, slice, dir)?;
+            eprintln!(
+                "paired {:<40} {:<12} {} pairs, {attached} programs: {}",
+                w.name(),
+                t.name(),
+                ratios.len(),
+                ratio_cell(ratios.clone())
+            );
+            n = n.min(ratios.len());
+            off.extend(baseline);
+            cells.push(ratio_cell(ratios));
+        }
+        let _ = writeln!(report, "| {} | {n} | {:.0} | {} |", w.name(), median(&mut off), cells.join(" | "));
+    }
+    let _ = writeln!(
+        report,
+        "\nEach cell: the median on/off ratio and its 95 % distribution-free interval. \
+         The empty programs' column is the floor: what any tracer with programs on these tracepoints costs."
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stub_status_gives_the_request_count() {
+        let body = "Active connections: 17 \nserver accepts handled requests\n 1203 1203 98765 \nReading: 0 Writing: 1 Waiting: 16 \n";
+        assert_eq!(request_count(body), Some(98765));
+        assert_eq!(request_count("Active connections: 1\n"), None);
+        assert_eq!(request_count("server accepts handled requests\n 1 2\n"), None);
+    }
+
+    #[test]
+    fn median_of_even_and_odd_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}
