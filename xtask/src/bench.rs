@@ -64,6 +64,11 @@ pub struct BenchArgs {
     /// narrowest interval per second spent here: docs/benchmarks.md).
     #[arg(long, default_value_t = 100)]
     paired_slice_ms: u64,
+    /// More arguments for every `sockprobe run` in the rounds, the cost
+    /// pass and the paired phase (not the scale and leak phases), e.g.
+    /// `--sockprobe-args=--probe.max-sockets=4096`.
+    #[arg(long, value_delimiter = ' ', allow_hyphen_values = true)]
+    sockprobe_args: Vec<String>,
     /// Workloads, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,keep-alive,bulk")]
     workloads: Vec<Workload>,
@@ -239,8 +244,9 @@ pub(crate) struct Running {
 }
 
 /// With `load_only`, the tracer loads its programs and attaches none
-/// (`SOCKPROBE_LOAD_ONLY=1`): the paired phase attaches them.
-pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool) -> Result<Option<Running>> {
+/// (`SOCKPROBE_LOAD_ONLY=1`): the paired phase attaches them. `extra`:
+/// more arguments for `sockprobe run`.
+pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool, extra: &[String]) -> Result<Option<Running>> {
     if tracer == Tracer::None {
         return Ok(None);
     }
@@ -255,6 +261,7 @@ pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool) -> Resul
             };
             let mut command = Command::new(workspace_root().join("target/release/sockprobe"));
             command.args(["run", "--log.level", "warn", "--web.listen-address", &addr, "--probe.state-store", store]);
+            command.args(extra);
             if tracer == Tracer::SockprobeAtReceives {
                 command.env("SOCKPROBE_TURNS", "receives");
             }
@@ -576,7 +583,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &w in &workloads {
             for i in 0..tracers.len() {
                 let t = tracers[(i + round) % tracers.len()];
-                let running = start_tracer(t, &dir, false)?;
+                let running = start_tracer(t, &dir, false, &args.sockprobe_args)?;
                 let rps = run_wrk(w, nginx.port, args.seconds)?;
                 eprintln!("round {round} {:<40} {:<10} {rps:>12.0} req/s", w.name(), t.name());
                 samples.push(Sample { workload: w, tracer: t, round, req_per_s: rps });
@@ -591,7 +598,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut pass_cost: BTreeMap<(Workload, Tracer), (u64, u64, f64)> = BTreeMap::new();
     for &w in &workloads {
         for &t in &measured {
-            let running = start_tracer(t, &dir, false)?;
+            let running = start_tracer(t, &dir, false, &args.sockprobe_args)?;
             let rps = run_wrk(w, nginx.port, args.seconds)?;
             if let Some(r) = running {
                 let mut one = CostAcc::default();
@@ -619,7 +626,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let _ = writeln!(report, "Machine: {} cores, {cpu}; kernel {}; {date}", num_cpus(), kernel.trim());
     let _ = writeln!(
         report,
-        "Command: `cargo xtask bench --rounds {} --seconds {} --tracers {} --workloads {}` (wrk 1 thread vs nginx 1 worker on loopback)\n",
+        "Command: `cargo xtask bench --rounds {} --seconds {} --tracers {} --workloads {} --paired-seconds {} --paired-slice-ms {}{}` (wrk 1 thread vs nginx 1 worker on loopback)\n",
         args.rounds,
         args.seconds,
         measured.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
@@ -627,7 +634,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .iter()
             .filter_map(|w| Some(w.to_possible_value()?.get_name().to_string()))
             .collect::<Vec<_>>()
-            .join(",")
+            .join(","),
+        args.paired_seconds,
+        args.paired_slice_ms,
+        if args.sockprobe_args.is_empty() {
+            String::new()
+        } else {
+            format!(" --sockprobe-args='{}'", args.sockprobe_args.join(" "))
+        }
     );
     if args.rounds > 0 {
         let interval = median_interval(args.rounds);
@@ -780,6 +794,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             args.paired_seconds,
             Duration::from_millis(args.paired_slice_ms.max(10)),
             &dir,
+            &args.sockprobe_args,
             &mut report,
         )?;
     }
@@ -811,7 +826,8 @@ fn num_cpus() -> usize {
 /// have their server side closed, so a quarter of all sockets sit in CLOSE_WAIT.
 fn scale(sockets: u32, report: &mut String) -> Result<()> {
     let peer = workspace_root().join("target/release/sockprobe-peer");
-    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false)?.context("sockprobe")?;
+    let sp =
+        start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false, &[])?.context("sockprobe")?;
     let addr = sp.metrics_addr.clone().unwrap();
     let pid = sp.child.id();
     let (_, _, rss_idle) = proc_usage(pid);
@@ -885,7 +901,8 @@ fn scale(sockets: u32, report: &mut String) -> Result<()> {
 /// Churns `total` connections through nginx with sockprobe attached: map and
 /// RSS must come back down.
 fn churn_leak(total: u64, port: u16, report: &mut String) -> Result<()> {
-    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false)?.context("sockprobe")?;
+    let sp =
+        start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false, &[])?.context("sockprobe")?;
     let addr = sp.metrics_addr.clone().unwrap();
     let pid = sp.child.id();
     let t = Instant::now();

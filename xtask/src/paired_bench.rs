@@ -100,8 +100,9 @@ fn pairs(
     seconds: u64,
     slice: Duration,
     dir: &std::path::Path,
+    sockprobe_args: &[String],
 ) -> Result<(Vec<f64>, Vec<f64>, usize)> {
-    let running = start_tracer(tracer, dir, true)?.context("a tracer")?;
+    let running = start_tracer(tracer, dir, true, sockprobe_args)?.context("a tracer")?;
     let ids: Vec<(u64, String)> = crate::bench::program_names(&running)?;
     let mut toggle = Toggle::new(&ids)?;
     let attached = toggle.programs.len();
@@ -169,6 +170,7 @@ pub fn run(
     seconds: u64,
     slice: Duration,
     dir: &std::path::Path,
+    sockprobe_args: &[String],
     report: &mut String,
 ) -> Result<()> {
     let tracers = [Tracer::Sockprobe, Tracer::Floor];
@@ -190,7 +192,7 @@ pub fn run(
         let mut n = usize::MAX;
         let mut off = Vec::new();
         for &t in &tracers {
-            let (ratios, baseline, attached) = pairs(t, w, port, seconds, slice, dir)?;
+            let (ratios, baseline, attached) = pairs(t, w, port, seconds, slice, dir, sockprobe_args)?;
             eprintln!(
                 "paired {:<40} {:<12} {} pairs, {attached} programs: {}",
                 w.name(),
