@@ -540,12 +540,14 @@ fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 /// probability, 1 - 2 P(X < k) for X ~ Binomial(n, 1/2). `None` below 6
 /// samples, where even (min, max) is short of 95 %.
 pub(crate) fn median_interval(n: usize) -> Option<(usize, usize, f64)> {
-    let mut choose = 1.0f64; // C(n, k - 1)
+    // ln P(X = k - 1), kept as a logarithm: C(n, k) overflows f64 and 2^-n
+    // underflows it from about a thousand samples (the paired phase's pairs).
+    let mut ln_term = -(n as f64) * std::f64::consts::LN_2;
     let mut below = 0.0; // P(X < k)
     let mut best = None;
     for k in 1..=n.div_ceil(2) {
-        below += choose * 0.5f64.powi(n as i32);
-        choose = choose * (n - (k - 1)) as f64 / k as f64;
+        below += ln_term.exp();
+        ln_term += ((n - (k - 1)) as f64 / k as f64).ln();
         let level = 1.0 - 2.0 * below;
         if level < 0.95 {
             break;
@@ -970,5 +972,13 @@ mod tests {
         let (lo, hi, level) = median_interval(20).unwrap();
         assert_eq!((lo, hi), (6, 15));
         assert!((level - (1.0 - 2.0 * 21_700.0 / 1_048_576.0)).abs() < 1e-9);
+        // Many samples (the paired phase): near n/2 - 0.98 sqrt(n), the
+        // normal approximation, and no overflow on the way.
+        for (n, near) in [(534usize, 244.4f64), (5000, 2430.7)] {
+            let (lo, hi, level) = median_interval(n).unwrap();
+            assert!((lo as f64 - near).abs() <= 2.0, "n = {n}: rank {lo}, about {near} expected");
+            assert_eq!(hi, n + 1 - lo);
+            assert!((0.95..0.96).contains(&level), "n = {n}: level {level}");
+        }
     }
 }

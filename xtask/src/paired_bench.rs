@@ -92,7 +92,26 @@ fn request_count(stub_status: &str) -> Option<u64> {
     lines.next()?.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// One tracer, one workload: (on/off ratio per pair, off-slice rates).
+/// One tracer's paired slices under one workload.
+struct Paired {
+    /// On/off, one per adjacent pair of slices.
+    ratios: Vec<f64>,
+    /// Requests per second in the off slices.
+    off_rates: Vec<f64>,
+    /// Programs attached and detached.
+    programs: usize,
+}
+
+/// wrk, stopped however the phase ends.
+struct Load(std::process::Child);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn pairs(
     tracer: Tracer,
     workload: Workload,
@@ -101,26 +120,28 @@ fn pairs(
     slice: Duration,
     dir: &std::path::Path,
     sockprobe_args: &[String],
-) -> Result<(Vec<f64>, Vec<f64>, usize)> {
+) -> Result<Paired> {
     let running = start_tracer(tracer, dir, true, sockprobe_args)?.context("a tracer")?;
     let ids: Vec<(u64, String)> = crate::bench::program_names(&running)?;
     let mut toggle = Toggle::new(&ids)?;
-    let attached = toggle.programs.len();
-    if attached == 0 {
+    let programs = toggle.programs.len();
+    if programs == 0 {
         bail!("{}: no program of it attaches with BPF_RAW_TRACEPOINT_OPEN", tracer.name());
     }
     let addr = format!("127.0.0.1:{port}");
     // On while wrk opens its connections, as when a daemon runs before them.
     toggle.set(true)?;
-    let mut wrk = pinned("wrk", crate::bench::CLIENT_CPU)
-        .args(workload.wrk_args(port, seconds + 5))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("wrk")?;
+    let load = Load(
+        pinned("wrk", crate::bench::CLIENT_CPU)
+            .args(workload.wrk_args(port, seconds + 5))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("wrk")?,
+    );
     sleep(Duration::from_secs(1));
     let settle = Duration::from_millis(10);
     let mut ratios = Vec::new();
-    let mut baseline = Vec::new();
+    let mut off_rates = Vec::new();
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut k = 0usize;
     while Instant::now() < end {
@@ -137,16 +158,15 @@ fn pairs(
         }
         if rate[0] > 0.0 {
             ratios.push(rate[1] / rate[0]);
-            baseline.push(rate[0]);
+            off_rates.push(rate[0]);
         }
         k += 1;
     }
     toggle.set(false)?;
-    let _ = wrk.kill();
-    let _ = wrk.wait();
+    drop(load);
     drop(toggle);
     stop(running, &mut Default::default())?;
-    Ok((ratios, baseline, attached))
+    Ok(Paired { ratios, off_rates, programs })
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -192,17 +212,18 @@ pub fn run(
         let mut n = usize::MAX;
         let mut off = Vec::new();
         for &t in &tracers {
-            let (ratios, baseline, attached) = pairs(t, w, port, seconds, slice, dir, sockprobe_args)?;
+            let run = pairs(t, w, port, seconds, slice, dir, sockprobe_args)?;
             eprintln!(
-                "paired {:<40} {:<12} {} pairs, {attached} programs: {}",
+                "paired {:<40} {:<12} {} pairs, {} programs: {}",
                 w.name(),
                 t.name(),
-                ratios.len(),
-                ratio_cell(ratios.clone())
+                run.ratios.len(),
+                run.programs,
+                ratio_cell(run.ratios.clone())
             );
-            n = n.min(ratios.len());
-            off.extend(baseline);
-            cells.push(ratio_cell(ratios));
+            n = n.min(run.ratios.len());
+            off.extend(run.off_rates);
+            cells.push(ratio_cell(run.ratios));
         }
         let _ = writeln!(report, "| {} | {n} | {:.0} | {} |", w.name(), median(&mut off), cells.join(" | "));
     }

@@ -34,7 +34,6 @@ func main() {
 	bodyBytes := flag.Int("body-bytes", 64*1024, "server: response body size")
 	idle := flag.Duration("idle-timeout", 0, "server: close idle keep-alive connections after this long")
 	delay := flag.Duration("delay", 0, "server: time each request takes")
-	noKeepAlive := flag.Bool("no-keepalive", false, "server: close every connection after its response")
 	concurrency := flag.Int("concurrency", 16, "burst: concurrent requests per burst (n bursts)")
 	url := flag.String("url", "", "client: URL to request")
 	n := flag.Int("n", 100, "client: requests (0 = until killed)")
@@ -97,7 +96,6 @@ func main() {
 				w.Write(body)
 			}),
 		}
-		srv.SetKeepAlivesEnabled(!*noKeepAlive)
 		srv.Serve(ln)
 		return
 	}
