@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
         // Kernels without a tracepoint (sock_*_length before 6.3) skip it.
         // SOCKPROBE_LOAD_ONLY=1 leaves attaching to the bench's paired phase,
         // as it does for sockprobe.
-        let load_only = std::env::var_os("SOCKPROBE_LOAD_ONLY").is_some_and(|v| v == "1");
+        let load_only = sockprobe::kernel::loader::load_only();
         match program.load(tracepoint, &btf).and_then(|()| if load_only { Ok(()) } else { program.attach().map(drop) })
         {
             Ok(()) => eprintln!("floor: {tracepoint} attached"),

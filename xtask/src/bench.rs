@@ -273,7 +273,7 @@ pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool, extra: &
         }
         Tracer::Floor => {
             let child = Command::new(workspace_root().join("target/release/examples/floor_tracer"))
-                .env("SOCKPROBE_LOAD_ONLY", if load_only { "1" } else { "0" })
+                .envs(load_only.then_some(("SOCKPROBE_LOAD_ONLY", "1")))
                 .stderr(Stdio::null())
                 .spawn()
                 .context("start floor_tracer")?;
@@ -528,10 +528,21 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
     Ok(Nginx { child, port })
 }
 
-fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let mid = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
     (mid, v[0], v[v.len() - 1])
+}
+
+/// `median% [lo–hi%]` for ratios: the median and, from 6 samples, its
+/// 95 % interval ([`median_interval`]); below that `(min–max%)`.
+pub(crate) fn ratio_cell(mut v: Vec<f64>) -> String {
+    let (m, lo, hi) = median_and_spread(v.clone());
+    v.sort_by(|a, b| a.total_cmp(b));
+    match median_interval(v.len()) {
+        Some((k, j, _)) => format!("{:.1}% [{:.1}–{:.1}%]", m * 100.0, v[k - 1] * 100.0, v[j - 1] * 100.0),
+        None => format!("{:.1}% ({:.1}–{:.1}%)", m * 100.0, lo * 100.0, hi * 100.0),
+    }
 }
 
 /// A distribution-free confidence interval for the median of `n` samples:
@@ -658,17 +669,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .collect();
             let (base_med, _, _) = median_and_spread(base.values().copied().collect());
             let ratio = |t: Tracer| {
-                let mut v: Vec<f64> = samples
-                    .iter()
-                    .filter(|s| s.workload == w && s.tracer == t)
-                    .map(|s| s.req_per_s / base[&s.round])
-                    .collect();
-                let (m, lo, hi) = median_and_spread(v.clone());
-                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                match interval {
-                    Some((k, j, _)) => format!("{:.1}% [{:.1}–{:.1}%]", m * 100.0, v[k - 1] * 100.0, v[j - 1] * 100.0),
-                    None => format!("{:.1}% ({:.1}–{:.1}%)", m * 100.0, lo * 100.0, hi * 100.0),
-                }
+                ratio_cell(
+                    samples
+                        .iter()
+                        .filter(|s| s.workload == w && s.tracer == t)
+                        .map(|s| s.req_per_s / base[&s.round])
+                        .collect(),
+                )
             };
             let cells: Vec<String> = measured.iter().map(|&t| ratio(t)).collect();
             let _ = writeln!(report, "| {} | {:.0} | {} |", w.name(), base_med, cells.join(" | "));
@@ -935,7 +942,7 @@ fn churn_leak(total: u64, port: u16, report: &mut String) -> Result<()> {
 mod tests {
     use clap::ValueEnum;
 
-    use super::{Tracer, Workload, median_interval, once_each};
+    use super::{Tracer, Workload, median_interval, once_each, ratio_cell};
 
     #[test]
     fn tracers_are_asked_for_by_the_names_the_report_uses() {
@@ -960,6 +967,13 @@ mod tests {
         let args = <Cli as clap::Parser>::try_parse_from(["bench"]).expect("the defaults parse").bench;
         assert_eq!(args.tracers, Tracer::value_variants());
         assert_eq!(args.workloads, Workload::value_variants());
+    }
+
+    #[test]
+    fn ratio_cells_give_the_interval_from_six_samples() {
+        assert_eq!(ratio_cell(vec![0.9, 1.1, 1.0]), "100.0% (90.0–110.0%)");
+        // Six samples: (min, max) is the 96.9 % interval, and the median the mean of the middle two.
+        assert_eq!(ratio_cell(vec![0.95, 0.9, 1.0, 1.05, 1.1, 0.97]), "98.5% [90.0–110.0%]");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`'s paired phase: throughput with and without a
-//! tracer's programs, a quarter of a second apart, under one steady load.
+//! tracer's programs, one slice (100 ms by default) apart, under one steady
+//! load.
 //!
-//! On a shared VM the host's speed drifts by ±10 % within seconds (steal
+//! On a shared VM the host's speed drifts by ±10–15 % within seconds (steal
 //! time explains only part of it), so whole runs seconds apart compare
 //! badly: twenty interleaved 3-second rounds still leave a 95 % interval
 //! about ±5 % wide. Here the tracer starts with `SOCKPROBE_LOAD_ONLY=1`
@@ -23,7 +24,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{Tracer, Workload, http_get, median_interval, pinned, start_tracer, stop};
+use crate::bench::{Tracer, Workload, http_get, median_and_spread, pinned, ratio_cell, start_tracer, stop};
 
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -169,21 +170,6 @@ fn pairs(
     Ok(Paired { ratios, off_rates, programs })
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
-}
-
-/// `median% [lo–hi%]`, the interval distribution-free as in the rounds.
-fn ratio_cell(mut ratios: Vec<f64>) -> String {
-    let m = median(&mut ratios);
-    match median_interval(ratios.len()) {
-        Some((k, j, _)) => format!("{:.1}% [{:.1}–{:.1}%]", m * 100.0, ratios[k - 1] * 100.0, ratios[j - 1] * 100.0),
-        None => format!("{:.1}% (too few pairs for an interval)", m * 100.0),
-    }
-}
-
 pub fn run(
     workloads: &[Workload],
     port: u16,
@@ -225,7 +211,7 @@ pub fn run(
             off.extend(run.off_rates);
             cells.push(ratio_cell(run.ratios));
         }
-        let _ = writeln!(report, "| {} | {n} | {:.0} | {} |", w.name(), median(&mut off), cells.join(" | "));
+        let _ = writeln!(report, "| {} | {n} | {:.0} | {} |", w.name(), median_and_spread(off).0, cells.join(" | "));
     }
     let _ = writeln!(
         report,
@@ -245,11 +231,5 @@ mod tests {
         assert_eq!(request_count(body), Some(98765));
         assert_eq!(request_count("Active connections: 1\n"), None);
         assert_eq!(request_count("server accepts handled requests\n 1 2\n"), None);
-    }
-
-    #[test]
-    fn median_of_even_and_odd_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 }

@@ -393,7 +393,7 @@ fn try_attach(ebpf: &mut Ebpf, c: &Candidate, btf: &Btf, aya_btf: &AyaBtf) -> Re
 /// xtask bench`'s paired phase, which attaches and detaches these very
 /// programs by id many times a second (a raw tracepoint link cannot be
 /// detached from outside its owner). kprobes and the iterator still attach.
-fn load_only() -> bool {
+pub fn load_only() -> bool {
     std::env::var_os("SOCKPROBE_LOAD_ONLY").is_some_and(|v| v == "1")
 }
 
