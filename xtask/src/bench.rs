@@ -66,9 +66,19 @@ pub struct BenchArgs {
     paired_slice_ms: u64,
     /// More arguments for every `sockprobe run` in the rounds, the cost
     /// pass and the paired phase (not the scale and leak phases), e.g.
-    /// `--sockprobe-args=--probe.max-sockets=4096`.
+    /// `--sockprobe-args=--probe.max-sockets=4096`; a word `NAME=value`
+    /// sets an environment variable instead (a development knob).
     #[arg(long, value_delimiter = ' ', allow_hyphen_values = true)]
     sockprobe_args: Vec<String>,
+    /// A/B in the paired phase: sockprobe as `--sockprobe-args` say against
+    /// sockprobe with these words too (same form), e.g.
+    /// `--paired-versus=--probe.state-store=lru` or
+    /// `--paired-versus=SOCKPROBE_TURNS=receives`. Slices then alternate
+    /// between the two, never off, and each ratio is the second's requests
+    /// over the first's (docs/benchmarks.md, "Paired slices"); the on/off
+    /// columns are not measured.
+    #[arg(long, value_delimiter = ' ', allow_hyphen_values = true)]
+    paired_versus: Vec<String>,
     /// Workloads, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,keep-alive,bulk")]
     workloads: Vec<Workload>,
@@ -243,17 +253,61 @@ pub(crate) struct Running {
     startup_cpu_s: f64,
 }
 
+/// How a sockprobe tracer starts beyond its [`Tracer`]'s own settings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Variant {
+    /// More arguments for `sockprobe run`.
+    pub args: Vec<String>,
+    /// More environment: the development knobs (docs/development.md).
+    pub env: Vec<(String, String)>,
+    /// Its metrics port, when another sockprobe holds the default one.
+    pub port: Option<u16>,
+}
+
+impl Variant {
+    /// Words as `--sockprobe-args` and `--paired-versus` take them:
+    /// `NAME=value` (a capitalised name) is environment, the rest arguments.
+    pub fn from_words(words: &[String]) -> Variant {
+        let is_env = |w: &str| {
+            w.split_once('=').is_some_and(|(name, _)| {
+                name.starts_with(|c: char| c.is_ascii_uppercase())
+                    && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+        };
+        let mut v = Variant::default();
+        for w in words.iter().filter(|w| !w.is_empty()) {
+            match w.split_once('=').filter(|_| is_env(w)) {
+                Some((name, value)) => v.env.push((name.to_string(), value.to_string())),
+                None => v.args.push(w.clone()),
+            }
+        }
+        v
+    }
+
+    /// Both: `self`'s words, then `other`'s.
+    pub fn and(&self, other: &Variant) -> Variant {
+        Variant {
+            args: self.args.iter().chain(&other.args).cloned().collect(),
+            env: self.env.iter().chain(&other.env).cloned().collect(),
+            port: other.port.or(self.port),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        self.env.iter().map(|(k, v)| format!("{k}={v}")).chain(self.args.iter().cloned()).collect::<Vec<_>>().join(" ")
+    }
+}
+
 /// With `load_only`, the tracer loads its programs and attaches none
-/// (`SOCKPROBE_LOAD_ONLY=1`): the paired phase attaches them. `extra`:
-/// more arguments for `sockprobe run`.
-pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool, extra: &[String]) -> Result<Option<Running>> {
+/// (`SOCKPROBE_LOAD_ONLY=1`): the paired phase attaches them.
+pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool, extra: &Variant) -> Result<Option<Running>> {
     if tracer == Tracer::None {
         return Ok(None);
     }
     let before: HashSet<u64> = bpf_programs()?.into_keys().collect();
     let (child, metrics_addr) = match tracer {
         t if t.is_sockprobe() => {
-            let addr = "127.0.0.1:19741".to_string();
+            let addr = format!("127.0.0.1:{}", extra.port.unwrap_or(19741));
             let store = match tracer {
                 Tracer::SockprobeSocketLocal => "socket-local",
                 Tracer::SockprobeLru => "lru",
@@ -261,7 +315,7 @@ pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool, extra: &
             };
             let mut command = Command::new(workspace_root().join("target/release/sockprobe"));
             command.args(["run", "--log.level", "warn", "--web.listen-address", &addr, "--probe.state-store", store]);
-            command.args(extra);
+            command.args(&extra.args).envs(extra.env.iter().map(|(k, v)| (k, v)));
             if tracer == Tracer::SockprobeAtReceives {
                 command.env("SOCKPROBE_TURNS", "receives");
             }
@@ -584,6 +638,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let nginx = start_nginx(&dir)?;
 
+    let base = Variant::from_words(&args.sockprobe_args);
     let measured = Tracer::chosen(&args.tracers);
     let tracers: Vec<Tracer> = std::iter::once(Tracer::None).chain(measured.iter().copied()).collect();
     let workloads = once_each(args.workloads.iter().copied());
@@ -596,7 +651,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &w in &workloads {
             for i in 0..tracers.len() {
                 let t = tracers[(i + round) % tracers.len()];
-                let running = start_tracer(t, &dir, false, &args.sockprobe_args)?;
+                let running = start_tracer(t, &dir, false, &base)?;
                 let rps = run_wrk(w, nginx.port, args.seconds)?;
                 eprintln!("round {round} {:<40} {:<10} {rps:>12.0} req/s", w.name(), t.name());
                 samples.push(Sample { workload: w, tracer: t, round, req_per_s: rps });
@@ -611,7 +666,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut pass_cost: BTreeMap<(Workload, Tracer), (u64, u64, f64)> = BTreeMap::new();
     for &w in &workloads {
         for &t in &measured {
-            let running = start_tracer(t, &dir, false, &args.sockprobe_args)?;
+            let running = start_tracer(t, &dir, false, &base)?;
             let rps = run_wrk(w, nginx.port, args.seconds)?;
             if let Some(r) = running {
                 let mut one = CostAcc::default();
@@ -650,11 +705,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .join(","),
         args.paired_seconds,
         args.paired_slice_ms,
-        if args.sockprobe_args.is_empty() {
-            String::new()
-        } else {
-            format!(" --sockprobe-args='{}'", args.sockprobe_args.join(" "))
-        }
+        [("sockprobe-args", &args.sockprobe_args), ("paired-versus", &args.paired_versus)]
+            .iter()
+            .filter(|(_, words)| !words.is_empty())
+            .map(|(flag, words)| format!(" --{flag}='{}'", words.join(" ")))
+            .collect::<String>()
     );
     if args.rounds > 0 {
         let interval = median_interval(args.rounds);
@@ -803,7 +858,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             args.paired_seconds,
             Duration::from_millis(args.paired_slice_ms.max(10)),
             &dir,
-            &args.sockprobe_args,
+            &base,
+            (!args.paired_versus.is_empty()).then(|| Variant::from_words(&args.paired_versus)).as_ref(),
             &mut report,
         )?;
     }
@@ -835,8 +891,8 @@ fn num_cpus() -> usize {
 /// have their server side closed, so a quarter of all sockets sit in CLOSE_WAIT.
 fn scale(sockets: u32, report: &mut String) -> Result<()> {
     let peer = workspace_root().join("target/release/sockprobe-peer");
-    let sp =
-        start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false, &[])?.context("sockprobe")?;
+    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false, &Variant::default())?
+        .context("sockprobe")?;
     let addr = sp.metrics_addr.clone().unwrap();
     let pid = sp.child.id();
     let (_, _, rss_idle) = proc_usage(pid);
@@ -910,8 +966,8 @@ fn scale(sockets: u32, report: &mut String) -> Result<()> {
 /// Churns `total` connections through nginx with sockprobe attached: map and
 /// RSS must come back down.
 fn churn_leak(total: u64, port: u16, report: &mut String) -> Result<()> {
-    let sp =
-        start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false, &[])?.context("sockprobe")?;
+    let sp = start_tracer(Tracer::Sockprobe, &workspace_root().join("target/bench"), false, &Variant::default())?
+        .context("sockprobe")?;
     let addr = sp.metrics_addr.clone().unwrap();
     let pid = sp.child.id();
     let t = Instant::now();
@@ -942,7 +998,24 @@ fn churn_leak(total: u64, port: u16, report: &mut String) -> Result<()> {
 mod tests {
     use clap::ValueEnum;
 
-    use super::{Tracer, Workload, median_interval, once_each, ratio_cell};
+    use super::{Tracer, Variant, Workload, median_interval, once_each, ratio_cell};
+
+    #[test]
+    fn variant_words_split_into_environment_and_arguments() {
+        let words: Vec<String> =
+            ["SOCKPROBE_TURNS=receives", "--probe.max-sockets=1024", "", "--log.level", "warn", "lower=case"]
+                .map(String::from)
+                .to_vec();
+        let v = Variant::from_words(&words);
+        assert_eq!(v.env, vec![("SOCKPROBE_TURNS".to_string(), "receives".to_string())]);
+        assert_eq!(v.args, ["--probe.max-sockets=1024", "--log.level", "warn", "lower=case"]);
+        assert_eq!(v.describe(), "SOCKPROBE_TURNS=receives --probe.max-sockets=1024 --log.level warn lower=case");
+        let both = v.and(&Variant { port: Some(1), ..Variant::from_words(&["X1=2".to_string()]) });
+        assert_eq!(both.env.len(), 2);
+        assert_eq!(both.args.len(), 4);
+        assert_eq!(both.port, Some(1));
+        assert_eq!(Variant::from_words(&[]), Variant::default());
+    }
 
     #[test]
     fn tracers_are_asked_for_by_the_names_the_report_uses() {

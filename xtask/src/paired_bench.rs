@@ -14,6 +14,10 @@
 //! What it measures: the programs' cost in the kernel, with the daemon
 //! running and consuming what they send. Not included: the daemon's start-up
 //! and its first socket listing (run and measured apart, in the main rounds).
+//!
+//! With `--paired-versus`, two sockprobes take turns instead of one and
+//! nothing: the ratio is the second configuration's throughput over the
+//! first's, which is how a change to the kernel programs is measured.
 use std::{
     fmt::Write as _,
     io,
@@ -24,7 +28,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{Tracer, Workload, http_get, median_and_spread, pinned, ratio_cell, start_tracer, stop};
+use crate::bench::{Tracer, Variant, Workload, http_get, median_and_spread, pinned, ratio_cell, start_tracer, stop};
 
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -93,14 +97,13 @@ fn request_count(stub_status: &str) -> Option<u64> {
     lines.next()?.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// One tracer's paired slices under one workload.
+/// Paired slices under one workload: each pair one slice of the first
+/// state, one of the second, in alternating order.
 struct Paired {
-    /// On/off, one per adjacent pair of slices.
+    /// Second over first, one per adjacent pair of slices.
     ratios: Vec<f64>,
-    /// Requests per second in the off slices.
-    off_rates: Vec<f64>,
-    /// Programs attached and detached.
-    programs: usize,
+    /// Requests per second in the first state's slices.
+    first_rates: Vec<f64>,
 }
 
 /// wrk, stopped however the phase ends.
@@ -113,25 +116,27 @@ impl Drop for Load {
     }
 }
 
+/// A started tracer's programs, opened to attach.
+fn toggle_of(running: &crate::bench::Running, name: &str) -> Result<Toggle> {
+    let toggle = Toggle::new(&crate::bench::program_names(running)?)?;
+    if toggle.programs.is_empty() {
+        bail!("{name}: no program of it attaches with BPF_RAW_TRACEPOINT_OPEN");
+    }
+    Ok(toggle)
+}
+
+/// `first` attached (or nothing, when `None`) against `second` attached.
 fn pairs(
-    tracer: Tracer,
+    mut first: Option<&mut Toggle>,
+    second: &mut Toggle,
     workload: Workload,
     port: u16,
     seconds: u64,
     slice: Duration,
-    dir: &std::path::Path,
-    sockprobe_args: &[String],
 ) -> Result<Paired> {
-    let running = start_tracer(tracer, dir, true, sockprobe_args)?.context("a tracer")?;
-    let ids: Vec<(u64, String)> = crate::bench::program_names(&running)?;
-    let mut toggle = Toggle::new(&ids)?;
-    let programs = toggle.programs.len();
-    if programs == 0 {
-        bail!("{}: no program of it attaches with BPF_RAW_TRACEPOINT_OPEN", tracer.name());
-    }
     let addr = format!("127.0.0.1:{port}");
     // On while wrk opens its connections, as when a daemon runs before them.
-    toggle.set(true)?;
+    second.set(true)?;
     let load = Load(
         pinned("wrk", crate::bench::CLIENT_CPU)
             .args(workload.wrk_args(port, seconds + 5))
@@ -142,81 +147,143 @@ fn pairs(
     sleep(Duration::from_secs(1));
     let settle = Duration::from_millis(10);
     let mut ratios = Vec::new();
-    let mut off_rates = Vec::new();
+    let mut first_rates = Vec::new();
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut k = 0usize;
     while Instant::now() < end {
-        // off/on, then on/off: neither state always comes first.
+        // first/second, then second/first: neither state always comes first.
         let order = if k.is_multiple_of(2) { [false, true] } else { [true, false] };
         let mut rate = [0.0f64; 2];
-        for on in order {
-            toggle.set(on)?;
+        for use_second in order {
+            // Detach before attaching: never both at once.
+            if use_second {
+                first.as_deref_mut().map(|t| t.set(false)).transpose()?;
+                second.set(true)?;
+            } else {
+                second.set(false)?;
+                first.as_deref_mut().map(|t| t.set(true)).transpose()?;
+            }
             sleep(settle);
             let (c0, t0) = (requests(&addr)?, Instant::now());
             sleep(slice);
             let (c1, t1) = (requests(&addr)?, Instant::now());
-            rate[on as usize] = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
+            rate[use_second as usize] = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
         }
         if rate[0] > 0.0 {
             ratios.push(rate[1] / rate[0]);
-            off_rates.push(rate[0]);
+            first_rates.push(rate[0]);
         }
         k += 1;
     }
-    toggle.set(false)?;
+    second.set(false)?;
+    first.map(|t| t.set(false)).transpose()?;
     drop(load);
-    drop(toggle);
-    stop(running, &mut Default::default())?;
-    Ok(Paired { ratios, off_rates, programs })
+    Ok(Paired { ratios, first_rates })
 }
 
+/// One tracer on against off.
+fn on_off(
+    tracer: Tracer,
+    workload: Workload,
+    port: u16,
+    seconds: u64,
+    slice: Duration,
+    dir: &std::path::Path,
+    variant: &Variant,
+) -> Result<Paired> {
+    let running = start_tracer(tracer, dir, true, variant)?.context("a tracer")?;
+    let mut toggle = toggle_of(&running, tracer.name())?;
+    let paired = pairs(None, &mut toggle, workload, port, seconds, slice)?;
+    drop(toggle);
+    stop(running, &mut Default::default())?;
+    Ok(paired)
+}
+
+/// sockprobe as `base` says against sockprobe with `versus` too, both
+/// started with their programs detached (the second on its own metrics
+/// port).
+fn versus_pairs(
+    workload: Workload,
+    port: u16,
+    seconds: u64,
+    slice: Duration,
+    dir: &std::path::Path,
+    base: &Variant,
+    versus: &Variant,
+) -> Result<Paired> {
+    let a = start_tracer(Tracer::Sockprobe, dir, true, base)?.context("sockprobe")?;
+    let b_variant = base.and(&Variant { port: Some(19742), ..versus.clone() });
+    let b = start_tracer(Tracer::Sockprobe, dir, true, &b_variant)?.context("sockprobe")?;
+    let (mut ta, mut tb) = (toggle_of(&a, "sockprobe")?, toggle_of(&b, "sockprobe (versus)")?);
+    let paired = pairs(Some(&mut ta), &mut tb, workload, port, seconds, slice)?;
+    drop((ta, tb));
+    stop(a, &mut Default::default())?;
+    stop(b, &mut Default::default())?;
+    Ok(paired)
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     workloads: &[Workload],
     port: u16,
     seconds: u64,
     slice: Duration,
     dir: &std::path::Path,
-    sockprobe_args: &[String],
+    base: &Variant,
+    versus: Option<&Variant>,
     report: &mut String,
 ) -> Result<()> {
-    let tracers = [Tracer::Sockprobe, Tracer::Floor];
+    let columns: Vec<String> = match versus {
+        Some(v) => vec![format!("sockprobe with `{}` / without", v.describe())],
+        None => [Tracer::Sockprobe, Tracer::Floor].iter().map(|t| format!("{} on / off", t.title())).collect(),
+    };
+    let how = match versus {
+        Some(_) => "the two sockprobes' programs attached in turn (never both, never neither)",
+        None => "the tracer's own programs attached and detached by id",
+    };
     let _ = writeln!(
         report,
-        "\nPaired slices ({seconds} s per workload and tracer, {} ms slices, off/on alternating; \
-         the tracer's own programs attached and detached by id under one steady wrk load; \
-         ratio = on / off of adjacent slices, nginx's request counter):\n",
+        "\nPaired slices ({seconds} s per workload and column, {} ms slices, alternating; \
+         {how} under one steady wrk load; ratio between adjacent slices, nginx's request counter):\n",
         slice.as_millis()
     );
-    let _ = writeln!(
-        report,
-        "| workload | pairs | off req/s (median) | {} |",
-        tracers.iter().map(|t| format!("{} on / off", t.title())).collect::<Vec<_>>().join(" | ")
-    );
-    let _ = writeln!(report, "|---|---|---|{}", "---|".repeat(tracers.len()));
+    let first = if versus.is_some() { "first sockprobe" } else { "off" };
+    let _ = writeln!(report, "| workload | pairs | {first}, req/s (median slice) | {} |", columns.join(" | "));
+    let _ = writeln!(report, "|---|---|---|{}", "---|".repeat(columns.len()));
     for &w in workloads {
+        let runs = match versus {
+            Some(v) => vec![("versus", versus_pairs(w, port, seconds, slice, dir, base, v)?)],
+            None => {
+                let mut runs = Vec::new();
+                for t in [Tracer::Sockprobe, Tracer::Floor] {
+                    runs.push((t.name(), on_off(t, w, port, seconds, slice, dir, base)?));
+                }
+                runs
+            }
+        };
+        let n = runs.iter().map(|(_, r)| r.ratios.len()).min().unwrap_or(0);
         let mut cells = Vec::new();
-        let mut n = usize::MAX;
-        let mut off = Vec::new();
-        for &t in &tracers {
-            let run = pairs(t, w, port, seconds, slice, dir, sockprobe_args)?;
+        let mut first = Vec::new();
+        for (name, run) in runs {
             eprintln!(
-                "paired {:<40} {:<12} {} pairs, {} programs: {}",
+                "paired {:<40} {name:<12} {} pairs: {}",
                 w.name(),
-                t.name(),
                 run.ratios.len(),
-                run.programs,
                 ratio_cell(run.ratios.clone())
             );
-            n = n.min(run.ratios.len());
-            off.extend(run.off_rates);
+            first.extend(run.first_rates);
             cells.push(ratio_cell(run.ratios));
         }
-        let _ = writeln!(report, "| {} | {n} | {:.0} | {} |", w.name(), median_and_spread(off).0, cells.join(" | "));
+        let _ = writeln!(report, "| {} | {n} | {:.0} | {} |", w.name(), median_and_spread(first).0, cells.join(" | "));
     }
     let _ = writeln!(
         report,
-        "\nEach cell: the median on/off ratio and its 95 % distribution-free interval. \
-         The empty programs' column is the floor: what any tracer with programs on these tracepoints costs."
+        "\nEach cell: the median ratio of adjacent slices and its 95 % distribution-free interval.{}",
+        if versus.is_some() {
+            ""
+        } else {
+            " The empty programs' column is the floor: what any tracer with programs on these tracepoints costs."
+        }
     );
     Ok(())
 }
