@@ -308,13 +308,15 @@ pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool, extra: &
     let (child, metrics_addr) = match tracer {
         t if t.is_sockprobe() => {
             let addr = format!("127.0.0.1:{}", extra.port.unwrap_or(19741));
+            // The default store unnamed, so `extra` may name another.
             let store = match tracer {
-                Tracer::SockprobeSocketLocal => "socket-local",
-                Tracer::SockprobeLru => "lru",
-                _ => "cookie-table",
+                Tracer::SockprobeSocketLocal => Some("socket-local"),
+                Tracer::SockprobeLru => Some("lru"),
+                _ => None,
             };
             let mut command = Command::new(workspace_root().join("target/release/sockprobe"));
-            command.args(["run", "--log.level", "warn", "--web.listen-address", &addr, "--probe.state-store", store]);
+            command.args(["run", "--log.level", "warn", "--web.listen-address", &addr]);
+            command.args(store.iter().flat_map(|s| ["--probe.state-store", s]));
             command.args(&extra.args).envs(extra.env.iter().map(|(k, v)| (k, v)));
             if tracer == Tracer::SockprobeAtReceives {
                 command.env("SOCKPROBE_TURNS", "receives");
