@@ -268,17 +268,15 @@ impl Variant {
     /// Words as `--sockprobe-args` and `--paired-versus` take them:
     /// `NAME=value` (a capitalised name) is environment, the rest arguments.
     pub fn from_words(words: &[String]) -> Variant {
-        let is_env = |w: &str| {
-            w.split_once('=').is_some_and(|(name, _)| {
-                name.starts_with(|c: char| c.is_ascii_uppercase())
-                    && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-            })
+        let env_name = |name: &str| {
+            name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         };
         let mut v = Variant::default();
         for w in words.iter().filter(|w| !w.is_empty()) {
-            match w.split_once('=').filter(|_| is_env(w)) {
-                Some((name, value)) => v.env.push((name.to_string(), value.to_string())),
-                None => v.args.push(w.clone()),
+            match w.split_once('=') {
+                Some((name, value)) if env_name(name) => v.env.push((name.to_string(), value.to_string())),
+                _ => v.args.push(w.clone()),
             }
         }
         v
