@@ -75,7 +75,7 @@ pub struct BenchArgs {
     /// `--paired-versus=--probe.state-store=lru` or
     /// `--paired-versus=SOCKPROBE_TURNS=receives`. Slices then alternate
     /// between the two, never off, and each ratio is the second's requests
-    /// over the first's (docs/benchmarks.md, "Paired slices"); the on/off
+    /// over the first's (docs/benchmarks.md, "Paired A/B"); the on/off
     /// columns are not measured.
     #[arg(long, value_delimiter = ' ', allow_hyphen_values = true)]
     paired_versus: Vec<String>,
