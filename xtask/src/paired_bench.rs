@@ -233,13 +233,20 @@ pub fn run(
     versus: Option<&Variant>,
     report: &mut String,
 ) -> Result<()> {
-    let columns: Vec<String> = match versus {
-        Some(v) => vec![format!("sockprobe with `{}` / without", v.describe())],
-        None => [Tracer::Sockprobe, Tracer::Floor].iter().map(|t| format!("{} on / off", t.title())).collect(),
-    };
-    let how = match versus {
-        Some(_) => "the two sockprobes' programs attached in turn (never both, never neither)",
-        None => "the tracer's own programs attached and detached by id",
+    // (columns, what the slices toggle, the first state, the footnote's tail)
+    let (columns, how, first_state, floor_note) = match versus {
+        Some(v) => (
+            vec![format!("sockprobe with `{}` / without", v.describe())],
+            "the two sockprobes' programs attached in turn (never both, never neither)",
+            "first sockprobe",
+            "",
+        ),
+        None => (
+            [Tracer::Sockprobe, Tracer::Floor].iter().map(|t| format!("{} on / off", t.title())).collect(),
+            "the tracer's own programs attached and detached by id",
+            "off",
+            " The empty programs' column is the floor: what any tracer with programs on these tracepoints costs.",
+        ),
     };
     let _ = writeln!(
         report,
@@ -247,8 +254,7 @@ pub fn run(
          {how} under one steady wrk load; ratio between adjacent slices, nginx's request counter):\n",
         slice.as_millis()
     );
-    let first = if versus.is_some() { "first sockprobe" } else { "off" };
-    let _ = writeln!(report, "| workload | pairs | {first}, req/s (median slice) | {} |", columns.join(" | "));
+    let _ = writeln!(report, "| workload | pairs | {first_state}, req/s (median slice) | {} |", columns.join(" | "));
     let _ = writeln!(report, "|---|---|---|{}", "---|".repeat(columns.len()));
     for &w in workloads {
         let runs = match versus {
@@ -263,27 +269,20 @@ pub fn run(
         };
         let n = runs.iter().map(|(_, r)| r.ratios.len()).min().unwrap_or(0);
         let mut cells = Vec::new();
-        let mut first = Vec::new();
+        let mut first_rates = Vec::new();
         for (name, run) in runs {
-            eprintln!(
-                "paired {:<40} {name:<12} {} pairs: {}",
-                w.name(),
-                run.ratios.len(),
-                ratio_cell(run.ratios.clone())
-            );
-            first.extend(run.first_rates);
-            cells.push(ratio_cell(run.ratios));
+            let pairs = run.ratios.len();
+            let cell = ratio_cell(run.ratios);
+            eprintln!("paired {:<40} {name:<12} {pairs} pairs: {cell}", w.name());
+            first_rates.extend(run.first_rates);
+            cells.push(cell);
         }
-        let _ = writeln!(report, "| {} | {n} | {:.0} | {} |", w.name(), median_and_spread(first).0, cells.join(" | "));
+        let first_median = median_and_spread(first_rates).0;
+        let _ = writeln!(report, "| {} | {n} | {first_median:.0} | {} |", w.name(), cells.join(" | "));
     }
     let _ = writeln!(
         report,
-        "\nEach cell: the median ratio of adjacent slices and its 95 % distribution-free interval.{}",
-        if versus.is_some() {
-            ""
-        } else {
-            " The empty programs' column is the floor: what any tracer with programs on these tracepoints costs."
-        }
+        "\nEach cell: the median ratio of adjacent slices and its 95 % distribution-free interval.{floor_note}"
     );
     Ok(())
 }
