@@ -19,7 +19,7 @@ pub const SOCKETS_MAP: &str = "SOCKETS";
 pub const STATE_TABLE_MAP: &str = "STATE_TABLE";
 /// Name of the global that carries the cookie table's slot count minus one.
 pub const TABLE_MASK_GLOBAL: &str = "TABLE_MASK";
-/// Slots in each of the two windows a state may take (probe-ebpf/src/table.rs).
+/// Slots in each of the two windows a state may take (probe-ebpf/src/cookie_table.rs).
 pub const TABLE_PROBES: u32 = 8;
 
 /// Slots of the cookie table for `max_sockets` states: twice as many,
@@ -52,7 +52,8 @@ pub const TRACE_ALL_GLOBAL: &str = "TRACE_ALL";
 /// receives (docs/architecture.md, "Where turns are counted").
 pub const TURNS_AT_SENDS_GLOBAL: &str = "TURNS_AT_SENDS";
 
-/// Default size of [`SOCKETS_MAP`] (`--probe.max-sockets`).
+/// Default number of sockets with state (`--probe.max-sockets`): the size
+/// of [`SOCKETS_MAP`], or half the slots of [`STATE_TABLE_MAP`].
 pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
 /// Default size of [`EVENTS_MAP`] in bytes (`--probe.ring-buffer-bytes`).
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
@@ -368,7 +369,8 @@ pub struct SocketEntry {
     pub flags: u8,
 }
 
-/// Per-socket state, in the LRU hash or in socket-local storage ([`StateStore`]).
+/// Per-socket state, in the cookie table, socket-local storage or the LRU
+/// hash ([`StateStore`]).
 /// Only what the socket itself does not keep: endpoints are read from the
 /// socket when a record goes out.
 #[repr(C)]

@@ -2,8 +2,8 @@
 //! the kernel programs and the host's unit tests, so every transition's
 //! meaning is checked without a kernel.
 //!
-//! The facts it encodes (kernel source, checked on 6.18; docs/architecture.md,
-//! "TCP close path"):
+//! The facts it encodes (kernel source, checked on 6.18; docs/kernel-facts.md,
+//! "1. The close path", and docs/architecture.md, "The state machine"):
 //! - CLOSE→SYN_SENT is `connect()`, in the caller's context; LISTEN→SYN_RECV
 //!   is a child socket born in softirq. Other moves out of CLOSE are not new
 //!   lives of a socket sockprobe reports.

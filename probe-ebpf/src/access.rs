@@ -2,12 +2,16 @@
 //!
 //! BTF-typed programs (tp_btf, fentry/fexit) get `sk` as a typed pointer:
 //! they load its fields directly (the JIT inlines each load; the offsets are
-//! constants the verifier reads from the frozen [`crate::kernel::LAYOUT`]) and
-//! may keep state in socket-local storage, a pointer chase from `sk` that is
-//! freed with the socket. kprobes see a plain address: every read is a
-//! `bpf_probe_read_kernel` call and state lives in the LRU hash, a hash lookup
-//! with LRU bookkeeping per event. Userspace picks one store for all programs
-//! ([`STATE_STORE`]), since the programs of one run must share state.
+//! constants the verifier reads from the frozen [`crate::globals::LAYOUT`]).
+//! kprobes see a plain address: every read is a `bpf_probe_read_kernel` call.
+//!
+//! Per-socket state lives in one of three stores, one for all programs of a
+//! run ([`crate::globals::STATE_STORE`]), since they must share it: the
+//! cookie table ([`crate::cookie_table`], the default; BTF hooks only), an
+//! array slot found from the socket's cookie; socket-local storage (BTF
+//! hooks only), a pointer chase from `sk` freed with the socket; or the LRU
+//! hash, a hash lookup with LRU bookkeeping per event, the one kprobes can
+//! use.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_SK_STORAGE_GET_F_CREATE},
     helpers::generated::{bpf_sk_storage_get, bpf_skc_to_tcp_sock},
@@ -15,19 +19,12 @@ use aya_ebpf::{
 use probe_common::{Counter, Field, NO_OFFSET, SockState, StateStore};
 
 use crate::{
-    kernel,
+    cookie_table as table, globals, kernel,
     maps::{self, SOCK_STORAGE, SOCKETS},
-    table,
 };
 
-/// Filled in by userspace with `EbpfLoader::override_global`. Read-only, so
-/// the verifier knows its value and skips the branch not taken (older
-/// kernels never see a socket-storage call they could not verify).
-#[unsafe(no_mangle)]
-pub static STATE_STORE: u32 = StateStore::LruHash as u32;
-
 /// What a new state starts from: the helpers copy it from here, sparing the
-/// program a 128-byte stack buffer to clear and copy.
+/// program a stack buffer of `size_of::<SockState>()` bytes (88) to clear and copy.
 static EMPTY: SockState = unsafe { core::mem::zeroed() };
 
 pub trait Access {
@@ -105,19 +102,14 @@ impl Access for Untyped {
 pub struct Typed;
 
 #[inline(always)]
-fn store_is(store: StateStore) -> bool {
-    unsafe { core::ptr::read_volatile(&raw const STATE_STORE) == store as u32 }
-}
-
-#[inline(always)]
 fn socket_local() -> bool {
-    store_is(StateStore::SocketLocal)
+    globals::state_store_is(StateStore::SocketLocal)
 }
 
 /// The cookie table: the socket's cookie is its slot's key.
 #[inline(always)]
 fn cookie_table() -> bool {
-    store_is(StateStore::CookieTable)
+    globals::state_store_is(StateStore::CookieTable)
 }
 
 #[inline(always)]

@@ -13,6 +13,7 @@ use probe_common::{
 
 use crate::{
     access::Access,
+    globals,
     kernel::{self, layout},
     maps::{self, EVENTS, LISTENERS, RecvMemo},
 };
@@ -23,21 +24,6 @@ const MSG_PEEK: u64 = 2;
 #[inline(always)]
 fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
-}
-
-/// Filled in by userspace (`TRACE_ALL_GLOBAL`): 1 for `sockprobe trace`,
-/// which shows every `open` as it happens and the bytes of each connection;
-/// 0 for the daemon, whose metrics need neither, so an ordinary connection
-/// costs it one record (its `close`), only the direction of I/O that counts
-/// turns is watched ([`TURNS_AT_SENDS`]) and an I/O that is no turn costs a
-/// lookup at most.
-/// Read-only: the verifier prunes the branch not taken.
-#[unsafe(no_mangle)]
-pub static TRACE_ALL: u32 = 0;
-
-#[inline(always)]
-fn trace_all() -> bool {
-    unsafe { core::ptr::read_volatile(&raw const TRACE_ALL) != 0 }
 }
 
 /// Creates (or at birth, replaces) the state of `sk`.
@@ -205,7 +191,7 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         // close (see `on_io`); only `trace` shows it open here.
         Transition::Established => {
             st.birth_ns = now();
-            if trace_all() {
+            if globals::trace_all() {
                 if st.owner.tgid != 0 {
                     report_open::<A>(sk, st);
                 } else {
@@ -283,8 +269,8 @@ fn emit_close<A: Access>(sk: *const u8, st: &mut SockState, from_close_wait: boo
     // read): it started an exchange too, as the contract counts them. Counted
     // at receives, that is a client's send since its last receive; at sends,
     // a server's receive since its last send.
-    let asker = if turn_io() == IO_RECV { Direction::Outbound } else { Direction::Inbound };
-    if st.direction == asker as u8 && kernel::other_way_segs::<A>(A::tcp(sk), turn_io()) != st.turn_mark {
+    let asker = if globals::turn_io() == IO_RECV { Direction::Outbound } else { Direction::Inbound };
+    if st.direction == asker as u8 && kernel::other_way_segs::<A>(A::tcp(sk), globals::turn_io()) != st.turn_mark {
         st.exchanges += 1;
     }
     let t = now();
@@ -346,22 +332,6 @@ pub fn on_destroy<A: Access>(sk: *const u8) {
     A::remove(sk);
 }
 
-/// Filled in by userspace (`TURNS_AT_SENDS_GLOBAL`): 1 where every send,
-/// `sendfile` and `splice` included, goes through `sendmsg` (6.5+), so turns
-/// are counted at sends, which are far fewer than receives for the same
-/// conversation (a client reading a 16 MiB response in 8 KiB reads makes
-/// 2 048 receives against the server's few hundred sends); the daemon then
-/// does not watch receives at all. 0: counted at receives.
-/// Read-only: the verifier prunes the branch not taken.
-#[unsafe(no_mangle)]
-pub static TURNS_AT_SENDS: u32 = 0;
-
-/// The direction of the I/O turns are counted at.
-#[inline(always)]
-fn turn_io() -> u8 {
-    if unsafe { core::ptr::read_volatile(&raw const TURNS_AT_SENDS) } != 0 { IO_SEND } else { IO_RECV }
-}
-
 /// An application `send`/`recv` on `sk` returned `ret`. Process context.
 ///
 /// Exchanges are counted on one direction of I/O alone ([`turn_io`]): an
@@ -377,7 +347,7 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     if ret <= 0 || (dir == IO_RECV && msg_flags & MSG_PEEK != 0) {
         return;
     }
-    let at_turns = dir == turn_io();
+    let at_turns = dir == globals::turn_io();
     // One helper call for the `tcp_sock` members read below.
     let tp = if at_turns { A::tcp(sk) } else { core::ptr::null() };
     // Not TCP (a UNIX or UDP socket: these tracepoints fire for every socket).
@@ -386,7 +356,7 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     }
     let other_way = kernel::other_way_segs::<A>(tp, dir);
     // `trace` counts every receive's bytes, so it never skips one.
-    let memo = if A::TYPED && at_turns && dir == IO_RECV && !trace_all() {
+    let memo = if A::TYPED && at_turns && dir == IO_RECV && !globals::trace_all() {
         Memo::of::<A>(sk, tp, other_way)
     } else {
         Memo::NONE
@@ -405,7 +375,7 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
         }
     };
     let st = unsafe { &mut *st };
-    if trace_all() {
+    if globals::trace_all() {
         if dir == IO_SEND {
             st.bytes_out += ret as u64;
         } else {

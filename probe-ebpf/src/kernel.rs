@@ -3,24 +3,11 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
     bpf_probe_read_kernel_buf,
 };
-use probe_common::{
-    AF_INET, AF_INET6, Event, Field, IO_RECV, KernelLayout, ListenerKey, NO_OFFSET, Owner, SocketEntry,
-};
+use probe_common::{AF_INET, AF_INET6, Event, Field, IO_RECV, ListenerKey, NO_OFFSET, Owner, SocketEntry};
 
 use crate::access::Access;
 
-/// Filled in by userspace with `EbpfLoader::override_global`.
-#[unsafe(no_mangle)]
-pub static LAYOUT: KernelLayout = KernelLayout::ZERO;
-
-/// Reads one member of [`LAYOUT`]; volatile so the compiler cannot fold the
-/// placeholder values in.
-macro_rules! layout {
-    ($($field:ident).+) => {
-        unsafe { core::ptr::read_volatile(&raw const crate::kernel::LAYOUT.$($field).+) }
-    };
-}
-pub(crate) use layout;
+pub(crate) use crate::globals::layout;
 
 /// Reads `T` at `base + field.offset` with a helper call, or `default` when
 /// the field is absent or unreadable. For pointers that are not typed (see

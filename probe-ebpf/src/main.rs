@@ -10,9 +10,10 @@
 #![no_main]
 
 mod access;
+mod cookie_table;
+mod globals;
 mod handlers;
 mod kernel;
 mod maps;
 mod object;
 mod programs;
-mod table;

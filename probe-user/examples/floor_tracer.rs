@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
         // Kernels without a tracepoint (sock_*_length before 6.3) skip it.
         // SOCKPROBE_LOAD_ONLY=1 leaves attaching to the bench's paired phase,
         // as it does for sockprobe.
-        let load_only = sockprobe::kernel::loader::load_only();
+        let load_only = sockprobe::kernel::DevKnobs::from_env().load_only;
         match program.load(tracepoint, &btf).and_then(|()| if load_only { Ok(()) } else { program.attach().map(drop) })
         {
             Ok(()) => eprintln!("floor: {tracepoint} attached"),

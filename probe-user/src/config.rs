@@ -316,6 +316,7 @@ impl ProbeSection {
             ring_buffer_bytes,
             state_store: self.state_store.unwrap_or_default(),
             trace_all: false,
+            knobs: Default::default(),
         })
     }
 }
@@ -402,7 +403,9 @@ impl FromStr for ListenAddress {
 }
 from_text!(ListenAddress);
 
-/// `--web.telemetry-path`: an absolute path other than the fixed pages.
+/// `--web.telemetry-path`: an absolute path other than the pages the daemon
+/// already serves (`/`, `/healthz`, and the API under `/api/`, kept free
+/// for its future versions): one of those would hide the other page.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct TelemetryPath(pub String);
@@ -410,8 +413,8 @@ pub struct TelemetryPath(pub String);
 impl FromStr for TelemetryPath {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if !s.starts_with('/') || s == "/" || s == "/healthz" {
-            return Err("expected a path starting with '/', other than '/' and '/healthz'".into());
+        if !s.starts_with('/') || s == "/" || s == "/healthz" || s == "/api" || s.starts_with("/api/") {
+            return Err("expected a path starting with '/', other than '/', '/healthz' and '/api/...'".into());
         }
         Ok(TelemetryPath(s.to_string()))
     }
@@ -537,8 +540,12 @@ mod tests {
         assert!(e.contains("metrics.series-ttl") && e.contains("10m"), "{e}");
         let e = load("[web]\nlisten-adress = \"x\"\n", Settings::default()).unwrap_err().to_string();
         assert!(e.contains("listen-adress"), "{e}");
-        let e = load("[web]\ntelemetry-path = \"/healthz\"\n", Settings::default()).unwrap_err().to_string();
-        assert!(e.contains("web.telemetry-path") && e.contains("other than"), "{e}");
+        for served in ["/healthz", "/", "/api/v1/findings", "/api/v1/connections", "/api/v2/x", "/api"] {
+            let e = load(&format!("[web]\ntelemetry-path = \"{served}\"\n"), Settings::default()).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("web.telemetry-path") && e.contains("other than"), "{served}: {e}");
+        }
+        assert!("/apis".parse::<TelemetryPath>().is_ok() && "/metrics2".parse::<TelemetryPath>().is_ok());
         let e = load("[probe]\nmax-sockets = 10\n", Settings::default()).unwrap_err().to_string();
         assert!(e.contains("probe.max-sockets 10"), "{e}");
         let e = load("[diagnosis]\nwindow = \"1s\"\n", Settings::default()).unwrap_err().to_string();

@@ -8,15 +8,19 @@ use probe_common::TcpStates;
 
 use crate::{
     aggregate::{Aggregator, Limits},
+    cmd::trace::Record,
     config::Settings,
     decode::Decoder,
     export::{http, routes::Exporter, web_config::WebConfig},
     http_client,
-    identity::{sock_diag, sockets::Listing},
+    identity::{
+        Clock,
+        listing::{Listing, iterator, sock_diag},
+    },
     kernel::{
         btf::Btf,
         layout::{self, ResetReasons},
-        listing, stream,
+        stream,
     },
 };
 
@@ -34,9 +38,11 @@ pub fn btf(data: &[u8]) {
     }
 }
 
-/// Ring-buffer records: decoded, and aggregated into the metrics.
+/// Ring-buffer records: decoded, printed as `trace` does, and aggregated
+/// into the metrics.
 pub fn events(data: &[u8]) {
     let mut decoder = Decoder::new(ResetReasons::default());
+    let clock = Clock::new();
     let mut agg = Aggregator::new(
         Limits { max_endpoints: 4, max_processes: 8, max_series: 16 },
         std::time::Duration::from_secs(1),
@@ -45,8 +51,10 @@ pub fn events(data: &[u8]) {
     );
     for record in data.chunks(size_of::<probe_common::Event>()) {
         if let Some(ev) = stream::parse_event(record) {
-            let _ = decoder.decode(&ev);
-            agg.observe(&mut decoder, &ev);
+            if let Some(decoded) = decoder.decode(&ev) {
+                let _ = serde_json::to_string(&Record::new(&decoded, &clock));
+                agg.observe(&decoded);
+            }
         }
     }
     agg.refresh(u64::MAX / 2);
@@ -54,9 +62,10 @@ pub fn events(data: &[u8]) {
 
 /// The socket-listing iterator's records, and the fallback's netlink messages.
 pub fn socket_listing(data: &[u8]) {
-    if let Ok((entries, _)) = listing::read_entries(data) {
-        let listing = Listing::from_entries(&entries, &STATES);
+    if let Ok((entries, _)) = iterator::read_entries(data) {
+        let mut listing = Listing::from_entries(&entries, &STATES);
         let _ = listing.ports.infer(Some(1), 8080);
+        Decoder::new(ResetReasons::default()).label_listing(&mut listing);
     }
     let _ = sock_diag::parse_messages(data, &mut Vec::new());
 }
@@ -113,7 +122,11 @@ pub fn http_request(data: &[u8]) {
         let _ = ours.write_all(data).await;
         let _ = ours.shutdown().await;
         let mut answer = Vec::new();
-        let _ = tokio::time::timeout(limits.connection_timeout, ours.read_to_end(&mut answer)).await;
+        // The request is all there is (our side is shut): the server must
+        // answer and close, or close, within its connection bound.
+        let bound = limits.connection_timeout + std::time::Duration::from_secs(1);
+        let ended = tokio::time::timeout(bound, ours.read_to_end(&mut answer)).await;
+        assert!(ended.is_ok(), "the connection outlived its {bound:?} bound; answered so far: {} bytes", answer.len());
         server.abort();
     });
 }

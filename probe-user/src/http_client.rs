@@ -32,32 +32,50 @@ impl Endpoint {
     /// `http://` or `https://`, a host (a name, an IPv4 or a bracketed IPv6
     /// address), an optional port (80 or 443 by default), an optional `/`.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let (tls, rest) = match url.split_once("://") {
-            Some(("https", r)) => (true, r),
-            Some(("http", r)) => (false, r),
-            _ => return Err(format!("expected http(s)://HOST[:PORT], got {url:?}")),
-        };
-        let hostport = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = match hostport.rsplit_once(':') {
-            // `[::1]` alone has colons but no port.
-            Some((h, p)) if !h.ends_with(':') && (!h.starts_with('[') || h.ends_with(']')) => {
-                (h, p.parse::<u16>().map_err(|_| format!("bad port in {url:?}"))?)
-            }
-            _ => (hostport, if tls { 443 } else { 80 }),
-        };
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        if host.is_empty() || host.contains(['/', '@', '[', ']', ' ']) {
-            return Err(format!("expected http(s)://HOST[:PORT], got {url:?}"));
+        match Self::parse_with_userinfo(url)? {
+            (endpoint, None) => Ok(endpoint),
+            (_, Some(_)) => Err(format!("expected http(s)://HOST[:PORT] without credentials, got {url:?}")),
         }
-        Ok(Endpoint { tls, host: host.to_string(), port })
+    }
+
+    /// As [`Endpoint::parse`], and a `user:password@` before the host
+    /// (parsed by the `http` crate's `Uri`).
+    pub fn parse_with_userinfo(url: &str) -> Result<(Endpoint, Option<String>), String> {
+        let bad = || format!("expected http(s)://HOST[:PORT], got {url:?}");
+        let uri: http::Uri = url.parse().map_err(|_| bad())?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad()),
+        };
+        let authority = uri.authority().ok_or_else(bad)?;
+        // `Uri` keeps a path of its own (`/` when none was given).
+        if uri.path() != "/" || uri.query().is_some() || url.ends_with("//") {
+            return Err(bad());
+        }
+        let host = authority.host();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if host.is_empty() {
+            return Err(bad());
+        }
+        // `port_u16` is also `None` for a port that is no u16.
+        let hostport = authority.as_str().rsplit('@').next().unwrap_or_default();
+        let port = match authority.port_u16() {
+            Some(p) => p,
+            None if hostport != authority.host() => return Err(format!("bad port in {url:?}")),
+            None if tls => 443,
+            None => 80,
+        };
+        let userinfo = authority.as_str().rsplit_once('@').map(|(u, _)| u.to_string());
+        Ok((Endpoint { tls, host: host.to_string(), port }, userinfo))
     }
 
     pub fn is_loopback(&self) -> bool {
         self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
-    /// The `Host` header: an IPv6 literal goes back in brackets.
-    fn authority(&self) -> String {
+    /// `host:port`, an IPv6 literal back in brackets (the `Host` header).
+    pub fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -134,15 +152,6 @@ impl Trust {
     }
 }
 
-/// Bundles where distributions keep the system's CAs (Debian and friends,
-/// Fedora and friends, Alpine, SUSE).
-const SYSTEM_CA_FILES: [&str; 4] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-    "/etc/ssl/ca-bundle.pem",
-];
-
 /// GET `req.path` from `endpoint`: the body on 200.
 pub async fn get(endpoint: &Endpoint, req: &Get<'_>) -> Result<Bytes, GetError> {
     tokio::time::timeout(req.timeout, get_unbounded_in_time(endpoint, req))
@@ -167,17 +176,30 @@ async fn get_unbounded_in_time(endpoint: &Endpoint, req: &Get<'_>) -> Result<Byt
 }
 
 fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let bundle: PathBuf = match ca_file {
-        Some(f) => f.to_path_buf(),
-        None => SYSTEM_CA_FILES.iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| {
-            "no CA bundle given and none of the system's found: give the server's CA (tls_config: ca_file)".to_string()
-        })?,
+    let (certs, err): (Vec<CertificateDer<'static>>, Box<dyn Fn(&dyn std::fmt::Display) -> String>) = match ca_file {
+        Some(bundle) => {
+            let shown = bundle.display().to_string();
+            let err = move |e: &dyn std::fmt::Display| format!("CA bundle {shown}: {e}");
+            let mut certs = Vec::new();
+            for cert in CertificateDer::pem_file_iter(bundle).map_err(|e| err(&e))? {
+                certs.push(cert.map_err(|e| err(&e))?);
+            }
+            (certs, Box::new(err))
+        }
+        // Where the system keeps them (rustls-native-certs: the distribution's
+        // bundle, or SSL_CERT_FILE/SSL_CERT_DIR).
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let err = |e: &dyn std::fmt::Display| {
+                format!("the system's CA certificates: {e}; give the server's CA (tls_config: ca_file)")
+            };
+            if found.certs.is_empty() {
+                let why = found.errors.first().map_or("none found".to_string(), |e| e.to_string());
+                return Err(err(&why));
+            }
+            (found.certs, Box::new(err))
+        }
     };
-    let err = |e: &dyn std::fmt::Display| format!("CA bundle {}: {e}", bundle.display());
-    let mut certs = Vec::new();
-    for cert in CertificateDer::pem_file_iter(&bundle).map_err(|e| err(&e))? {
-        certs.push(cert.map_err(|e| err(&e))?);
-    }
     let mut roots = rustls::RootCertStore::empty();
     // A system bundle may hold a certificate rustls rejects; skip it.
     let (added, _) = roots.add_parsable_certificates(certs.iter().cloned());
@@ -296,8 +318,18 @@ mod tests {
         assert_eq!(Endpoint::parse("https://kubernetes.default").unwrap(), ep(true, "kubernetes.default", 443));
         assert_eq!(Endpoint::parse("http://127.0.0.1:8080").unwrap(), ep(false, "127.0.0.1", 8080));
         assert_eq!(Endpoint::parse("http://localhost").unwrap(), ep(false, "localhost", 80));
-        for bad in ["ftp://x", "127.0.0.1:80", "http://", "http://a/b", "http://u@h:1", "http://h:99999", "http://h:x"]
-        {
+        for bad in [
+            "ftp://x",
+            "127.0.0.1:80",
+            "http://",
+            "http://a/b",
+            "http://u@h:1",
+            "http://h:99999",
+            "http://h:x",
+            "http://h:1?q",
+            "http://[::1",
+            "http:// h",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad} accepted");
         }
         assert!(ep(false, "::1", 1).is_loopback() && !ep(false, "10.0.0.1", 1).is_loopback());
@@ -367,13 +399,25 @@ mod tests {
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 
+    /// A certificate only (tests/fixtures/ca.pem, self-signed, marked a CA).
+    const FIXTURE_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ca.pem");
+
     #[test]
     fn a_trust_reads_its_bundle_once() {
-        let trust = Trust::default();
-        match (trust.config(), trust.config()) {
-            (Ok(a), Ok(b)) => assert!(Arc::ptr_eq(&a, &b), "built again"),
-            (Err(e), _) => eprintln!("skipped: no system CA bundle here ({e})"),
-            (Ok(_), Err(e)) => panic!("read again, and failed: {e}"),
-        }
+        let trust = Trust::new(Some(FIXTURE_CA.into()));
+        let a = trust.config().expect("the fixture CA loads");
+        let b = trust.config().expect("read again");
+        assert!(Arc::ptr_eq(&a, &b), "built again");
+    }
+
+    #[test]
+    fn a_bundle_without_certificates_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sockprobe-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = Trust::new(Some(empty.clone())).config().unwrap_err();
+        assert!(e.contains("empty.pem") && e.contains("no usable certificate"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

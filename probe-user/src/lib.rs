@@ -1,6 +1,6 @@
 //! sockprobe: per-process TCP connection hygiene from eBPF.
 //!
-//! The folders follow the data path, and dependencies run one way only:
+//! The folders follow the daemon's path, and dependencies run one way only:
 //!
 //! ```text
 //! kernel ──► decode ──► aggregate ──► export
@@ -9,20 +9,28 @@
 //! ```
 //!
 //! - [`kernel`]: the probe table, loading and attaching, the layout from
-//!   BTF, raw records off the ring buffer, kernel counters.
-//! - [`decode`]: raw records into names, addresses, times and labels.
+//!   BTF, raw records off the ring buffer, kernel counters, the development
+//!   knobs (read once, in `main`).
+//! - [`decode`]: each raw record's labels resolved (container, direction,
+//!   reset reason) from identity's caches; the aggregator gets them ready.
 //! - [`identity`]: who a socket belongs to (cgroups, containers, Kubernetes
-//!   pods, the live-socket listing, directions); serves decode and aggregate.
-//! - [`aggregate`]: events into metric families with bounded cardinality.
+//!   pods, directions) and the socket listing's two sources; serves decode
+//!   and aggregate.
+//! - [`aggregate`]: decoded events into metric families with bounded
+//!   cardinality, and the diagnosis window and its rules.
 //! - [`export`]: the HTTP server and its pages.
-//! - [`cmd`]: `run`, `trace`, `check`, wiring the above.
+//! - [`cmd`]: `run`, `trace`, `check`, `doctor`, `top`, wiring the above; the
+//!   shared start-up and the socket listing (run and applied) live there.
 //! - [`fuzzing`]: the fuzz targets' entry points, on top like `cmd`.
+//! - [`config`]: the daemon's settings, from flags and the config file.
 //! - [`http_client`]: one bounded GET (Kubernetes API, a daemon asked by
 //!   `doctor`/`top`), below identity like [`error`].
 //!
-//! Nothing points back up: kernel imports none of the others, decode only
-//! kernel and identity, identity only kernel, aggregate neither export nor
-//! cmd. `tests/architecture.rs` checks it. See docs/architecture.md.
+//! Nothing points back up: kernel imports only error; identity kernel and
+//! http_client; decode kernel and identity; aggregate kernel, identity and
+//! decode; export those and aggregate; config kernel, identity and
+//! aggregate. `tests/architecture.rs` checks it on every `crate::` path.
+//! See docs/architecture.md.
 pub mod aggregate;
 pub mod cmd;
 pub mod config;

@@ -12,6 +12,7 @@ use sockprobe::{
         DEFAULT_LOG_LEVEL, DiagnosisSection, KubernetesSection, LogLevel, LogSection, MetricsSection, ProbeSection,
         RunConfig, Settings, WebSection,
     },
+    kernel::{DevKnobs, ProbeSettings},
 };
 
 /// sockprobe watches every TCP socket's life with eBPF and tells you, per
@@ -131,10 +132,12 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let log_level = cli.log_level;
+    // The environment is read here, once; nothing below reads it.
+    let knobs = DevKnobs::from_env();
     match cli.command {
         Command::Check { json } => {
             init_logging(log_level.unwrap_or(DEFAULT_LOG_LEVEL));
-            match cmd::check::run(json) {
+            match cmd::check::run(json, &knobs) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => fail(e),
@@ -150,7 +153,7 @@ fn main() -> ExitCode {
                 }
             };
             let sizes = match args.probe.resolve() {
-                Ok(s) => s,
+                Ok(s) => ProbeSettings { knobs, ..s },
                 Err(e) => return fail(e),
             };
             let filter = trace::Filter { pids: args.pid, comms: args.comm, events };
@@ -159,7 +162,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => {
             init_logging(log_level.unwrap_or(LogLevel::Warn));
             let probe = match args.probe.resolve() {
-                Ok(s) => s,
+                Ok(s) => ProbeSettings { knobs, ..s },
                 Err(e) => return fail(e),
             };
             let daemon = match args.daemon.daemon() {
@@ -185,7 +188,7 @@ fn main() -> ExitCode {
                 diagnosis: args.diagnosis,
             };
             let cfg = match RunConfig::load(args.config_file.as_deref(), flags) {
-                Ok(c) => c,
+                Ok(c) => RunConfig { probe: ProbeSettings { knobs, ..c.probe }, ..c },
                 Err(e) => return fail(e),
             };
             init_logging(cfg.log_level);

@@ -22,7 +22,10 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     d
 }
 
+// The tools these need are not on every machine: plain `cargo test` reports
+// them as ignored, `cargo xtask test` installs the tools and includes them.
 #[test]
+#[ignore = "needs systemd-analyze: `cargo xtask test` installs it and runs this"]
 fn systemd_unit_verifies_and_is_hardened() {
     let unit = std::fs::read_to_string(format!("{ROOT}/deploy/systemd/sockprobe.service")).unwrap();
     let dir = temp_dir("unit");
@@ -40,7 +43,7 @@ fn systemd_unit_verifies_and_is_hardened() {
     // docs/operations.md reports this score; keep the unit at least "OK".
     assert!(score <= 2.2, "exposure {score} regressed:\n{security}");
     for needed in [
-        "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_RESOURCE\n",
+        "CapabilityBoundingSet=CAP_BPF CAP_PERFMON\n",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",
@@ -53,6 +56,7 @@ fn systemd_unit_verifies_and_is_hardened() {
 }
 
 #[test]
+#[ignore = "needs kubectl and kubernetes-validate: `cargo xtask test` installs them and runs this"]
 fn kubernetes_base_renders_and_validates() {
     let rendered = run(Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/kubernetes")]));
     for kind in [
@@ -70,7 +74,7 @@ fn kubernetes_base_renders_and_validates() {
     }
     assert!(!rendered.contains("hostPID") && rendered.contains("privileged: false"));
     assert!(
-        rendered.contains("add:\n            - BPF\n            - PERFMON\n            - SYS_RESOURCE\n"),
+        rendered.contains("add:\n            - BPF\n            - PERFMON\n") && !rendered.contains("SYS_RESOURCE"),
         "capabilities other than docs/operations.md's:\n{rendered}"
     );
     let dir = temp_dir("k8s");
@@ -93,6 +97,7 @@ fn kubernetes_base_renders_and_validates() {
 }
 
 #[test]
+#[ignore = "needs promtool: `cargo xtask test` installs it and runs this"]
 fn alert_rules_pass_their_unit_tests() {
     let dir = format!("{ROOT}/deploy/prometheus");
     run(Command::new("promtool").args(["check", "rules", "alerts.yml"]).current_dir(&dir));

@@ -1,6 +1,6 @@
 //! Program entry points, one file per kernel event. Each program only adapts
 //! its hook's arguments and calls the shared handler; userspace's probe table
-//! (probe-user/src/kernel/table.rs) decides which of them this kernel gets.
+//! (probe-user/src/kernel/probe_table.rs) decides which of them this kernel gets.
 mod close;
 mod destroy;
 mod io;

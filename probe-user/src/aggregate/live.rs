@@ -3,7 +3,7 @@
 //! each scrape.
 use std::collections::HashSet;
 
-use crate::identity::sockets::LiveState;
+use crate::identity::listing::LiveState;
 
 #[derive(Clone, Copy, Debug)]
 pub struct LiveSocket {

@@ -6,10 +6,12 @@
 //! [`families`] registers the metric families, [`series`] keeps the label
 //! sets and their indexes, [`live`] the sockets open now; [`Aggregator`]
 //! ties them to the event stream and the scrape.
+pub mod advice;
 pub mod families;
 pub mod findings;
 pub mod live;
 pub mod series;
+pub mod window;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,22 +19,21 @@ use std::{
     time::Duration,
 };
 
-use probe_common::{Closer, Direction, Event, EventKind};
+use probe_common::{Closer, Direction, EventKind};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
 pub use self::series::{Limits, OTHER_COMM, OTHER_ENDPOINT, UNKNOWN_COMM};
+pub use self::window::Diagnosis;
 use self::{
     families::{Count, Families, Spread, family_of},
-    findings::{Finding, FindingKind, Observed, Report, Row, Tally, Thresholds},
+    findings::Thresholds,
     live::LiveSockets,
-    series::{MARKS, ProcKey, RawKey, SeriesKey, SeriesTable},
+    series::{ProcKey, RawKey, SeriesKey, SeriesTable},
+    window::{LiveCounts, Window},
 };
 use crate::{
-    decode::{Decoder, comm_str, direction_label, endpoint_label, ip_addr},
-    identity::{
-        clock::{Clock, rfc3339_ns},
-        sockets::{FoundSocket, Listing, LiveState},
-    },
+    decode::{Decoded, direction_label, endpoint_label},
+    identity::listing::{FoundSocket, Listing, LiveState, comm_str, ip_addr},
 };
 
 fn counter<'a>(slot: &'a mut Option<IntCounter>, vec: &IntCounterVec, labels: &[&str]) -> &'a IntCounter {
@@ -54,64 +55,9 @@ pub struct Aggregator {
     /// While a listing is being taken: when it began, and the sockets whose
     /// close was seen since (the listing may still show them).
     listing: Option<(u64, HashSet<u64>)>,
-    diagnosis: DiagnosisState,
+    window: Window,
     /// Told of each pid new to a label set (the language resolver).
     on_new_pid: Option<Box<dyn FnMut(u32) + Send>>,
-}
-
-/// The diagnosis's window: when each mark of the label sets' tallies was
-/// taken, the newest at `pos`; the oldest (next after `pos`) starts the window.
-struct DiagnosisState {
-    thresholds: Thresholds,
-    started_ns: Option<u64>,
-    marks_at: [u64; MARKS],
-    pos: usize,
-    /// Findings the `sockprobe_finding` gauge shows now.
-    shown: HashSet<(FindingKind, SeriesKey)>,
-    latest: Arc<Diagnosis>,
-}
-
-/// The diagnosis as of the last refresh: findings, and every label set's
-/// numbers for `sockprobe top`.
-#[derive(Clone, Debug)]
-pub struct Diagnosis {
-    pub report: Report,
-    pub rows: Vec<Row>,
-}
-
-impl Diagnosis {
-    /// Nothing judged yet.
-    pub fn empty(window_seconds: u64) -> Diagnosis {
-        Diagnosis {
-            report: Report { generated: String::new(), window_seconds, observed_seconds: 0, findings: Vec::new() },
-            rows: Vec::new(),
-        }
-    }
-}
-
-/// One label set's live sockets, from one walk of them per refresh.
-#[derive(Clone, Copy, Default)]
-struct LiveCounts {
-    established: u64,
-    close_wait: u64,
-    /// When the oldest CLOSE_WAIT began (monotonic ns); meaningful only
-    /// with `close_wait > 0`.
-    close_wait_since: u64,
-    closed: u64,
-}
-
-impl LiveCounts {
-    fn by_state(&self) -> [(LiveState, u64); 3] {
-        [
-            (LiveState::Established, self.established),
-            (LiveState::CloseWait, self.close_wait),
-            (LiveState::Closed, self.closed),
-        ]
-    }
-
-    fn close_wait_oldest_s(&self, now_mono_ns: u64) -> f64 {
-        if self.close_wait == 0 { 0.0 } else { now_mono_ns.saturating_sub(self.close_wait_since) as f64 / 1e9 }
-    }
 }
 
 /// What `/metrics` encodes, for the exporter.
@@ -148,14 +94,7 @@ impl Aggregator {
             shown_oldest: HashSet::new(),
             listing: None,
             on_new_pid: None,
-            diagnosis: DiagnosisState {
-                thresholds: Thresholds::default(),
-                started_ns: None,
-                marks_at: [0; MARKS],
-                pos: 0,
-                shown: HashSet::new(),
-                latest: Arc::new(Diagnosis::empty(Thresholds::default().window.as_secs())),
-            },
+            window: Window::new(Thresholds::default()),
         }
     }
 
@@ -166,7 +105,7 @@ impl Aggregator {
 
     /// Diagnosis thresholds and window (default: [`Thresholds::default`]).
     pub fn set_thresholds(&mut self, thresholds: Thresholds) {
-        self.diagnosis.thresholds = thresholds;
+        self.window = Window::new(thresholds);
     }
 
     pub fn set_probe(&self, probe: &str, attached: bool) {
@@ -175,28 +114,28 @@ impl Aggregator {
 
     /// The slot of the event's label set: one hash lookup on the kernel's
     /// identity; labels are built only for a new one.
-    fn slot_of(&mut self, decoder: &mut Decoder, ev: &Event, kind: EventKind) -> usize {
-        let direction = decoder.direction(ev);
-        let inbound = direction == Direction::Inbound;
+    fn slot_of(&mut self, d: &Decoded<'_>, kind: EventKind) -> usize {
+        let ev = d.ev;
+        let inbound = d.direction == Direction::Inbound;
         let (addr, port) = if inbound { (ev.saddr, ev.sport) } else { (ev.daddr, ev.dport) };
         let raw = RawKey { comm: ev.owner.comm, cgroup_id: ev.owner.cgroup_id, inbound, family: ev.family, addr, port };
         if let Some(slot) = self.series.by_raw(&raw) {
             return slot;
         }
-        let proc = ProcKey::new(&comm_str(&ev.owner.comm), decoder.container(ev.owner.cgroup_id));
+        let proc = ProcKey::new(&comm_str(&ev.owner.comm), d.container.to_string());
         let endpoint = endpoint_label(&ip_addr(ev.family, &addr), port);
         let overflow = &self.f.series_overflow;
-        self.series.slot(ev.ts_ns, proc, direction_label(direction), endpoint, Some(raw), || {
+        self.series.slot(ev.ts_ns, proc, direction_label(d.direction), endpoint, Some(raw), || {
             overflow.with_label_values(&[family_of(kind)]).inc()
         })
     }
 
-    /// Accounts one kernel event.
-    pub fn observe(&mut self, decoder: &mut Decoder, ev: &Event) {
-        let Some(kind) = EventKind::from_u8(ev.kind) else { return };
+    /// Accounts one decoded kernel event.
+    pub fn observe(&mut self, d: &Decoded<'_>) {
+        let (ev, kind) = (d.ev, d.kind);
         // A folded open is the connection's first sign: its label set
         // overflows, if at all, as an open.
-        let slot = self.slot_of(decoder, ev, if ev.open_folded() { EventKind::Open } else { kind });
+        let slot = self.slot_of(d, if ev.open_folded() { EventKind::Open } else { kind });
         let f = &self.f;
         let Some(s) = self.series.get_mut(slot) else { return };
         s.last_seen_ns = s.last_seen_ns.max(ev.ts_ns);
@@ -255,14 +194,13 @@ impl Aggregator {
             EventKind::CloseWaitEnd => observe(Spread::CloseWaitDuration, ev.value as f64 / 1e9),
             _ => {}
         }
-        if kind == EventKind::ResetSent {
-            match s.resets_sent.iter().find(|(r, _, _)| *r == ev.reason) {
-                Some((_, _, c)) => c.inc(),
+        if let Some(reason) = &d.reason {
+            match s.resets_sent.iter().find(|(r, _)| r == reason) {
+                Some((_, c)) => c.inc(),
                 None => {
-                    let name = decoder.reason_name(ev.reason);
-                    let c = f.resets_sent.with_label_values(&[labels[0], labels[1], labels[2], labels[3], &name]);
+                    let c = f.resets_sent.with_label_values(&[labels[0], labels[1], labels[2], labels[3], reason]);
                     c.inc();
-                    s.resets_sent.push((ev.reason, name, c));
+                    s.resets_sent.push((reason.clone(), c));
                 }
             }
         }
@@ -287,7 +225,7 @@ impl Aggregator {
     /// Brings the live sockets in line with a listing begun with
     /// [`Aggregator::begin_listing`]: a socket that still exists anywhere
     /// stays, one that is gone goes, and one the events missed is adopted.
-    pub fn apply_listing(&mut self, decoder: &mut Decoder, listing: &Listing, now: u64) -> Reconciled {
+    pub fn apply_listing(&mut self, listing: &Listing, now: u64) -> Reconciled {
         let (listed_at, closed) = self.listing.take().unwrap_or((now, HashSet::new()));
         let listed: HashSet<u64> = listing.sockets.iter().map(|s| s.cookie).collect();
         let mut r = Reconciled { dropped: self.live.drop_unlisted(&listed, listed_at), ..Reconciled::default() };
@@ -305,7 +243,7 @@ impl Aggregator {
                 // held after a reset and the next listing finds it.
                 None if closed.contains(&s.cookie) => {}
                 None => {
-                    self.adopt(decoder, s, now);
+                    self.adopt(s, now);
                     r.adopted += 1;
                 }
             }
@@ -314,12 +252,12 @@ impl Aggregator {
     }
 
     /// Tracks a socket the events did not announce.
-    fn adopt(&mut self, decoder: &mut Decoder, s: &FoundSocket, now_mono_ns: u64) {
+    fn adopt(&mut self, s: &FoundSocket, now_mono_ns: u64) {
         let (addr, port) = match s.direction {
             Direction::Inbound => (&s.saddr, s.sport),
             _ => (&s.daddr, s.dport),
         };
-        let proc = ProcKey::new(&s.holder.comm, decoder.container(s.holder.cgroup_id));
+        let proc = ProcKey::new(&s.holder.comm, s.holder.container.to_string());
         let overflow = &self.f.series_overflow;
         let slot =
             self.series.slot(now_mono_ns, proc, direction_label(s.direction), endpoint_label(addr, port), None, || {
@@ -335,7 +273,7 @@ impl Aggregator {
     pub fn refresh(&mut self, now_mono_ns: u64) {
         // The one walk of the live sockets (there may be 100 000s); the rest
         // works per label set.
-        let live = self.live_by_slot();
+        let live = live_by_slot(&self.live);
         self.expire(now_mono_ns, &live);
         let mut sockets: HashMap<(SeriesKey, LiveState), i64> = HashMap::new();
         let mut oldest: HashMap<ProcKey, u64> = HashMap::new();
@@ -367,7 +305,7 @@ impl Aggregator {
         }
         self.shown_sockets = sockets.into_keys().collect();
         self.shown_oldest = oldest.into_keys().collect();
-        self.diagnose(now_mono_ns, &live);
+        self.window.diagnose(now_mono_ns, &mut self.series, &live, &self.f.finding);
     }
 
     /// The registry to encode (`/metrics`), and the self-metrics that the
@@ -385,137 +323,13 @@ impl Aggregator {
     /// Takes a mark of every label set's tally when one is due (the window's
     /// start moves on by a fifth of the window each time). Call it often.
     pub fn mark_if_due(&mut self, now_mono_ns: u64) {
-        if self.mark_due(now_mono_ns) {
-            let live = self.live_by_slot();
-            self.take_mark(&live);
-        }
-    }
-
-    /// Whether a mark is due now; if so, its place is taken.
-    fn mark_due(&mut self, now_mono_ns: u64) -> bool {
-        let d = &mut self.diagnosis;
-        let started = *d.started_ns.get_or_insert(now_mono_ns);
-        let every = d.thresholds.window.as_nanos() as u64 / (MARKS as u64 - 1);
-        let last = if d.marks_at[d.pos] == 0 { started } else { d.marks_at[d.pos] };
-        if now_mono_ns.saturating_sub(last) < every {
-            return false;
-        }
-        d.pos = (d.pos + 1) % MARKS;
-        d.marks_at[d.pos] = now_mono_ns;
-        true
-    }
-
-    fn take_mark(&mut self, live: &HashMap<usize, LiveCounts>) {
-        let pos = self.diagnosis.pos;
-        for (slot, s) in self.series.iter_mut() {
-            s.marks[pos] = Tally { close_wait: live.get(&slot).map_or(0, |l| l.close_wait), ..s.tally };
-        }
-    }
-
-    /// The live sockets counted per label set, by state.
-    fn live_by_slot(&self) -> HashMap<usize, LiveCounts> {
-        let mut out: HashMap<usize, LiveCounts> = HashMap::new();
-        for l in self.live.iter() {
-            let c = out.entry(l.slot).or_default();
-            match l.state {
-                LiveState::Established => c.established += 1,
-                LiveState::CloseWait => {
-                    c.close_wait_since =
-                        if c.close_wait == 0 { l.close_wait_since } else { c.close_wait_since.min(l.close_wait_since) };
-                    c.close_wait += 1;
-                }
-                LiveState::Closed => c.closed += 1,
-            }
-        }
-        out
-    }
-
-    /// Evaluates the findings over the window, updates `sockprobe_finding`,
-    /// and keeps the result for [`Aggregator::diagnosis`].
-    fn diagnose(&mut self, now_mono_ns: u64, live: &HashMap<usize, LiveCounts>) {
-        if self.mark_due(now_mono_ns) {
-            self.take_mark(live);
-        }
-        let d = &self.diagnosis;
-        let oldest = (d.pos + 1) % MARKS;
-        // Until the marks have gone round once, the window starts at start-up
-        // (when every tally was zero).
-        let (base_at, from_start) = match d.marks_at[oldest] {
-            0 => (d.started_ns.unwrap_or(now_mono_ns), true),
-            t => (t, false),
-        };
-        let span_s = now_mono_ns.saturating_sub(base_at) as f64 / 1e9;
-        let mut findings: Vec<Finding> = Vec::new();
-        let mut standing: HashSet<(FindingKind, SeriesKey)> = HashSet::new();
-        let mut rows = Vec::new();
-        for (slot, s) in self.series.iter() {
-            let base = if from_start { Tally::default() } else { s.marks[oldest] };
-            let l = live.get(&slot).copied().unwrap_or_default();
-            let o = Observed {
-                comm: &s.key.proc.comm,
-                container: &s.key.proc.container,
-                direction: s.key.direction,
-                endpoint: &s.key.endpoint,
-                pids: &s.pids,
-                window: s.tally.since(&base),
-                span_s,
-                close_wait: l.close_wait,
-                close_wait_oldest_s: l.close_wait_oldest_s(now_mono_ns),
-                closed_held: l.closed,
-            };
-            let found = findings::evaluate(&o, &d.thresholds);
-            rows.push(Row {
-                comm: s.key.proc.comm.clone(),
-                container: s.key.proc.container.clone(),
-                direction: s.key.direction.to_string(),
-                endpoint: s.key.endpoint.clone(),
-                opened: s.tally.opened,
-                closed: s.tally.closes(),
-                exchanges: s.tally.exchanges,
-                unread_closes: s.tally.unread_closes,
-                resets_received: s.tally.resets_received,
-                close_wait: l.close_wait,
-                close_wait_oldest_seconds: (l.close_wait_oldest_s(now_mono_ns) * 10.0).round() / 10.0,
-                findings: found.iter().map(|f| f.finding.name().to_string()).collect(),
-            });
-            standing.extend(found.iter().map(|f| (f.finding, s.key.clone())));
-            findings.extend(found);
-        }
-        findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.finding.cmp(&b.finding)).then(a.comm.cmp(&b.comm)));
-        let labels = |(kind, key): &(FindingKind, SeriesKey)| {
-            [
-                kind.name().to_string(),
-                key.proc.comm.clone(),
-                key.proc.container.clone(),
-                key.direction.to_string(),
-                key.endpoint.clone(),
-            ]
-        };
-        for f in &standing {
-            let l = labels(f);
-            self.f.finding.with_label_values(&[&l[0], &l[1], &l[2], &l[3], &l[4]]).set(1);
-        }
-        let d = &mut self.diagnosis;
-        for gone in d.shown.iter().filter(|f| !standing.contains(*f)) {
-            let l = labels(gone);
-            let _ = self.f.finding.remove_label_values(&[&l[0], &l[1], &l[2], &l[3], &l[4]]);
-        }
-        d.shown = standing;
-        let generated = rfc3339_ns(Clock::new().unix_ns(now_mono_ns));
-        d.latest = Arc::new(Diagnosis {
-            report: Report {
-                generated,
-                window_seconds: d.thresholds.window.as_secs(),
-                observed_seconds: span_s.round() as u64,
-                findings,
-            },
-            rows,
-        });
+        let live = &self.live;
+        self.window.mark_if_due(now_mono_ns, &mut self.series, || live_by_slot(live));
     }
 
     /// The diagnosis as of the last [`Aggregator::refresh`].
     pub fn diagnosis(&self) -> Arc<Diagnosis> {
-        self.diagnosis.latest.clone()
+        self.window.latest()
     }
 
     /// Forgets processes with no live socket and no event for `ttl`, and
@@ -539,19 +353,38 @@ impl Aggregator {
                     let _ = self.f.closed.remove_label_values(&[l[0], l[1], l[2], l[3], closer.name()]);
                 }
             }
-            for (_, reason, _) in &s.resets_sent {
+            for (reason, _) in &s.resets_sent {
                 let _ = self.f.resets_sent.remove_label_values(&[l[0], l[1], l[2], l[3], reason]);
             }
         }
     }
 }
 
+/// The live sockets counted per label set, by state: the one walk of them
+/// (there may be 100 000s) per refresh.
+fn live_by_slot(live: &LiveSockets) -> HashMap<usize, LiveCounts> {
+    let mut out: HashMap<usize, LiveCounts> = HashMap::new();
+    for l in live.iter() {
+        let c = out.entry(l.slot).or_default();
+        match l.state {
+            LiveState::Established => c.established += 1,
+            LiveState::CloseWait => {
+                c.close_wait_since =
+                    if c.close_wait == 0 { l.close_wait_since } else { c.close_wait_since.min(l.close_wait_since) };
+                c.close_wait += 1;
+            }
+            LiveState::Closed => c.closed += 1,
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use probe_common::{AF_INET, Direction, Owner, REASON_UNKNOWN};
+    use probe_common::{AF_INET, Direction, Event, Owner, REASON_UNKNOWN};
 
     use super::*;
-    use crate::kernel::layout::ResetReasons;
+    use crate::{decode::Decoder, kernel::layout::ResetReasons};
 
     fn event(kind: EventKind, comm: &str, dport: u16, ts_ns: u64) -> Event {
         let mut c = [0u8; 16];
@@ -594,12 +427,16 @@ mod tests {
         Decoder::new(ResetReasons::default())
     }
 
+    fn observe(a: &mut Aggregator, d: &mut Decoder, ev: &Event) {
+        a.observe(&d.decode(ev).expect("a known kind"));
+    }
+
     #[test]
     fn endpoints_fold_past_the_cap_and_count() {
         let mut a = Aggregator::new(limits(2), Duration::from_secs(600), "0", "k");
         let mut d = decoder();
         for port in 1..=5 {
-            a.observe(&mut d, &event(EventKind::Open, "c", port, 0));
+            observe(&mut a, &mut d, &event(EventKind::Open, "c", port, 0));
         }
         let text = render(&mut a, 0);
         assert!(text.contains(r#"endpoint="10.0.0.1:1""#));
@@ -624,7 +461,7 @@ mod tests {
         );
         let mut d = decoder();
         for i in 0..2000u32 {
-            a.observe(&mut d, &event(EventKind::Open, &format!("n{i}"), 80, 0));
+            observe(&mut a, &mut d, &event(EventKind::Open, &format!("n{i}"), 80, 0));
         }
         let text = render(&mut a, 0);
         let opened: Vec<&str> =
@@ -638,7 +475,7 @@ mod tests {
         assert!(a.series.len() <= 60 && a.series.raw_keys() <= 4 * 60);
         // Past the series cap, even a known pair's new endpoint folds into the catch-all.
         for port in 1..=100 {
-            a.observe(&mut d, &event(EventKind::Open, "n1", port, 0));
+            observe(&mut a, &mut d, &event(EventKind::Open, "n1", port, 0));
         }
         assert!(a.series.len() <= 62, "{} label sets", a.series.len());
     }
@@ -647,13 +484,13 @@ mod tests {
     fn gone_processes_expire() {
         let mut a = Aggregator::new(limits(10), Duration::from_millis(1), "0", "k");
         let mut d = decoder();
-        a.observe(&mut d, &event(EventKind::Open, "short", 1, 0));
-        a.observe(&mut d, &event(EventKind::Close, "short", 1, 0));
+        observe(&mut a, &mut d, &event(EventKind::Open, "short", 1, 0));
+        observe(&mut a, &mut d, &event(EventKind::Close, "short", 1, 0));
         assert!(render(&mut a, 1_000_000).contains(r#"comm="short""#), "not idle for longer than the ttl yet");
         let text = render(&mut a, 5_000_000);
         assert!(!text.contains("short"), "{text}");
         // And it comes back cleanly.
-        a.observe(&mut d, &event(EventKind::Open, "short", 1, 6_000_000));
+        observe(&mut a, &mut d, &event(EventKind::Open, "short", 1, 6_000_000));
         assert!(render(&mut a, 6_500_000).contains(r#"comm="short""#));
     }
 
@@ -667,7 +504,7 @@ mod tests {
             daddr: "10.0.0.1".parse().unwrap(),
             dport: 80,
             direction: Direction::Outbound,
-            holder: crate::identity::sockets::Holder { pid: 1, comm: comm.into(), cgroup_id: 0 },
+            holder: crate::identity::listing::Holder { pid: 1, comm: comm.into(), cgroup_id: 0, container: "".into() },
         }
     }
 
@@ -685,13 +522,13 @@ mod tests {
     fn listings_reconcile_without_racing_the_events() {
         let mut a = Aggregator::new(limits(10), Duration::from_secs(600), "0", "k");
         let mut d = decoder();
-        a.observe(&mut d, &event(EventKind::Open, "gone", 1, 100)); // its close was lost
-        a.observe(&mut d, &event(EventKind::Open, "stays", 2, 100));
+        observe(&mut a, &mut d, &event(EventKind::Open, "gone", 1, 100)); // its close was lost
+        observe(&mut a, &mut d, &event(EventKind::Open, "stays", 2, 100));
         a.begin_listing(1_000);
         // While the listing is taken: one opens, one closes.
-        a.observe(&mut d, &event(EventKind::Open, "newer", 3, 1_500));
-        a.observe(&mut d, &event(EventKind::Open, "closing", 4, 200));
-        a.observe(&mut d, &event(EventKind::Close, "closing", 4, 1_600));
+        observe(&mut a, &mut d, &event(EventKind::Open, "newer", 3, 1_500));
+        observe(&mut a, &mut d, &event(EventKind::Open, "closing", 4, 200));
+        observe(&mut a, &mut d, &event(EventKind::Close, "closing", 4, 1_600));
         let listing = Listing {
             sockets: vec![
                 found(2, "stays", LiveState::Established),
@@ -701,7 +538,7 @@ mod tests {
             ],
             ..Listing::default()
         };
-        let r = a.apply_listing(&mut d, &listing, 2_000);
+        let r = a.apply_listing(&listing, 2_000);
         assert_eq!(r, Reconciled { dropped: 1, adopted: 2, changed: 0 });
         let text = render(&mut a, 3_000);
         assert!(!gauge(&text, "gone", "established"), "{text}");
@@ -711,7 +548,7 @@ mod tests {
         // The next listing, without the close race: "stays" turned out reset.
         a.begin_listing(4_000);
         let listing = Listing { sockets: vec![found(2, "stays", LiveState::Closed)], ..Listing::default() };
-        let r = a.apply_listing(&mut d, &listing, 5_000);
+        let r = a.apply_listing(&listing, 5_000);
         assert_eq!(r, Reconciled { dropped: 3, adopted: 0, changed: 1 });
         let text = render(&mut a, 6_000);
         assert!(gauge(&text, "stays", "closed") && !gauge(&text, "stays", "established"), "{text}");
@@ -721,12 +558,12 @@ mod tests {
     fn close_wait_gauges() {
         let mut a = Aggregator::new(limits(10), Duration::from_secs(600), "0", "k");
         let mut d = decoder();
-        a.observe(&mut d, &event(EventKind::Open, "leaky", 7, 0));
-        a.observe(&mut d, &event(EventKind::CloseWait, "leaky", 7, 1_000_000_000));
+        observe(&mut a, &mut d, &event(EventKind::Open, "leaky", 7, 0));
+        observe(&mut a, &mut d, &event(EventKind::CloseWait, "leaky", 7, 1_000_000_000));
         let text = render(&mut a, 4_000_000_000);
         assert!(text.contains(r#"sockprobe_tcp_sockets{comm="leaky",container="",direction="outbound",endpoint="10.0.0.1:7",state="close_wait"} 1"#), "{text}");
         assert!(text.contains(r#"sockprobe_tcp_close_wait_oldest_seconds{comm="leaky",container=""} 3"#), "{text}");
-        a.observe(&mut d, &event(EventKind::Close, "leaky", 7, 0));
+        observe(&mut a, &mut d, &event(EventKind::Close, "leaky", 7, 0));
         let text = render(&mut a, 5_000_000_000);
         assert!(!text.contains("state=\"close_wait\""), "{text}");
     }

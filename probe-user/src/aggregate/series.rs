@@ -9,12 +9,8 @@ use prometheus::{Histogram, IntCounter};
 
 use super::{
     families::{Count, Spread},
-    findings::Tally,
+    window::{MARKS, Tally},
 };
-
-/// Marks of each label set's [`Tally`] kept for the diagnosis window: the
-/// oldest is the window's start (see `Aggregator::mark`).
-pub const MARKS: usize = 6;
 /// Process ids remembered per label set (for `pids` in findings).
 const PIDS_PER_SERIES: usize = 8;
 
@@ -64,12 +60,12 @@ pub struct Series {
     /// `sockprobe_tcp_connections_closed_total` by closer (index: Closer - 1).
     pub closed: [Option<IntCounter>; Closer::ALL.len()],
     pub histograms: [Option<Histogram>; Spread::ALL.len()],
-    /// (raw reason, its label, the counter).
-    pub resets_sent: Vec<(u32, String, IntCounter)>,
+    /// (the `reason` label, its counter).
+    pub resets_sent: Vec<(std::sync::Arc<str>, IntCounter)>,
     /// Kernel monotonic ns of the last event (the event's own timestamp: no
     /// clock read per event).
     pub last_seen_ns: u64,
-    /// The diagnosis's numbers, cumulative, and their marks.
+    /// The diagnosis's numbers, cumulative, and their marks ([`super::window`]).
     pub tally: Tally,
     pub marks: [Tally; MARKS],
     /// The most recent owners seen (bounded).

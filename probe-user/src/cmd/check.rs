@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     error::Error,
-    kernel::{self, Feature, Outcome, PROBE_TABLE, ProbeSettings, Probes, btf::Btf, layout, privileges},
+    kernel::{self, DevKnobs, Feature, Outcome, PROBE_TABLE, ProbeSettings, Probes, btf::Btf, layout, privileges},
 };
 
 pub const LISTING_ITERATOR: &str = "task_file iterator (every network namespace, in the kernel)";
@@ -75,7 +75,7 @@ pub struct Degraded {
 }
 
 /// Looks at the kernel; attaches (and detaches) every probe when privileged.
-pub fn inspect() -> Report {
+pub fn inspect(knobs: &DevKnobs) -> Report {
     let mut r = Report {
         kernel: kernel::release(),
         btf: Part { ok: false, detail: String::new() },
@@ -89,7 +89,8 @@ pub fn inspect() -> Report {
         ok: false,
         result: String::new(),
     };
-    let btf = match Btf::from_vmlinux() {
+    let btf_path = knobs.btf_path();
+    let btf = match Btf::from_file(&btf_path) {
         Ok(b) => b,
         Err(e) => {
             r.btf.detail = e.to_string();
@@ -97,7 +98,7 @@ pub fn inspect() -> Report {
             return r;
         }
     };
-    r.btf = Part { ok: true, detail: format!("{}: ok", Btf::path().display()) };
+    r.btf = Part { ok: true, detail: format!("{}: ok", btf_path.display()) };
     match layout::resolve(&btf) {
         Ok(l) => {
             let reason = if l.rst_abort_on_close == REASON_UNKNOWN {
@@ -151,6 +152,7 @@ pub fn inspect() -> Report {
         ring_buffer_bytes: 4096,
         state_store: StateStore::default(),
         trace_all: true,
+        knobs: knobs.clone(),
     };
     match Probes::attach_with(settings, true) {
         Ok(probes) => {
@@ -236,8 +238,8 @@ pub fn render(r: &Report) -> String {
 }
 
 /// Prints the report; Ok(true) when `run` and `trace` would work.
-pub fn run(json: bool) -> Result<bool, Error> {
-    let report = inspect();
+pub fn run(json: bool, knobs: &DevKnobs) -> Result<bool, Error> {
+    let report = inspect(knobs);
     if json {
         let text = serde_json::to_string(&report).map_err(|e| Error::Load(e.to_string()))?;
         println!("{text}");

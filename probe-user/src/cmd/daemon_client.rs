@@ -34,13 +34,9 @@ impl std::str::FromStr for DaemonUrl {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-        let (credentials, hostport) = match rest.rsplit_once('@') {
-            Some((c, h)) => (Some(c.to_string()), h),
-            None => (None, rest),
-        };
-        let shown = format!("{scheme}://{}", hostport.trim_end_matches('/'));
-        let endpoint = Endpoint::parse(&shown)?;
+        let (endpoint, credentials) = Endpoint::parse_with_userinfo(url)?;
+        let scheme = if endpoint.tls { "https" } else { "http" };
+        let shown = format!("{scheme}://{}", endpoint.authority());
         Ok(DaemonUrl { endpoint, credentials, shown })
     }
 }

@@ -2,16 +2,15 @@
 //! answers) from probes of its own over `--window`.
 use std::{fmt::Write as _, time::Duration};
 
-use super::{daemon_client::Daemon, signals};
+use super::{Started, daemon_client::Daemon, signals};
 use crate::{
     aggregate::{
         Aggregator, Limits,
         findings::{Report, Severity, Thresholds, localize},
     },
-    decode::Decoder,
     error::Error,
     identity::{clock::Clock, language::Languages},
-    kernel::{self, EventStream, ProbeSettings, Probes},
+    kernel::{self, EventStream, ProbeSettings},
 };
 
 pub struct DoctorArgs {
@@ -45,10 +44,9 @@ pub async fn run(args: DoctorArgs) -> Result<(), Error> {
 
 /// Attaches the probes, aggregates for `window`, diagnoses.
 async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result<Report, Error> {
-    let mut probes = Probes::attach(settings)?;
+    let Started { mut probes, mut decoder } = super::start(settings).await?;
     eprintln!("sockprobe doctor: {why}; observing with its own probes for {} s instead", window.as_secs());
     let mut events = EventStream::new(&mut probes)?;
-    let mut decoder = Decoder::new(probes.reasons.clone());
     let limits = Limits { max_endpoints: 100, max_processes: 1000, max_series: 20_000 };
     let mut agg = Aggregator::new(limits, window * 2, env!("CARGO_PKG_VERSION"), &kernel::release());
     agg.set_thresholds(Thresholds { window, ..Thresholds::default() });
@@ -56,14 +54,7 @@ async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result
     let resolver = languages.clone();
     agg.on_new_pid(move |pid| resolver.notice(pid));
     agg.mark_if_due(Clock::monotonic_now_ns());
-    // Sockets that predate us (CLOSE_WAIT piling up before we came) count too.
-    agg.begin_listing(Clock::monotonic_now_ns());
-    match super::listing_job(&mut probes)() {
-        Ok(listed) => {
-            super::apply(&mut agg, &mut decoder, &mut probes, listed, "start-up listing");
-        }
-        Err(e) => log::warn!("cannot list existing sockets, judging from events alone: {e}"),
-    }
+    super::listing::first(&mut probes, &mut decoder, Some(&mut agg)).await;
     let deadline = tokio::time::sleep(window);
     let mut deadline = std::pin::pin!(deadline);
     let mut stop = std::pin::pin!(signals::requested());
@@ -71,11 +62,11 @@ async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result
         tokio::select! {
             _ = &mut deadline => break,
             _ = &mut stop => break,
-            batch = events.next_batch(|ev| agg.observe(&mut decoder, ev)) => batch?,
+            batch = events.next_batch(|ev| super::observe(&mut decoder, &mut agg, ev)) => batch?,
         }
     }
     // What is still queued belongs to the window too.
-    events.next_batch(|ev| agg.observe(&mut decoder, ev)).await?;
+    events.next_batch(|ev| super::observe(&mut decoder, &mut agg, ev)).await?;
     agg.refresh(Clock::monotonic_now_ns());
     let mut report = agg.diagnosis().report.clone();
     localize(&mut report.findings, |pid| languages.resolve(pid).map(|l| (l.name.to_string(), l.version)));

@@ -13,7 +13,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use super::{Listed, signals};
+use super::{Started, listing, signals};
 use crate::{
     aggregate::{Aggregator, Limits},
     config::RunConfig,
@@ -28,6 +28,7 @@ use crate::{
         Clock,
         k8s::{ApiConfig, PodNames},
         language::Languages,
+        listing::Listed,
     },
     kernel::{self, EventStream, Outcome, Probes},
 };
@@ -63,19 +64,14 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     tokio::spawn(http::serve(listener, exporter.clone(), web, http::Limits::default()));
     log::info!("listening on {scheme}://{}{}", cfg.listen_address, cfg.telemetry_path);
 
-    let sizes = cfg.probe;
-    let mut probes = tokio::task::spawn_blocking(move || Probes::attach(sizes))
-        .await
-        .map_err(|e| Error::Load(format!("attach task: {e}")))??;
+    let Started { mut probes, mut decoder } = super::start(cfg.probe.clone()).await?;
     log::info!("per-socket state in {}", probes.store.describe());
-    probes.log_status();
     for s in &probes.status {
         if s.outcome != Outcome::Standby {
             agg.set_probe(&s.candidate.hooks(), s.outcome == Outcome::Attached);
         }
     }
     exporter.set_stats(Some(probes.take_stats()?));
-    let mut decoder = Decoder::new(probes.reasons.clone());
     if let Some(api) = ApiConfig::in_cluster(cfg.kubernetes_api_url.clone(), cfg.kubernetes_node_name.clone()) {
         let pods = PodNames::default();
         // Not awaited: a slow API server must not keep the ring undrained.
@@ -135,17 +131,7 @@ impl EventThread {
     async fn drain(self) -> Result<(), Error> {
         let EventThread { mut probes, mut decoder, mut agg, reconcile_every, mut refresh, mut stop, exporter } = self;
         let mut events = EventStream::new(&mut probes)?;
-        // Probes first, then the listing: a socket closing in between is seen
-        // by the probes (its close is remembered until the listing is applied).
-        agg.begin_listing(Clock::monotonic_now_ns());
-        let job = super::listing_job(&mut probes);
-        match tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string()).and_then(|r| r) {
-            Ok(listed) => {
-                let (adopted, seeded) = super::apply(&mut agg, &mut decoder, &mut probes, listed, "start-up listing");
-                log::info!("start-up listing: {adopted} existing sockets, {seeded} listeners named");
-            }
-            Err(e) => log::warn!("start-up listing failed, existing sockets appear as they change: {e}"),
-        }
+        listing::first(&mut probes, &mut decoder, Some(&mut agg)).await;
         agg.refresh(Clock::monotonic_now_ns());
         // Start-up parsed ~6 MiB of kernel BTF twice; give the heap back.
         // SAFETY: malloc_trim only releases free memory.
@@ -163,22 +149,22 @@ impl EventThread {
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                batch = events.next_batch(|ev| agg.observe(&mut decoder, ev)) => batch?,
+                batch = events.next_batch(|ev| super::observe(&mut decoder, &mut agg, ev)) => batch?,
                 Some(reply) = refresh.recv() => {
-                    events.drain_queued(|ev| agg.observe(&mut decoder, ev));
+                    events.drain_queued(|ev| super::observe(&mut decoder, &mut agg, ev));
                     agg.refresh(Clock::monotonic_now_ns());
                     let _ = reply.send(agg.diagnosis());
                 }
                 _ = marks.tick() => agg.mark_if_due(Clock::monotonic_now_ns()),
                 _ = reconcile.tick(), if pending.is_none() => {
                     agg.begin_listing(Clock::monotonic_now_ns());
-                    pending = Some(tokio::task::spawn_blocking(super::listing_job(&mut probes)));
+                    pending = Some(tokio::task::spawn_blocking(listing::prepare(&mut probes)));
                 }
                 done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
                     pending = None;
                     match done.map_err(|e| e.to_string()).and_then(|r| r) {
                         Ok(listed) => {
-                            super::apply(&mut agg, &mut decoder, &mut probes, listed, "reconcile");
+                            listing::apply(listed, &mut probes, &mut decoder, Some(&mut agg), "reconcile");
                         }
                         Err(e) => log::warn!("reconcile failed, live gauges may drift until the next: {e}"),
                     }

@@ -32,23 +32,16 @@ impl Default for Clock {
     }
 }
 
-/// RFC 3339 in UTC with nanoseconds: `2026-11-21T23:04:05.123456789Z`.
+/// RFC 3339 in UTC with nanoseconds: `2026-11-21T23:04:05.123456789Z`
+/// (jiff's formatting; a time outside its range, which no kernel clock
+/// gives, is clamped).
 pub fn rfc3339_ns(unix_ns: i128) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod / 60 % 60, sod % 60)
+    let ts = jiff::Timestamp::from_nanosecond(unix_ns).unwrap_or(if unix_ns < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    format!("{ts:.9}")
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@ pub mod container;
 pub mod direction;
 pub mod k8s;
 pub mod language;
-pub mod sock_diag;
-pub mod sockets;
+pub mod listing;
 
 pub use clock::{Clock, rfc3339_ns};
 pub use container::container_of;

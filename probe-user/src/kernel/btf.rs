@@ -105,14 +105,9 @@ fn u32_at(b: &[u8], off: usize) -> Result<u32, Error> {
 impl Btf {
     pub const VMLINUX: &'static str = "/sys/kernel/btf/vmlinux";
 
-    /// Where the kernel's BTF is read from: `SOCKPROBE_BTF_FILE` if set (for
-    /// diagnosis and tests), else [`Btf::VMLINUX`].
-    pub fn path() -> std::path::PathBuf {
-        std::env::var_os("SOCKPROBE_BTF_FILE").map(Into::into).unwrap_or_else(|| Self::VMLINUX.into())
-    }
-
-    pub fn from_vmlinux() -> Result<Btf, Error> {
-        let path = Self::path();
+    /// The kernel's BTF, from `path` ([`Btf::VMLINUX`] unless a
+    /// [`super::DevKnobs`] says otherwise).
+    pub fn from_file(path: &std::path::Path) -> Result<Btf, Error> {
         let data = std::fs::read(&path).map_err(|e| {
             Error::Btf(format!(
                 "cannot read {}: {e}; sockprobe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.5 or later)",

@@ -1,5 +1,5 @@
 //! Loads the embedded eBPF object and attaches, per feature of the probe
-//! table ([`super::table`]), the first candidate this kernel accepts.
+//! table ([`super::probe_table`]), the first candidate this kernel accepts.
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
@@ -13,9 +13,10 @@ use probe_common::{
 
 use super::{
     btf::Btf,
+    knobs::DevKnobs,
     layout, privileges,
+    probe_table::{Candidate, Feature, Hook, PROBE_TABLE, TurnSource},
     stats::KernelStats,
-    table::{Candidate, Feature, Hook, PROBE_TABLE, TurnSource},
 };
 use crate::error::Error;
 
@@ -37,8 +38,9 @@ pub struct ProbeStatus {
     pub outcome: Outcome,
 }
 
-/// How the kernel side is set up: map sizes and where per-socket state lives.
-#[derive(Clone, Copy, Debug)]
+/// How the kernel side is set up: map sizes, where per-socket state lives,
+/// and the development knobs.
+#[derive(Clone, Debug)]
 pub struct ProbeSettings {
     pub max_sockets: u32,
     pub ring_buffer_bytes: u32,
@@ -49,6 +51,7 @@ pub struct ProbeSettings {
     /// Every event, as `sockprobe trace` shows them (`TRACE_ALL_GLOBAL`);
     /// off for the daemon, which needs one record per ordinary connection.
     pub trace_all: bool,
+    pub knobs: DevKnobs,
 }
 
 impl Default for ProbeSettings {
@@ -58,6 +61,7 @@ impl Default for ProbeSettings {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             state_store: StateStore::default(),
             trace_all: false,
+            knobs: DevKnobs::default(),
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Probes {
     pub turns: TurnSource,
     /// Loaded for `sockprobe trace` (trace-only features wanted).
     trace_all: bool,
+    /// Loaded without attaching the BTF-typed programs (`SOCKPROBE_LOAD_ONLY`).
+    load_only: bool,
 }
 
 /// Where per-socket state lives in this run, and why.
@@ -102,7 +108,7 @@ struct LoadContext<'a> {
     btf: &'a Btf,
     aya_btf: &'a AyaBtf,
     layout: &'a KernelLayout,
-    sizes: ProbeSettings,
+    sizes: &'a ProbeSettings,
     turns: TurnSource,
     try_all: bool,
 }
@@ -133,9 +139,10 @@ impl Loaded {
         states: TcpStates,
         store: StoreChoice,
         turns: TurnSource,
-        trace_all: bool,
+        sizes: &ProbeSettings,
     ) -> Probes {
-        Probes { ebpf: self.ebpf, status: self.status, reasons, states, store, turns, trace_all }
+        let (trace_all, load_only) = (sizes.trace_all, sizes.knobs.load_only);
+        Probes { ebpf: self.ebpf, status: self.status, reasons, states, store, turns, trace_all, load_only }
     }
 }
 
@@ -173,7 +180,7 @@ impl LoadContext<'_> {
             for candidate in PROBE_TABLE.iter().filter(|c| c.feature == feature) {
                 let outcome = if covered {
                     if self.try_all && !shares_programs_with_attached(&status, candidate) {
-                        match try_attach(&mut ebpf, candidate, btf, aya_btf) {
+                        match try_attach(&mut ebpf, candidate, btf, aya_btf, &self.sizes.knobs) {
                             Ok(()) => {
                                 for (name, _) in candidate.programs {
                                     unload(&mut ebpf, name);
@@ -193,7 +200,7 @@ impl LoadContext<'_> {
                         Outcome::Standby
                     }
                 } else {
-                    match try_attach(&mut ebpf, candidate, btf, aya_btf) {
+                    match try_attach(&mut ebpf, candidate, btf, aya_btf, &self.sizes.knobs) {
                         Ok(()) => {
                             covered = true;
                             Outcome::Attached
@@ -236,13 +243,13 @@ impl Probes {
     /// hash, which every hook can share.
     pub fn attach_with(sizes: ProbeSettings, try_all: bool) -> Result<Probes, Error> {
         privileges::require()?;
-        let btf = Btf::from_vmlinux()?;
+        let btf_path = sizes.knobs.btf_path();
+        let btf = Btf::from_file(&btf_path)?;
         let kernel_layout = layout::resolve(&btf)?;
         let reasons = layout::ResetReasons::from_btf(&btf);
-        let aya_btf = AyaBtf::parse_file(Btf::path(), Default::default()).map_err(|e| Error::Btf(one_line(&e)))?;
-        raise_memlock_limit();
-        let turns = TurnSource::for_kernel(&btf);
-        let ctx = LoadContext { btf: &btf, aya_btf: &aya_btf, layout: &kernel_layout, sizes, turns, try_all };
+        let aya_btf = AyaBtf::parse_file(&btf_path, Default::default()).map_err(|e| Error::Btf(one_line(&e)))?;
+        let turns = TurnSource::for_kernel(&btf, sizes.knobs.turns);
+        let ctx = LoadContext { btf: &btf, aya_btf: &aya_btf, layout: &kernel_layout, sizes: &sizes, turns, try_all };
 
         let asked = sizes.state_store;
         let refused = if asked == StateStore::LruHash {
@@ -252,7 +259,7 @@ impl Probes {
                 Ok(loaded) => match loaded.kprobe_in_use() {
                     None => {
                         let store = StoreChoice { store: asked, refused: None };
-                        return Ok(loaded.into_probes(reasons, kernel_layout.states, store, turns, sizes.trace_all));
+                        return Ok(loaded.into_probes(reasons, kernel_layout.states, store, turns, &sizes));
                     }
                     Some(hooks) => format!("{hooks} stand in and cannot use it"),
                 },
@@ -263,7 +270,7 @@ impl Probes {
         };
         let loaded = ctx.load(StateStore::LruHash)?;
         let store = StoreChoice { store: StateStore::LruHash, refused };
-        Ok(loaded.into_probes(reasons, kernel_layout.states, store, turns, sizes.trace_all))
+        Ok(loaded.into_probes(reasons, kernel_layout.states, store, turns, &sizes))
     }
 
     pub fn attached(&self, feature: Feature) -> bool {
@@ -329,7 +336,7 @@ impl Probes {
                 Outcome::Standby => {}
             }
         }
-        if load_only() {
+        if self.load_only {
             log::warn!(
                 "SOCKPROBE_LOAD_ONLY=1: BTF-typed programs loaded but not attached; nothing is traced until a benchmark attaches them"
             );
@@ -356,18 +363,16 @@ fn shares_programs_with_attached(status: &[ProbeStatus], c: &Candidate) -> bool 
 /// Hook kinds named in `SOCKPROBE_SKIP_HOOKS` (e.g. `fentry,fexit`) are not
 /// tried: a diagnostic knob to exercise the fallbacks on kernels that would
 /// not choose them (the QEMU kernel matrix uses it).
-fn skipped(c: &Candidate) -> Option<String> {
-    let list = std::env::var("SOCKPROBE_SKIP_HOOKS").ok()?;
-    let kinds: Vec<&str> = list.split(',').map(str::trim).collect();
+fn skipped(c: &Candidate, kinds: &[String]) -> Option<String> {
     c.programs.iter().find_map(|(_, hook)| {
         let kind = hook.to_string();
         let kind = kind.split('/').next().unwrap_or("");
-        kinds.contains(&kind).then(|| format!("skipped: SOCKPROBE_SKIP_HOOKS={list}"))
+        kinds.iter().any(|k| k == kind).then(|| format!("skipped: SOCKPROBE_SKIP_HOOKS={}", kinds.join(",")))
     })
 }
 
-fn try_attach(ebpf: &mut Ebpf, c: &Candidate, btf: &Btf, aya_btf: &AyaBtf) -> Result<(), String> {
-    if let Some(why) = skipped(c) {
+fn try_attach(ebpf: &mut Ebpf, c: &Candidate, btf: &Btf, aya_btf: &AyaBtf, knobs: &DevKnobs) -> Result<(), String> {
+    if let Some(why) = skipped(c, &knobs.skip_hooks) {
         return Err(why);
     }
     for need in c.needs {
@@ -375,7 +380,7 @@ fn try_attach(ebpf: &mut Ebpf, c: &Candidate, btf: &Btf, aya_btf: &AyaBtf) -> Re
     }
     let mut done: Vec<&str> = Vec::new();
     for (name, hook) in c.programs {
-        if let Err(e) = attach_one(ebpf, name, *hook, aya_btf) {
+        if let Err(e) = attach_one(ebpf, name, *hook, aya_btf, knobs.load_only) {
             // All or nothing: a half-attached candidate would double-count.
             for prev in done {
                 unload(ebpf, prev);
@@ -388,37 +393,33 @@ fn try_attach(ebpf: &mut Ebpf, c: &Candidate, btf: &Btf, aya_btf: &AyaBtf) -> Re
     Ok(())
 }
 
-/// `SOCKPROBE_LOAD_ONLY=1`: the BTF-typed hooks (tp_btf, fentry, fexit)
-/// are loaded and verified but not attached. A development knob for `cargo
-/// xtask bench`'s paired phase, which attaches and detaches these very
-/// programs by id many times a second (a raw tracepoint link cannot be
-/// detached from outside its owner). kprobes and the iterator still attach.
-pub fn load_only() -> bool {
-    std::env::var_os("SOCKPROBE_LOAD_ONLY").is_some_and(|v| v == "1")
-}
-
-fn attach_one(ebpf: &mut Ebpf, name: &str, hook: Hook, btf: &AyaBtf) -> Result<(), String> {
+/// With `load_only` (`SOCKPROBE_LOAD_ONLY=1`) the BTF-typed hooks (tp_btf,
+/// fentry, fexit) are loaded and verified but not attached: `cargo xtask
+/// bench`'s paired phase attaches and detaches these very programs by id many
+/// times a second (a raw tracepoint link cannot be detached from outside its
+/// owner). kprobes and the iterator still attach.
+fn attach_one(ebpf: &mut Ebpf, name: &str, hook: Hook, btf: &AyaBtf, load_only: bool) -> Result<(), String> {
     let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from object"))?;
     let err = |e: ProgramError| describe(&e);
     match hook {
         Hook::TpBtf(tp) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(err)?;
             p.load(tp, btf).map_err(err)?;
-            if !load_only() {
+            if !load_only {
                 p.attach().map_err(err)?;
             }
         }
         Hook::FEntry(func) => {
             let p: &mut FEntry = program.try_into().map_err(err)?;
             p.load(func, btf).map_err(err)?;
-            if !load_only() {
+            if !load_only {
                 p.attach().map_err(err)?;
             }
         }
         Hook::FExit(func) => {
             let p: &mut FExit = program.try_into().map_err(err)?;
             p.load(func, btf).map_err(err)?;
-            if !load_only() {
+            if !load_only {
                 p.attach().map_err(err)?;
             }
         }
@@ -490,11 +491,4 @@ pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s.replace('\n', " ")
-}
-
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-    // Best effort: newer kernels account to the memory cgroup instead.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }

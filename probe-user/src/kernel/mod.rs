@@ -4,18 +4,20 @@
 //! records ([`stream`]) and counters ([`stats`]). Nothing here names a
 //! process or formats a label; that is [`crate::decode`]'s job.
 pub mod btf;
+pub mod knobs;
 pub mod layout;
-pub mod listing;
+
 pub mod loader;
 pub mod privileges;
+pub mod probe_table;
 pub mod stats;
 pub mod stream;
-pub mod table;
 
+pub use knobs::DevKnobs;
 pub use loader::{Outcome, ProbeSettings, ProbeStatus, Probes, StoreChoice};
+pub use probe_table::{Candidate, Feature, Hook, PROBE_TABLE};
 pub use stats::KernelStats;
 pub use stream::EventStream;
-pub use table::{Candidate, Feature, Hook, PROBE_TABLE};
 
 /// The running kernel's release (`uname -r`).
 pub fn release() -> String {

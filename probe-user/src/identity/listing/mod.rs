@@ -1,15 +1,74 @@
 //! Live sockets as the kernel lists them, every network namespace at once:
 //! who holds each, in which state, which side of the connection this host
-//! is. Built from the socket-listing iterator's records (or the fallback's,
-//! [`super::sock_diag`]); used at start-up and by the periodic reconcile.
+//! is. Two sources write the same records ([`SocketEntry`]): the
+//! socket-listing iterator ([`iterator`]), or where it does not load,
+//! sock_diag inside each namespace ([`sock_diag`]). [`Source::list`] takes
+//! one pass from either; `cmd::listing` runs it off the event path and
+//! applies it, at start-up and at each reconcile.
+pub mod iterator;
+pub mod sock_diag;
+
 use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use probe_common::{AF_INET, Direction, ListenerKey, Owner, SocketEntry, TcpStates, entry_flags};
 
 use super::direction::LocalPorts;
+
+/// Where one pass reads its records from.
+pub enum Source {
+    /// A fresh run of the socket-listing iterator (reading it runs it).
+    Iterator(std::fs::File),
+    /// The fallback: sock_diag entered into each network namespace.
+    SockDiag,
+}
+
+/// One pass and what it cost.
+pub struct Listed {
+    pub listing: Listing,
+    /// Records read (sockets, and listeners' queued connections).
+    pub records: usize,
+    pub took: Duration,
+    /// CPU time of the listing thread, the kernel's pass included.
+    pub cpu: Duration,
+}
+
+impl Source {
+    /// Lists every socket. Blocking: run it off the event path.
+    pub fn list(self, states: &TcpStates) -> Result<Listed, String> {
+        let (started, cpu) = (Instant::now(), thread_cpu());
+        let entries = match self {
+            Source::Iterator(file) => {
+                let (entries, dropped) = iterator::read_entries(file).map_err(|e| format!("socket listing: {e}"))?;
+                if dropped > 0 {
+                    log::warn!(
+                        "socket listing: {dropped} sockets past the first {} not looked at",
+                        iterator::MAX_ENTRIES
+                    );
+                }
+                entries
+            }
+            Source::SockDiag => {
+                sock_diag::list_by_namespace(states).map_err(|e| format!("socket listing (sock_diag): {e}"))?
+            }
+        };
+        let listing = Listing::from_entries(&entries, states);
+        Ok(Listed { listing, records: entries.len(), took: started.elapsed(), cpu: thread_cpu().saturating_sub(cpu) })
+    }
+}
+
+/// CPU time this thread has used (user + system).
+fn thread_cpu() -> Duration {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
 
 /// The states sockprobe reports live sockets in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +97,9 @@ pub struct Holder {
     pub pid: u32,
     pub comm: String,
     pub cgroup_id: u64,
+    /// The `container` label, filled in by the decoder before the listing
+    /// is applied (empty until then).
+    pub container: Arc<str>,
 }
 
 /// A live connection and the process holding it.
@@ -113,7 +175,7 @@ impl Listing {
                 daddr: ip_addr(e.family, &e.daddr),
                 dport: e.dport,
                 direction,
-                holder: Holder { pid: e.tgid, comm: comm_str(&e.comm), cgroup_id: e.cgroup_id },
+                holder: Holder { pid: e.tgid, comm: comm_str(&e.comm), cgroup_id: e.cgroup_id, container: "".into() },
             });
         }
         Listing { sockets, listeners, ports, shared }

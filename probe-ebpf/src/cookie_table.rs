@@ -19,12 +19,10 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use probe_common::{Counter, SockState, TABLE_PROBES};
 
-use crate::maps::{self, STATE_TABLE};
-
-/// Slot count minus one, filled in by userspace (read-only: the verifier
-/// knows it).
-#[unsafe(no_mangle)]
-pub static TABLE_MASK: u32 = 0;
+use crate::{
+    globals,
+    maps::{self, STATE_TABLE},
+};
 
 /// Windows per key, [`TABLE_PROBES`] slots each.
 const WINDOWS: u32 = 2;
@@ -57,7 +55,7 @@ fn slot_index(key: u64, window: u32, k: u32) -> u32 {
 
 #[inline(always)]
 fn slot(key: u64, window: u32, k: u32) -> Option<*mut SockState> {
-    let mask = unsafe { core::ptr::read_volatile(&raw const TABLE_MASK) };
+    let mask = globals::table_mask();
     STATE_TABLE.get_ptr_mut(slot_index(key, window, k) & mask)
 }
 

@@ -13,7 +13,7 @@ use std::{
 
 use probe_common::{SocketEntry, TASK_COMM_LEN, TcpStates};
 
-use super::cgroup::{cgroup_id, cgroup2_mount, proc_cgroup};
+use crate::identity::cgroup::{cgroup_id, cgroup2_mount, proc_cgroup};
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;

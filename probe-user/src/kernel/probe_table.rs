@@ -102,13 +102,10 @@ pub enum TurnSource {
 impl TurnSource {
     /// Sends where splice and sendfile go through `sendmsg` too: from 6.5,
     /// which removed `proto_ops.sendpage`, the path they took before (and no
-    /// send hook saw). `SOCKPROBE_TURNS=receives|sends` overrides it, a
-    /// diagnostic knob for tests.
-    pub fn for_kernel(btf: &Btf) -> TurnSource {
-        match std::env::var("SOCKPROBE_TURNS").as_deref() {
-            Ok("receives") => return TurnSource::Receives,
-            Ok("sends") => return TurnSource::Sends,
-            _ => {}
+    /// send hook saw). `forced` (`SOCKPROBE_TURNS`, a knob for tests) wins.
+    pub fn for_kernel(btf: &Btf, forced: Option<TurnSource>) -> TurnSource {
+        if let Some(turns) = forced {
+            return turns;
         }
         let has_proto_ops = btf.member("proto_ops", &["release"]).is_some();
         if has_proto_ops && btf.member("proto_ops", &["sendpage"]).is_none() {
@@ -331,7 +328,7 @@ pub const PROBE_TABLE: &[Candidate] = &[
         programs: &[("fentry_tcp_close", FEntry("tcp_close"))],
         needs: &[Function("tcp_close", 2)],
         min_kernel: "5.12",
-        note: "exact closer even when close() does not change state",
+        note: "preferred: the exact closer even when close() does not change state",
     },
     Candidate {
         feature: Feature::CloseEntry,
@@ -358,8 +355,31 @@ mod tests {
         for f in Feature::ALL {
             assert!(PROBE_TABLE.iter().any(|c| c.feature == f), "{f:?} has no candidate");
         }
+        // The loader walks Feature::ALL in order and stops at the first
+        // required feature nothing covers: required ones first, so a kernel
+        // that cannot run sockprobe is told so before optional probes load.
         for turns in [TurnSource::Sends, TurnSource::Receives] {
             assert!(Feature::StateChanges.loss(turns).is_none());
+            let required: Vec<bool> = Feature::ALL.iter().map(|f| f.loss(turns).is_none()).collect();
+            let first_optional = required.iter().position(|r| !r).unwrap_or(required.len());
+            assert!(
+                required[first_optional..].iter().all(|r| !r),
+                "{turns:?}: a required feature after an optional one in {:?}",
+                Feature::ALL
+            );
+        }
+        // Each feature's candidates sit together, best first, features in
+        // Feature::ALL's order: the table reads as the loader tries it.
+        let order: Vec<Feature> = PROBE_TABLE.iter().map(|c| c.feature).fold(Vec::new(), |mut v, f| {
+            if v.last() != Some(&f) {
+                v.push(f);
+            }
+            v
+        });
+        assert_eq!(order, Feature::ALL, "candidates grouped by feature, in Feature::ALL's order");
+        for f in Feature::ALL {
+            let first = PROBE_TABLE.iter().find(|c| c.feature == f).expect("checked above");
+            assert!(first.note.starts_with("preferred"), "{f:?}'s first candidate is not the preferred one");
         }
     }
 
