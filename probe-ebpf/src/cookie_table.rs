@@ -124,11 +124,11 @@ pub fn claim(cookie: u64, empty: &SockState) -> Option<*mut SockState> {
             }
         }
     }
-    if let Some((p, held)) = oldest {
-        if swap_key(p, held, cookie) {
-            maps::count(Counter::StatesEvicted);
-            return Some(reset(p, cookie, empty));
-        }
+    if let Some((p, held)) = oldest
+        && swap_key(p, held, cookie)
+    {
+        maps::count(Counter::StatesEvicted);
+        return Some(reset(p, cookie, empty));
     }
     maps::count(Counter::StateInsertFailed);
     None
@@ -144,9 +144,9 @@ fn reset(p: *mut SockState, cookie: u64, empty: &SockState) -> *mut SockState {
 /// Frees the slot of the socket with this cookie, if it has one.
 #[inline(always)]
 pub fn release(cookie: u64) {
-    if let Some(p) = find(cookie) {
-        if swap_key(p, cookie, 0) {
-            maps::count(Counter::StatesFreed);
-        }
+    if let Some(p) = find(cookie)
+        && swap_key(p, cookie, 0)
+    {
+        maps::count(Counter::StatesFreed);
     }
 }

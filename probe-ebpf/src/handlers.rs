@@ -88,7 +88,7 @@ fn emit_with<A: Access>(
 /// timer for the rest.
 #[inline(always)]
 fn submit(entry: RingBufEntry<Event>) {
-    let check = maps::count(Counter::EventsSubmitted) % FILL_CHECK_EVERY == 0;
+    let check = maps::count(Counter::EventsSubmitted).is_multiple_of(FILL_CHECK_EVERY);
     let wake = check && EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES;
     entry.submit(if wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP } as u64);
 }

@@ -50,11 +50,11 @@ pub fn events(data: &[u8]) {
         "k",
     );
     for record in data.chunks(size_of::<probe_common::Event>()) {
-        if let Some(ev) = stream::parse_event(record) {
-            if let Some(decoded) = decoder.decode(&ev) {
-                let _ = serde_json::to_string(&Record::new(&decoded, &clock));
-                agg.observe(&decoded);
-            }
+        if let Some(ev) = stream::parse_event(record)
+            && let Some(decoded) = decoder.decode(&ev)
+        {
+            let _ = serde_json::to_string(&Record::new(&decoded, &clock));
+            agg.observe(&decoded);
         }
     }
     agg.refresh(u64::MAX / 2);

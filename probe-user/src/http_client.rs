@@ -176,28 +176,28 @@ async fn get_unbounded_in_time(endpoint: &Endpoint, req: &Get<'_>) -> Result<Byt
 }
 
 fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let (certs, err): (Vec<CertificateDer<'static>>, Box<dyn Fn(&dyn std::fmt::Display) -> String>) = match ca_file {
+    let source = match ca_file {
+        Some(bundle) => format!("CA bundle {}", bundle.display()),
+        None => "the system's CA certificates (give the server's CA: tls_config: ca_file)".into(),
+    };
+    let err = |e: &dyn std::fmt::Display| format!("{source}: {e}");
+    let certs = match ca_file {
         Some(bundle) => {
-            let shown = bundle.display().to_string();
-            let err = move |e: &dyn std::fmt::Display| format!("CA bundle {shown}: {e}");
             let mut certs = Vec::new();
             for cert in CertificateDer::pem_file_iter(bundle).map_err(|e| err(&e))? {
                 certs.push(cert.map_err(|e| err(&e))?);
             }
-            (certs, Box::new(err))
+            certs
         }
         // Where the system keeps them (rustls-native-certs: the distribution's
         // bundle, or SSL_CERT_FILE/SSL_CERT_DIR).
         None => {
             let found = rustls_native_certs::load_native_certs();
-            let err = |e: &dyn std::fmt::Display| {
-                format!("the system's CA certificates: {e}; give the server's CA (tls_config: ca_file)")
-            };
             if found.certs.is_empty() {
                 let why = found.errors.first().map_or("none found".to_string(), |e| e.to_string());
                 return Err(err(&why));
             }
-            (found.certs, Box::new(err))
+            found.certs
         }
     };
     let mut roots = rustls::RootCertStore::empty();

@@ -49,6 +49,10 @@ enum Cmd {
     /// Fuzz the parsers (cargo-fuzz, nightly) and minimize their corpora
     /// (docs/security.md); `cargo xtask test` replays the corpora.
     Fuzz(fuzz::FuzzArgs),
+    /// Formatting and clippy (warnings are errors) on every crate, each
+    /// with the toolchain it builds with: stable, and nightly for the eBPF
+    /// programs. `.ci/run` runs it before the tests.
+    Lint,
     /// Build, then run every test; privileged ones too when root.
     Test {
         /// Extra arguments for the test binaries (e.g. a name filter).
@@ -113,6 +117,11 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             fuzz::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Lint => {
+            bootstrap::ensure()?;
+            lint()?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Test { args } => {
             bootstrap::ensure()?;
             build()?;
@@ -166,6 +175,65 @@ fn install(root: &std::path::Path) -> Result<()> {
         let _ = Command::new("systemctl").arg("daemon-reload").status();
         println!("next: systemctl enable --now sockprobe");
     }
+    Ok(())
+}
+
+/// `cargo fmt --check`, then clippy with `-D warnings`: the host crates
+/// (all targets: tests, examples, benches' helpers) on stable, probe-ebpf
+/// for its own target on nightly (as probe-user/build.rs builds it).
+fn lint() -> Result<()> {
+    let steps: [(&str, Command); 3] = [
+        ("cargo fmt --all --check", {
+            let mut c = cargo();
+            c.args(["fmt", "--all", "--check"]);
+            c
+        }),
+        ("cargo clippy (stable: probe-common, probe-user, xtask)", {
+            let mut c = cargo();
+            c.args([
+                "clippy",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "probe-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]);
+            c
+        }),
+        ("cargo clippy (nightly: probe-ebpf for bpfel-unknown-none)", {
+            let mut c = Command::new("rustup");
+            c.current_dir(workspace_root()).env("PATH", bootstrap::path_with_cargo_bin()).args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "-p",
+                "probe-ebpf",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--target-dir",
+                "target/lint-ebpf",
+                "--",
+                "-D",
+                "warnings",
+            ]);
+            c
+        }),
+    ];
+    for (what, mut command) in steps {
+        println!("lint: {what}");
+        let status = command.status().with_context(|| format!("run {what}"))?;
+        if !status.success() {
+            bail!("{what} failed (see above)");
+        }
+    }
+    println!("lint: ok");
     Ok(())
 }
 

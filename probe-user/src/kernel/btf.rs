@@ -108,7 +108,7 @@ impl Btf {
     /// The kernel's BTF, from `path` ([`Btf::VMLINUX`] unless a
     /// [`super::DevKnobs`] says otherwise).
     pub fn from_file(path: &std::path::Path) -> Result<Btf, Error> {
-        let data = std::fs::read(&path).map_err(|e| {
+        let data = std::fs::read(path).map_err(|e| {
             Error::Btf(format!(
                 "cannot read {}: {e}; sockprobe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.5 or later)",
                 path.display()

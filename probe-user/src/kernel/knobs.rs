@@ -63,14 +63,14 @@ mod tests {
         assert_eq!(none, DevKnobs::default());
         assert_eq!(none.btf_path(), PathBuf::from(Btf::VMLINUX));
         let set = DevKnobs::from_vars(|name| {
-            Some(match name {
+            let value = match name {
                 "SOCKPROBE_BTF_FILE" => "/nowhere",
                 "SOCKPROBE_SKIP_HOOKS" => " fentry, fexit ,",
                 "SOCKPROBE_LOAD_ONLY" => "1",
                 "SOCKPROBE_TURNS" => "receives",
                 _ => return None,
-            })
-            .map(String::from)
+            };
+            Some(value.to_string())
         });
         assert_eq!(set.btf_path(), PathBuf::from("/nowhere"));
         assert_eq!(set.skip_hooks, ["fentry", "fexit"]);
