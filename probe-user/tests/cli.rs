@@ -1,7 +1,10 @@
 //! Bad input gets one clear line and a non-zero exit; `check` tells the truth.
 mod support;
 
-use std::process::{Command, Output};
+use std::{
+    process::{Command, Output},
+    time::Duration,
+};
 
 use support::*;
 
@@ -59,12 +62,24 @@ fn doctor_and_top_refuse_bad_http_config_files() {
 fn top_against_an_unverifiable_https_daemon_says_what_to_do() {
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", server.local_addr().unwrap());
-    // Not TLS at all: the handshake fails like an unverifiable one.
+    // Not TLS at all: the handshake fails like an unverifiable one. Bounded:
+    // a sockprobe that never connects must fail the test, not hang it.
+    server.set_nonblocking(true).unwrap();
     let talker = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        if let Ok((mut s, _)) = server.accept() {
-            let _ = s.read(&mut [0u8; 1024]);
-            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            match server.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let _ = s.read(&mut [0u8; 1024]);
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("accept: {e}"),
+            }
         }
     });
     one_line_error(&sockprobe(&["top", "--daemon", &url], &[]), 1, "tls_config: ca_file");

@@ -115,7 +115,7 @@ fn privileged_container_unread_closes_match_its_kernel_counter() {
     require_root();
     let daemon = Daemon::start(&[]);
     let c = Container::run("exec /bin/c4-srv -mode server -listen 127.0.0.1:8080 -body-bytes 65536", &[]);
-    sleep(Duration::from_millis(300));
+    wait_until("the server to listen", Duration::from_secs(10), || c.ss_count("listening", "c4-srv") == 1);
     let before = c.tcpext("TCPAbortOnClose");
     c.exec_wait(&["/bin/c4-unread", "-mode", "unread", "-url", "http://127.0.0.1:8080/", "-n", "20"]);
     let delta = (c.tcpext("TCPAbortOnClose") - before) as f64;

@@ -66,9 +66,11 @@ fn privileged_go_leaked_bodies_build_close_wait() {
     let leak = GoLeak::start("t33", "1s", "50ms");
     let pid = leak.client_pid();
     wait_until("10 leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(pid) >= 10);
-    // Freeze the client; let the server time out its remaining connections.
+    // Freeze the client; the server times out its remaining connections.
     leak.freeze_client();
-    sleep(Duration::from_millis(1500));
+    wait_until("the server to end the frozen client's idle connections", Duration::from_secs(10), || {
+        ss_count(pid, "established") == 0
+    });
     let expected = ss_close_wait(pid) as f64;
     let cw = [("comm", "t33-leaky"), ("state", "close_wait")];
     let mut text = String::new();
@@ -92,7 +94,9 @@ fn privileged_close_wait_before_start_is_in_first_scrape() {
     let pid = leak.client_pid();
     wait_until("5 leaked CLOSE_WAIT sockets", Duration::from_secs(15), || ss_close_wait(pid) >= 5);
     leak.freeze_client();
-    sleep(Duration::from_millis(1000));
+    wait_until("the server to end the frozen client's idle connections", Duration::from_secs(10), || {
+        ss_count(pid, "established") == 0
+    });
     let expected = ss_close_wait(pid) as f64;
     let daemon = Daemon::start(&[]);
     let text = daemon.scrape();

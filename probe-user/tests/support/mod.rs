@@ -493,7 +493,12 @@ pub fn spawn(prefix: &[&str], program: &str, args: &[&str]) -> Child {
 
 /// Counts `ss` lines for sockets in CLOSE_WAIT held by `pid`.
 pub fn ss_close_wait(pid: u32) -> usize {
-    let out = Command::new("ss").args(["-tanpH", "state", "close-wait"]).output().expect("ss");
+    ss_count(pid, "close-wait")
+}
+
+/// Sockets of `pid` in an `ss` state (`established`, `close-wait`...).
+pub fn ss_count(pid: u32, state: &str) -> usize {
+    let out = Command::new("ss").args(["-tanpH", "state", state]).output().expect("ss");
     let needle = format!("pid={pid},");
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&needle)).count()
 }
