@@ -8,8 +8,10 @@ mod bench;
 mod bootstrap;
 mod fuzz;
 mod kernels;
-mod listing_bench;
-mod paired_bench;
+// One HTTP GET and one Prometheus text reader for the tests and the bench.
+#[path = "../../probe-user/tests/support/scrape.rs"]
+#[allow(dead_code)]
+mod scrape;
 mod test;
 
 use std::process::{Command, ExitCode};

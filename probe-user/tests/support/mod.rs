@@ -9,7 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[allow(unused_imports)] // each test binary uses its share
+pub use scrape::{http_get_with, metric, series_of};
 pub use serde_json::Value;
+
+pub mod scrape;
 
 /// The binaries under test: where cargo built them, or where
 /// `SOCKPROBE_BIN` / `SOCKPROBE_PEER_BIN` say (the QEMU guests put them at
@@ -369,64 +373,14 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Minimal HTTP/1.1 GET; (status, body).
+/// HTTP GET; (status, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     http_get_as(addr, path, None)
 }
 
 /// As [`http_get`], with an `Authorization` header value.
 pub fn http_get_as(addr: &str, path: &str, authorization: Option<&str>) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    // Go's servers (Prometheus) chunk any response past a few KiB.
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    let body = if chunked { dechunk(body)? } else { body.to_string() };
-    Some((status, body))
-}
-
-/// A `Transfer-Encoding: chunked` body, decoded.
-fn dechunk(mut rest: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(after.get(..size)?);
-        rest = after.get(size..)?.strip_prefix("\r\n")?;
-    }
-}
-
-/// Sum of the samples of `name` whose labels include all of `labels`.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if n != name {
-                return None;
-            }
-            let ok = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            ok.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
-}
-
-/// Label sets (the text between braces) of `name`'s samples.
-pub fn series_of(text: &str, name: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(&format!("{name}{{")))
-        .filter_map(|l| l.split_once('}').map(|(labels, _)| labels.to_string()))
-        .collect()
+    http_get_with(addr, path, authorization, Duration::from_secs(10))
 }
 
 /// The Go test subjects (tests/go/gohttp.go), built once, reachable under

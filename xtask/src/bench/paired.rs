@@ -28,7 +28,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{Tracer, Variant, Workload, http_get, median_and_spread, pinned, ratio_cell, start_tracer, stop};
+use super::{
+    stats::{median_and_spread, ratio_cell},
+    tracers::{Running, Tracer, Variant, http_get, program_names, start_tracer, stop},
+    workload::{CLIENT_CPU, Workload, pinned},
+};
 
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -117,8 +121,8 @@ impl Drop for Load {
 }
 
 /// A started tracer's programs, opened to attach.
-fn toggle_of(running: &crate::bench::Running, name: &str) -> Result<Toggle> {
-    let toggle = Toggle::new(&crate::bench::program_names(running)?)?;
+fn toggle_of(running: &Running, name: &str) -> Result<Toggle> {
+    let toggle = Toggle::new(&program_names(running)?)?;
     if toggle.programs.is_empty() {
         bail!("{name}: no program of it attaches with BPF_RAW_TRACEPOINT_OPEN");
     }
@@ -138,7 +142,7 @@ fn pairs(
     // On while wrk opens its connections, as when a daemon runs before them.
     second.set(true)?;
     let load = Load(
-        pinned("wrk", crate::bench::CLIENT_CPU)
+        pinned("wrk", CLIENT_CPU)
             .args(workload.wrk_args(port, seconds + 5))
             .stdout(std::process::Stdio::null())
             .spawn()
