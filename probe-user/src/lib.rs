@@ -26,10 +26,11 @@
 //! - [`http_client`]: one bounded GET (Kubernetes API, a daemon asked by
 //!   `doctor`/`top`), below identity like [`error`].
 //!
-//! Nothing points back up: kernel imports only error; identity kernel and
-//! http_client; decode kernel and identity; aggregate kernel, identity and
-//! decode; export those and aggregate; config kernel, identity and
-//! aggregate. `tests/architecture.rs` checks it on every `crate::` path.
+//! Nothing points back up: kernel imports only error; identity only
+//! http_client (and error); decode kernel and identity; aggregate kernel,
+//! identity and decode; export those and aggregate; config kernel, identity
+//! and aggregate; cmd all of them, and fuzzing cmd too.
+//! `tests/architecture.rs` checks it on every `crate::` path.
 //! See docs/architecture.md.
 pub mod aggregate;
 pub mod cmd;
