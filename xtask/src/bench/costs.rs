@@ -1,12 +1,13 @@
 //! The kernel-cost pass: one run per workload and tracer with
 //! `kernel.bpf_stats_enabled=1`, and the tables made of it (ns per event per
 //! program, per unit of work, per tracepoint hit) and the daemon's own cost.
-use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Result;
 
 use super::{
-    tracers::{CostAcc, Tracer, Variant, start_tracer, stop},
+    Plan,
+    tracers::{CostAcc, Tracer, start_tracer, stop},
     workload::{Workload, run_wrk},
 };
 
@@ -19,24 +20,17 @@ pub(crate) struct Costs {
 
 /// One run of each workload under each tracer, bpf_stats on (the caller
 /// turns it on and off).
-pub(crate) fn measure(
-    seconds: u64,
-    measured: &[Tracer],
-    workloads: &[Workload],
-    port: u16,
-    dir: &Path,
-    base: &Variant,
-) -> Result<Costs> {
+pub(crate) fn measure(plan: &Plan) -> Result<Costs> {
     let mut costs = Costs { acc: CostAcc::default(), pass: BTreeMap::new() };
-    for &w in workloads {
-        for &t in measured {
-            let running = start_tracer(t, dir, false, base)?;
-            let rps = run_wrk(w, port, seconds)?;
+    for &w in plan.workloads {
+        for &t in plan.measured {
+            let running = start_tracer(t, plan.dir, false, plan.base)?;
+            let rps = run_wrk(w, plan.port, plan.seconds)?;
             if let Some(r) = running {
                 let mut one = CostAcc::default();
                 stop(r, &mut one)?;
                 let (ns, cnt) = one.by_prog.values().fold((0, 0), |(a, b), (ns, cnt)| (a + ns, b + cnt));
-                costs.pass.insert((w, t), (ns, cnt, rps * seconds as f64));
+                costs.pass.insert((w, t), (ns, cnt, rps * plan.seconds as f64));
                 costs.acc.merge(one);
             }
         }

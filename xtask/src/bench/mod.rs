@@ -119,10 +119,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let workloads = once_each(args.workloads.iter().copied());
     // Throughput with bpf_stats off (its two clock reads per run would tax
     // the tracers); then one pass per workload with it on, for the costs.
+    let plan = Plan {
+        seconds: args.seconds,
+        measured: &measured,
+        workloads: &workloads,
+        port: nginx.port,
+        dir: &dir,
+        base: &base,
+    };
     set_bpf_stats(false)?;
-    let samples = rounds::measure(args.rounds, args.seconds, &measured, &workloads, nginx.port, &dir, &base)?;
+    let samples = rounds::measure(args.rounds, &plan)?;
     set_bpf_stats(true)?;
-    let costs = costs::measure(args.seconds, &measured, &workloads, nginx.port, &dir, &base);
+    let costs = costs::measure(&plan);
     set_bpf_stats(false)?;
     let costs = costs?;
 
@@ -155,6 +163,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::write(dir.join("report.md"), &report)?;
     println!("{report}\n(written to {})", dir.join("report.md").display());
     Ok(())
+}
+
+/// What the rounds and the cost pass run: each workload for `seconds` under
+/// each tracer, against nginx on `port`.
+pub(crate) struct Plan<'a> {
+    seconds: u64,
+    measured: &'a [Tracer],
+    workloads: &'a [Workload],
+    port: u16,
+    dir: &'a Path,
+    base: &'a Variant,
 }
 
 /// The machine, the date and the command line that reproduces the run.

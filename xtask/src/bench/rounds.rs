@@ -1,13 +1,14 @@
 //! The throughput rounds: every workload with no tracer and with each
 //! tracer, in an order that rotates by round, `kernel.bpf_stats_enabled=0`;
 //! each ratio against its own round's baseline.
-use std::{collections::HashMap, fmt::Write as _, path::Path};
+use std::{collections::HashMap, fmt::Write as _};
 
 use anyhow::Result;
 
 use super::{
+    Plan,
     stats::{median_and_spread, median_interval, ratio_cell},
-    tracers::{CostAcc, Tracer, Variant, start_tracer, stop},
+    tracers::{CostAcc, Tracer, start_tracer, stop},
     workload::{Workload, run_wrk},
 };
 
@@ -19,24 +20,16 @@ pub(crate) struct Sample {
 }
 
 /// `rounds` rounds of every workload, each without a tracer and with each
-/// of `measured`.
-pub(crate) fn measure(
-    rounds: usize,
-    seconds: u64,
-    measured: &[Tracer],
-    workloads: &[Workload],
-    port: u16,
-    dir: &Path,
-    base: &Variant,
-) -> Result<Vec<Sample>> {
-    let tracers: Vec<Tracer> = std::iter::once(Tracer::None).chain(measured.iter().copied()).collect();
+/// tracer of the plan.
+pub(crate) fn measure(rounds: usize, plan: &Plan) -> Result<Vec<Sample>> {
+    let tracers: Vec<Tracer> = std::iter::once(Tracer::None).chain(plan.measured.iter().copied()).collect();
     let mut samples = Vec::new();
     for round in 0..rounds {
-        for &w in workloads {
+        for &w in plan.workloads {
             for i in 0..tracers.len() {
                 let t = tracers[(i + round) % tracers.len()];
-                let running = start_tracer(t, dir, false, base)?;
-                let rps = run_wrk(w, port, seconds)?;
+                let running = start_tracer(t, plan.dir, false, plan.base)?;
+                let rps = run_wrk(w, plan.port, plan.seconds)?;
                 eprintln!("round {round} {:<40} {:<10} {rps:>12.0} req/s", w.name(), t.name());
                 samples.push(Sample { workload: w, tracer: t, round, req_per_s: rps });
                 if let Some(r) = running {
