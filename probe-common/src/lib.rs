@@ -259,6 +259,7 @@ impl KernelLayout {
 }
 
 pub mod transition;
+pub mod turns;
 pub use transition::{Transition, classify};
 
 pub const AF_INET: u16 = 2;
@@ -388,10 +389,13 @@ pub struct SockState {
     pub exchanges: u32,
     /// Unread bytes at the `close()` that moved the socket to CLOSE.
     pub pending_unread: u32,
-    /// The other direction's data segments at the last I/O that counts
-    /// turns: `data_segs_out` at the last receive (a receive that finds it
-    /// moved follows a send, a turn of the conversation), or `data_segs_in`
-    /// at the last send when turns are counted at sends.
+    /// What the last I/O that counts turns saw of the other direction:
+    /// counted at receives, `data_segs_out` (a receive that finds it moved
+    /// follows a send of this socket's, a turn of the conversation); counted
+    /// at sends, `copied_seq` (a send that finds it moved follows a read by
+    /// the application). Either moves only by this socket's own application's
+    /// doing, never by the peer's, so no ordering of the events can hide a
+    /// turn (docs/architecture.md, "Where turns are counted").
     pub turn_mark: u32,
     pub direction: u8,
     pub flags: u8,

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     Closer, Counter, Direction, Event, EventKind, IO_RECV, IO_SEND, Owner, REASON_UNKNOWN, SHUTDOWN_MASK, SockState,
-    Transition, classify, event_flags, flags, transition::direction_from,
+    Transition, classify, event_flags, flags, transition::direction_from, turns,
 };
 
 use crate::{
@@ -191,6 +191,13 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         // close (see `on_io`); only `trace` shows it open here.
         Transition::Established => {
             st.birth_ns = now();
+            // Counted at sends, a server's turn is a send after its
+            // application read: the mark starts at what it has read when the
+            // handshake completes (nothing). A client needs no start: its
+            // first send counts as the asker's anyway.
+            if globals::turn_io() == IO_SEND && old == states.syn_recv {
+                st.turn_mark = kernel::turn_signal::<A>(A::tcp(sk), IO_SEND);
+            }
             if globals::trace_all() {
                 if st.owner.tgid != 0 {
                     report_open::<A>(sk, st);
@@ -268,9 +275,9 @@ fn emit_close<A: Access>(sk: *const u8, st: &mut SockState, from_close_wait: boo
     // A request since the last turn, never answered (or its answer never
     // read): it started an exchange too, as the contract counts them. Counted
     // at receives, that is a client's send since its last receive; at sends,
-    // a server's receive since its last send.
+    // a server's read since its last send, or a request it never read.
     let asker = if globals::turn_io() == IO_RECV { Direction::Outbound } else { Direction::Inbound };
-    if st.direction == asker as u8 && kernel::other_way_segs::<A>(A::tcp(sk), globals::turn_io()) != st.turn_mark {
+    if st.direction == asker as u8 && request_since_turn::<A>(sk, st, from_close_wait) {
         st.exchanges += 1;
     }
     let t = now();
@@ -281,6 +288,21 @@ fn emit_close<A: Access>(sk: *const u8, st: &mut SockState, from_close_wait: boo
     let folded = st.birth_ns != 0 && st.flags & flags::OPEN_REPORTED == 0;
     let ev_flags = if folded { event_flags::OPEN_FOLDED } else { 0 };
     emit_with::<A>(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait, closer as u8, ev_flags);
+}
+
+/// Whether the asking side has asked since its last turn (see `emit_close`;
+/// `fin_received`: the peer's FIN is in, and is no unread data).
+#[inline(always)]
+fn request_since_turn<A: Access>(sk: *const u8, st: &SockState, fin_received: bool) -> bool {
+    let tp = A::tcp(sk);
+    if globals::turn_io() == IO_RECV {
+        return kernel::turn_signal::<A>(tp, IO_RECV) != st.turn_mark;
+    }
+    // At sends: data that arrived after what the last send had read, read
+    // since or not. The FIN is no data, though reading it (end of file)
+    // moves `copied_seq` by one.
+    let rcv_nxt = A::read_tp::<u32>(tp, layout!(tcp_rcv_nxt), 0);
+    rcv_nxt.wrapping_sub(fin_received as u32) != st.turn_mark
 }
 
 /// listen() (process context) or a listener's close.
@@ -354,7 +376,7 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     if A::TYPED && at_turns && tp.is_null() {
         return;
     }
-    let other_way = kernel::other_way_segs::<A>(tp, dir);
+    let other_way = kernel::turn_signal::<A>(tp, dir);
     // `trace` counts every receive's bytes, so it never skips one.
     let memo = if A::TYPED && at_turns && dir == IO_RECV && !globals::trace_all() {
         Memo::of::<A>(sk, tp, other_way)
@@ -385,13 +407,17 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     if !at_turns {
         return;
     }
-    let moved = other_way != st.turn_mark;
+    // The side that asks: a client counted at its sends, a server at its
+    // receives (unknown for a socket adopted here: see `turns::judge`).
+    let known = st.direction != Direction::Unknown as u8;
+    let asks = known && (dir == IO_RECV) == (st.direction == Direction::Inbound as u8);
     let first = st.flags & flags::TURN_IO_SEEN == 0;
+    let verdict = turns::judge(other_way, st.turn_mark, first, asks);
     // Most I/O continues the last: nothing changes. Until the socket
     // carries data the other way, the memo answers its receives on this
     // CPU. (Not kept at turns: request/response traffic, all turns, would
     // only pay for it.)
-    if !moved && !first {
+    if !verdict.turn {
         memo.keep::<A>(sk);
         return;
     }
@@ -401,11 +427,7 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
     if st.owner.tgid != kernel::current_tgid() {
         take_owner::<A>(sk, st);
     }
-    // The side that asks: a client counted at its sends, a server at its
-    // receives, also starts an exchange with its first such I/O.
-    let asks = (dir == IO_RECV) == (st.direction == Direction::Inbound as u8);
-    let exchange = st.direction != Direction::Unknown as u8 && (moved || (first && asks));
-    if exchange {
+    if verdict.exchange {
         st.exchanges += 1;
         // A connection reused: long-lived enough for the daemon to show it
         // open now (a one-exchange connection is reported by its close).

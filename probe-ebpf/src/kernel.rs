@@ -146,14 +146,18 @@ pub fn dport<A: Access>(sk: *const u8) -> u16 {
     u16::from_be(A::read::<u16>(sk, layout!(skc_dport), 0))
 }
 
-/// What an I/O in direction `dir` compares to tell a turn: the data
-/// segments that went the other way (`tcp_sock.data_segs_out` for a
-/// receive, `data_segs_in` for a send). Both move with every segment that
-/// carries data, `sendfile` and `splice` included; acknowledgements, FINs
-/// and RSTs alone move neither.
+/// What an I/O in direction `dir` compares to tell a turn of the
+/// conversation: for a receive, the data segments this socket sent
+/// (`tcp_sock.data_segs_out`: they leave only after its application wrote
+/// them, `sendfile` and `splice` included); for a send, what its
+/// application has read (`copied_seq`). Neither moves when the peer's data
+/// merely arrives, so a peer that answers faster than this socket's
+/// tracepoint runs cannot move the mark past a turn (the race that
+/// `data_segs_in` at sends had: docs/architecture.md, "Where turns are
+/// counted").
 #[inline(always)]
-pub fn other_way_segs<A: Access>(tp: *const u8, dir: u8) -> u32 {
-    let field = if dir == IO_RECV { layout!(tcp_data_segs_out) } else { layout!(tcp_data_segs_in) };
+pub fn turn_signal<A: Access>(tp: *const u8, dir: u8) -> u32 {
+    let field = if dir == IO_RECV { layout!(tcp_data_segs_out) } else { layout!(tcp_copied_seq) };
     A::read_tp::<u32>(tp, field, 0)
 }
 

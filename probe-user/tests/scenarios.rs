@@ -157,6 +157,51 @@ fn exchanges_counted_on_both_ends(store: &[&str]) {
     );
 }
 
+/// Scenario 3b: the next request overtakes the response. The client sends
+/// each next request as soon as the first byte of a response is in; the
+/// responses (16 MiB) are larger than the socket buffers, so every request
+/// but the first reaches the server while its send of the previous response
+/// is still under way, before that send's tracepoint runs. Forced, not
+/// left to chance: the send cannot finish until the client has read most
+/// of the response, and the client asks before it reads. Counted at sends
+/// from what the server received, the last exchange was lost (E - 1).
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_exchanges_counted_when_the_next_request_overtakes_the_response() {
+    require_root();
+    exchanges_counted_when_requests_overtake(&[]);
+}
+
+/// As above, counted at receives (kernels before 6.5, forced here).
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_exchanges_counted_when_the_next_request_overtakes_the_response_at_receives() {
+    require_root();
+    exchanges_counted_when_requests_overtake(&[("SOCKPROBE_TURNS", "receives")]);
+}
+
+fn exchanges_counted_when_requests_overtake(env: &[(&str, &str)]) {
+    const E: u64 = 4;
+    const RESPONSE: &str = "16777216";
+    let tracer = Tracer::start_with_env(env, &["--comm", "t3b-client", "--comm", "t3b-server", "--event", "close"]);
+    let mut server = Server::start(&[], "t3b-server", &["--response", RESPONSE]);
+    let requests = E.to_string();
+    client(
+        &[],
+        "t3b-client",
+        &["--connect", &server.addr, "--response", RESPONSE, "--requests", &requests, "--ask-early"],
+    );
+    server.wait();
+    let events = tracer.wait_for("both closes", WAIT, |ev| {
+        !select(ev, "close", "t3b-client").is_empty() && !select(ev, "close", "t3b-server").is_empty()
+    });
+    let client_close = select(&events, "close", "t3b-client")[0];
+    let server_close = select(&events, "close", "t3b-server")[0];
+    assert_eq!(u64_of(server_close, "bytes_in"), 4 * E, "{server_close}");
+    assert_eq!(u64_of(server_close, "exchanges"), E, "the server's count: {server_close}");
+    assert_eq!(u64_of(client_close, "exchanges"), E, "the client's count: {client_close}");
+}
+
 with_each_store!(
     privileged_close_wait_attributed_with_age,
     privileged_close_wait_attributed_with_age_lru,

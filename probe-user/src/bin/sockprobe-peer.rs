@@ -89,6 +89,12 @@ enum Role {
         /// connection's number (a process sockprobe must not let bloat its series).
         #[arg(long)]
         rename_prefix: Option<String>,
+        /// Send the next request as soon as the first byte of a response is
+        /// in, then read the rest: with a response larger than the socket
+        /// buffers, the request reaches the server while its send of the
+        /// response is still under way.
+        #[arg(long)]
+        ask_early: bool,
     },
 }
 
@@ -130,19 +136,34 @@ fn serve(listener: TcpListener, response: usize, close_after: Option<u32>, conne
     Ok(())
 }
 
-fn client(
-    addr: SocketAddr,
+/// How a client behaves on each connection.
+struct ClientPlan<'a> {
     requests: u32,
     response: usize,
     read: usize,
     hold: Duration,
-    fork_close: Option<&str>,
-) -> std::io::Result<()> {
+    fork_close: Option<&'a str>,
+    ask_early: bool,
+}
+
+fn client(addr: SocketAddr, plan: &ClientPlan) -> std::io::Result<()> {
+    let ClientPlan { requests, response, read, hold, fork_close, ask_early } = *plan;
     let mut s = TcpStream::connect(addr)?;
     let mut buf = vec![0u8; response.max(1)];
-    for _ in 0..requests {
-        s.write_all(b"req\n")?;
-        s.read_exact(&mut buf[..read])?;
+    for i in 0..requests {
+        // Asking early, every request but the first went out already.
+        if !ask_early || i == 0 {
+            s.write_all(b"req\n")?;
+        }
+        if ask_early && read > 0 {
+            s.read_exact(&mut buf[..1])?;
+            if i + 1 < requests {
+                s.write_all(b"req\n")?;
+            }
+            s.read_exact(&mut buf[1..read])?;
+        } else {
+            s.read_exact(&mut buf[..read])?;
+        }
     }
     // Let the unread rest of the response arrive, so the amount is exact.
     let unread = response - read;
@@ -216,8 +237,27 @@ fn main() -> ExitCode {
             serve(l, response, close_after, connections)
         }),
         Role::Hold { connections, close_wait, reset } => hold(connections, close_wait, reset),
-        Role::Client { connect, requests, response, read, connections, spread, hold_ms, fork_close, rename_prefix } => {
+        Role::Client {
+            connect,
+            requests,
+            response,
+            read,
+            connections,
+            spread,
+            hold_ms,
+            fork_close,
+            rename_prefix,
+            ask_early,
+        } => {
             let read = read.unwrap_or(response).min(response);
+            let plan = ClientPlan {
+                requests,
+                response,
+                read,
+                hold: Duration::from_millis(hold_ms),
+                fork_close: fork_close.as_deref(),
+                ask_early,
+            };
             let mut n = 0u64;
             (0..spread).flat_map(|i| (0..connections).map(move |_| i)).try_for_each(|i| {
                 if let Some(prefix) = &rename_prefix {
@@ -230,7 +270,7 @@ fn main() -> ExitCode {
                     }
                     other => other,
                 };
-                client(addr, requests, response, read, Duration::from_millis(hold_ms), fork_close.as_deref())
+                client(addr, &plan)
             })
         }
     };

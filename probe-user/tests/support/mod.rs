@@ -65,9 +65,15 @@ pub const LRU: &[&str] = &["--probe.state-store", "lru"];
 
 impl Tracer {
     pub fn start(args: &[&str]) -> Tracer {
+        Tracer::start_with_env(&[], args)
+    }
+
+    /// As [`Tracer::start`], with environment variables (development knobs).
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Tracer {
         let mut child = Command::new(*SOCKPROBE)
             .arg("trace")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

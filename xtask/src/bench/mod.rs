@@ -93,6 +93,13 @@ pub struct BenchArgs {
     /// columns are not measured.
     #[arg(long, value_delimiter = ' ', allow_hyphen_values = true)]
     paired_versus: Vec<String>,
+    /// A/B against other code: the second sockprobe of the paired phase
+    /// runs this binary (with `--paired-versus`'s words, if any), e.g. one
+    /// built from the commit before a kernel-side change; the ratio is then
+    /// this binary's throughput over the one just built's. Swap the two to
+    /// see the change as new over old: build the old one into a worktree.
+    #[arg(long, value_name = "PATH")]
+    paired_versus_binary: Option<PathBuf>,
     /// Workloads, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "churn,keep-alive,bulk")]
     workloads: Vec<Workload>,
@@ -146,7 +153,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Duration::from_millis(args.paired_slice_ms.max(10)),
             &dir,
             &base,
-            (!args.paired_versus.is_empty()).then(|| Variant::from_words(&args.paired_versus)).as_ref(),
+            versus(args).as_ref(),
             &mut report,
         )?;
     }
@@ -163,6 +170,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::write(dir.join("report.md"), &report)?;
     println!("{report}\n(written to {})", dir.join("report.md").display());
     Ok(())
+}
+
+/// The paired phase's second configuration, if one is asked for.
+fn versus(args: &BenchArgs) -> Option<Variant> {
+    if args.paired_versus.is_empty() && args.paired_versus_binary.is_none() {
+        return None;
+    }
+    Some(Variant { binary: args.paired_versus_binary.clone(), ..Variant::from_words(&args.paired_versus) })
 }
 
 /// What the rounds and the cost pass run: each workload for `seconds` under
@@ -207,6 +222,7 @@ fn header(args: &BenchArgs, measured: &[Tracer], workloads: &[Workload], report:
             .iter()
             .filter(|(_, words)| !words.is_empty())
             .map(|(flag, words)| format!(" --{flag}='{}'", words.join(" ")))
+            .chain(args.paired_versus_binary.iter().map(|b| format!(" --paired-versus-binary={}", b.display())))
             .collect::<String>()
     );
 }

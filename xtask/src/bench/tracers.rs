@@ -154,6 +154,9 @@ pub(crate) struct Variant {
     pub env: Vec<(String, String)>,
     /// Its metrics port, when another sockprobe holds the default one.
     pub port: Option<u16>,
+    /// Another sockprobe binary than the one just built (the code before a
+    /// kernel-side change, for `--paired-versus-binary`).
+    pub binary: Option<std::path::PathBuf>,
 }
 
 impl Variant {
@@ -180,11 +183,19 @@ impl Variant {
             args: self.args.iter().chain(&other.args).cloned().collect(),
             env: self.env.iter().chain(&other.env).cloned().collect(),
             port: other.port.or(self.port),
+            binary: other.binary.clone().or_else(|| self.binary.clone()),
         }
     }
 
     pub fn describe(&self) -> String {
-        self.env.iter().map(|(k, v)| format!("{k}={v}")).chain(self.args.iter().cloned()).collect::<Vec<_>>().join(" ")
+        let binary = self.binary.iter().map(|b| format!("binary {}", b.display()));
+        self.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(self.args.iter().cloned())
+            .chain(binary)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -204,7 +215,8 @@ pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool, extra: &
                 Tracer::SockprobeLru => Some("lru"),
                 _ => None,
             };
-            let mut command = Command::new(workspace_root().join("target/release/sockprobe"));
+            let binary = extra.binary.clone().unwrap_or_else(|| workspace_root().join("target/release/sockprobe"));
+            let mut command = Command::new(binary);
             command.args(["run", "--log.level", "warn", "--web.listen-address", &addr]);
             command.args(store.iter().flat_map(|s| ["--probe.state-store", s]));
             command.args(&extra.args).envs(extra.env.iter().map(|(k, v)| (k, v)));
