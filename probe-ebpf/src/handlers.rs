@@ -249,18 +249,24 @@ fn born_inbound<A: Access>(sk: *const u8, cookie: impl Fn() -> u64) -> Option<&'
         return None;
     }
     let st = unsafe { &mut *new_state::<A>(sk, cookie(), Direction::Inbound)? };
+    if let Some(owner) = listener_of::<A>(sk) {
+        kernel::copy_owner(&mut st.owner, owner);
+    }
+    Some(st)
+}
+
+/// The owner of the listener whose port `sk` has, if one is known: the
+/// exact address's, else the wildcard's.
+#[inline(always)]
+fn listener_of<A: Access>(sk: *const u8) -> Option<&'static Owner> {
     let mut key = kernel::listener_key::<A>(sk, kernel::sport::<A>(sk));
-    let owner = match unsafe { LISTENERS.get(&key) } {
+    match unsafe { LISTENERS.get(&key) } {
         Some(o) => Some(o),
         None => {
             kernel::write16(&mut key.addr, [0, 0]);
             unsafe { LISTENERS.get(&key) }
         }
-    };
-    if let Some(owner) = owner {
-        kernel::copy_owner(&mut st.owner, owner);
     }
-    Some(st)
 }
 
 /// The connection ends: one `close` record, once. Leaving CLOSE_WAIT, it
@@ -392,7 +398,10 @@ pub fn on_io<A: Access>(sk: *const u8, dir: u8, ret: i64, msg_flags: u64) {
             if !kernel::is_tcp::<A>(sk) {
                 return;
             }
-            let Some(st) = new_state::<A>(sk, kernel::adopted_cookie::<A>(sk), Direction::Unknown) else { return };
+            // Born before the probes (or its birth missed): a socket on a
+            // listening port was accepted; any other's side stays unknown here.
+            let direction = if listener_of::<A>(sk).is_some() { Direction::Inbound } else { Direction::Unknown };
+            let Some(st) = new_state::<A>(sk, kernel::adopted_cookie::<A>(sk), direction) else { return };
             st
         }
     };

@@ -202,6 +202,60 @@ fn exchanges_counted_when_requests_overtake(env: &[(&str, &str)]) {
     assert_eq!(u64_of(client_close, "exchanges"), E, "the client's count: {client_close}");
 }
 
+/// Scenario 3c: a connection older than the probes. Its sockets get their
+/// state at their first I/O (adopted): the server's as inbound (its port is
+/// a listener's, which the start-up listing named), the client's direction
+/// unknown to the kernel side. Every exchange still counts on both ends.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_exchanges_counted_on_a_connection_older_than_the_probes() {
+    require_root();
+    exchanges_counted_on_an_adopted_connection(&[]);
+}
+
+/// As above, counted at receives.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_exchanges_counted_on_a_connection_older_than_the_probes_at_receives() {
+    require_root();
+    exchanges_counted_on_an_adopted_connection(&[("SOCKPROBE_TURNS", "receives")]);
+}
+
+fn exchanges_counted_on_an_adopted_connection(env: &[(&str, &str)]) {
+    use std::io::BufRead;
+    const E: u64 = 5;
+    let go = std::env::temp_dir().join(format!("sockprobe-t3c-{}-{}", std::process::id(), env.len()));
+    std::fs::remove_file(&go).ok();
+    let mut server = Server::start(&[], "t3c-server", &["--response", "300"]);
+    let requests = E.to_string();
+    let mut client = std::process::Command::new(*PEER)
+        .args(["--name", "t3c-client", "client", "--connect", &server.addr, "--response", "300"])
+        .args(["--requests", &requests, "--wait-for"])
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sockprobe-peer client");
+    let mut line = String::new();
+    std::io::BufReader::new(client.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("the client's first line");
+    assert_eq!(line.trim(), "connected");
+    let tracer = Tracer::start_with_env(env, &["--comm", "t3c-client", "--comm", "t3c-server", "--event", "close"]);
+    std::fs::write(&go, b"").expect("the go-ahead file");
+    assert!(client.wait().expect("the client").success());
+    server.wait();
+    std::fs::remove_file(&go).ok();
+    let events = tracer.wait_for("both closes", WAIT, |ev| {
+        !select(ev, "close", "t3c-client").is_empty() && !select(ev, "close", "t3c-server").is_empty()
+    });
+    let client_close = select(&events, "close", "t3c-client")[0];
+    let server_close = select(&events, "close", "t3c-server")[0];
+    assert_eq!(u64_of(server_close, "exchanges"), E, "the server's count: {server_close}");
+    assert_eq!(u64_of(client_close, "exchanges"), E, "the client's count: {client_close}");
+    assert_eq!(server_close["direction"], "inbound");
+    assert_eq!(client_close["direction"], "outbound");
+}
+
 with_each_store!(
     privileged_close_wait_attributed_with_age,
     privileged_close_wait_attributed_with_age_lru,

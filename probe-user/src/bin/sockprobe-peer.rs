@@ -95,6 +95,11 @@ enum Role {
         /// response is still under way.
         #[arg(long)]
         ask_early: bool,
+        /// Connect, print `connected`, then wait until this file exists
+        /// before the first request: the connection predates whatever
+        /// starts meanwhile.
+        #[arg(long, value_name = "FILE")]
+        wait_for: Option<std::path::PathBuf>,
     },
 }
 
@@ -144,11 +149,19 @@ struct ClientPlan<'a> {
     hold: Duration,
     fork_close: Option<&'a str>,
     ask_early: bool,
+    wait_for: Option<&'a std::path::Path>,
 }
 
 fn client(addr: SocketAddr, plan: &ClientPlan) -> std::io::Result<()> {
-    let ClientPlan { requests, response, read, hold, fork_close, ask_early } = *plan;
+    let ClientPlan { requests, response, read, hold, fork_close, ask_early, wait_for } = *plan;
     let mut s = TcpStream::connect(addr)?;
+    if let Some(file) = wait_for {
+        println!("connected");
+        std::io::stdout().flush()?;
+        while !file.exists() {
+            sleep(Duration::from_millis(10));
+        }
+    }
     let mut buf = vec![0u8; response.max(1)];
     for i in 0..requests {
         // Asking early, every request but the first went out already.
@@ -248,6 +261,7 @@ fn main() -> ExitCode {
             fork_close,
             rename_prefix,
             ask_early,
+            wait_for,
         } => {
             let read = read.unwrap_or(response).min(response);
             let plan = ClientPlan {
@@ -257,6 +271,7 @@ fn main() -> ExitCode {
                 hold: Duration::from_millis(hold_ms),
                 fork_close: fork_close.as_deref(),
                 ask_early,
+                wait_for: wait_for.as_deref(),
             };
             let mut n = 0u64;
             (0..spread).flat_map(|i| (0..connections).map(move |_| i)).try_for_each(|i| {
