@@ -43,6 +43,11 @@ enum Role {
         /// Exit after serving this many connections.
         #[arg(long, default_value_t = 1)]
         connections: u32,
+        /// Wait for each request with poll(2), as event-loop servers (Go,
+        /// nginx) do, instead of blocking inside read: no receive is under
+        /// way when probes attach.
+        #[arg(long)]
+        poll: bool,
     },
     /// Hold --connections open loopback connections (both ends in this
     /// process), the server side of --close-wait of them closed so the
@@ -117,13 +122,29 @@ fn queued_bytes(s: &TcpStream) -> usize {
     n.max(0) as usize
 }
 
-fn serve(listener: TcpListener, response: usize, close_after: Option<u32>, connections: u32) -> std::io::Result<()> {
+/// Blocks until `s` is readable (or its peer closed).
+fn wait_readable(s: &TcpStream) {
+    let mut fd = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd we own; EINTR just polls again.
+    while unsafe { libc::poll(&mut fd, 1, -1) } < 0 {}
+}
+
+fn serve(
+    listener: TcpListener,
+    response: usize,
+    close_after: Option<u32>,
+    connections: u32,
+    poll: bool,
+) -> std::io::Result<()> {
     let body = vec![b'x'; response];
     for _ in 0..connections {
         let (mut conn, _) = listener.accept()?;
         let mut buf = [0u8; 64];
         let mut served = 0;
         loop {
+            if poll {
+                wait_readable(&conn);
+            }
             match conn.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
@@ -244,10 +265,10 @@ fn main() -> ExitCode {
         set_comm(name);
     }
     let result = match cli.role {
-        Role::Server { listen, response, close_after, connections } => TcpListener::bind(listen).and_then(|l| {
+        Role::Server { listen, response, close_after, connections, poll } => TcpListener::bind(listen).and_then(|l| {
             println!("listening {}", l.local_addr()?);
             std::io::stdout().flush()?;
-            serve(l, response, close_after, connections)
+            serve(l, response, close_after, connections, poll)
         }),
         Role::Hold { connections, close_wait, reset } => hold(connections, close_wait, reset),
         Role::Client {
