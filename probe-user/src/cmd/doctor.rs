@@ -2,7 +2,7 @@
 //! answers) from probes of its own over `--window`.
 use std::{fmt::Write as _, time::Duration};
 
-use super::{Started, daemon_client::Daemon, signals};
+use super::{Started, daemon_client::Daemon, display::shown, signals};
 use crate::{
     aggregate::{
         Aggregator, Limits,
@@ -94,24 +94,60 @@ pub fn render(report: &Report, source: &str) -> String {
             Severity::Critical => "CRITICAL",
             Severity::Warning => "WARNING",
         };
+        // Names other processes chose: escaped (cmd/display.rs).
         let language = match (&f.language_version, f.language.as_str()) {
-            (Some(v), l) => format!("{l} {v}"),
-            (None, l) => l.to_string(),
+            (Some(v), l) => format!("{} {}", shown(l), shown(v)),
+            (None, l) => shown(l).into_owned(),
         };
         let pids = f.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-        let container = if f.container.is_empty() { String::new() } else { format!(" in {}", f.container) };
+        let container = if f.container.is_empty() { String::new() } else { format!(" in {}", shown(&f.container)) };
         let _ = writeln!(
             out,
             "{severity} {}: {} (pid {pids}{container}, {language}) {} {}",
             f.finding.name(),
-            f.comm,
-            f.direction,
-            f.endpoint
+            shown(&f.comm),
+            shown(&f.direction),
+            shown(&f.endpoint)
         );
-        let _ = writeln!(out, "  {}", f.summary);
-        let evidence: Vec<String> = f.evidence.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "  {}", shown(&f.summary));
+        let evidence: Vec<String> = f.evidence.iter().map(|(k, v)| shown(&format!("{k}={v}")).into_owned()).collect();
         let _ = writeln!(out, "  evidence: {}", evidence.join(" "));
-        let _ = writeln!(out, "  advice: {}\n", f.advice);
+        let _ = writeln!(out, "  advice: {}\n", shown(&f.advice));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::findings::{Finding, FindingKind};
+
+    /// A process that names itself with terminal controls (or whose
+    /// container or executable does) cannot reach the operator's terminal.
+    #[test]
+    fn names_other_processes_chose_are_escaped() {
+        let evil = "\x1b[2J\x1b[8mevil";
+        let report = Report {
+            generated: "2026-12-07T00:00:00Z".into(),
+            window_seconds: 300,
+            observed_seconds: 10,
+            findings: vec![Finding {
+                finding: FindingKind::UnreadClose,
+                severity: Severity::Critical,
+                comm: evil.into(),
+                container: format!("/podman/{evil}"),
+                direction: "outbound".into(),
+                endpoint: "10.0.0.1:80".into(),
+                pids: vec![7],
+                language: "go".into(),
+                language_version: Some(format!("go1.22{evil}")),
+                evidence: [("unread_closes".to_string(), serde_json::json!(3))].into_iter().collect(),
+                summary: format!("{evil} closed 3 connections with unread bytes"),
+                advice: "read the body".into(),
+            }],
+        };
+        let text = render(&report, "daemon http://127.0.0.1:9741");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "a control character got through:\n{text:?}");
+        assert!(text.contains("\\u{1b}[2J\\u{1b}[8mevil"), "{text}");
+    }
 }

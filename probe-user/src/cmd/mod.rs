@@ -3,6 +3,7 @@
 //! [`listing`] are the start-up and the socket listing they share.
 pub mod check;
 pub mod daemon_client;
+pub mod display;
 pub mod doctor;
 pub mod listing;
 pub mod run;

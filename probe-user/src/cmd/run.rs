@@ -38,6 +38,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::none(),
     });
+    for warning in web.warnings() {
+        log::warn!("{warning}");
+    }
     // Bind before attaching anything: a second instance fails here, at once.
     let listener = std::net::TcpListener::bind(cfg.listen_address).map_err(|e| {
         Error::io(

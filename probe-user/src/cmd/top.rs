@@ -17,6 +17,7 @@ use ratatui::{
 };
 
 use super::daemon_client::Daemon;
+use super::display::shown;
 use crate::{aggregate::findings, error::Error};
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -184,17 +185,18 @@ impl App {
             let r = &s.row;
             let style = if r.findings.is_empty() { Style::new() } else { Style::new().yellow() };
             Row::new(vec![
-                Cell::from(r.comm.clone()),
-                Cell::from(r.container.clone()),
+                // Names other processes chose: escaped (cmd/display.rs).
+                Cell::from(shown(&r.comm).into_owned()),
+                Cell::from(shown(&r.container).into_owned()),
                 Cell::from(if r.direction == "outbound" { "out" } else { "in" }),
-                Cell::from(r.endpoint.clone()),
+                Cell::from(shown(&r.endpoint).into_owned()),
                 Cell::from(format!("{:.1}", s.conn_s)),
                 Cell::from(s.exchanges_per_conn.map_or("-".to_string(), |e| format!("{e:.1}"))),
                 Cell::from(format!("{:.1}", s.unread_s)),
                 Cell::from(format!("{:.1}", s.resets_s)),
                 Cell::from(r.close_wait.to_string()),
                 Cell::from(if r.close_wait > 0 { format!("{:.0}s", r.close_wait_oldest_seconds) } else { "-".into() }),
-                Cell::from(r.findings.join(",")),
+                Cell::from(shown(&r.findings.join(",")).into_owned()),
             ])
             .style(style)
         });

@@ -172,6 +172,19 @@ impl WebConfig {
         !self.users.is_empty()
     }
 
+    /// What the operator should hear at start-up about this configuration.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.requires_auth() && self.tls.is_none() {
+            out.push(
+                "basic auth without TLS: passwords cross the network in clear text on every scrape; \
+                 add tls_server_config to the web config file (docs/configuration.md)"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
     /// Checks a request's `Authorization` header from `client`. Cheap checks
     /// first; bcrypt on a blocking thread, at most [`MAX_CONCURRENT_BCRYPT`]
     /// at once.
@@ -180,11 +193,18 @@ impl WebConfig {
             return Auth::Allowed;
         }
         let Some(value) = header else { return Auth::Denied };
-        if self.accepted.lock().unwrap().iter().any(|a| a == value) {
-            return Auth::Allowed;
-        }
+        // The rate limit first: an address past it learns nothing, not even
+        // from the cache's answer.
         if self.rate_limited(client) {
             return Auth::RateLimited;
+        }
+        // Every cached credential compared, each in constant time: neither
+        // the answer's timing nor which entry matched depends on the guess.
+        let cached = self.accepted.lock().unwrap().iter().fold(subtle::Choice::from(0), |hit, a| {
+            hit | subtle::ConstantTimeEq::ct_eq(a.as_bytes(), value.as_bytes())
+        });
+        if bool::from(cached) {
+            return Auth::Allowed;
         }
         let Some((user, pass)) = basic_credentials(value) else {
             self.failed(client);
@@ -227,10 +247,13 @@ impl WebConfig {
         let mut failures = self.failures.lock().unwrap();
         if failures.len() >= MAX_TRACKED_CLIENTS && !failures.contains_key(&client) {
             failures.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
-            if failures.len() >= MAX_TRACKED_CLIENTS {
-                // Every slot fresh: a flood from many addresses; start over
-                // rather than grow (the bcrypt limit still holds).
-                failures.clear();
+            // Every slot fresh (a flood from many addresses): the one whose
+            // window began first gives its place up, not every address its
+            // limit (the bcrypt limit holds either way).
+            if failures.len() >= MAX_TRACKED_CLIENTS
+                && let Some(oldest) = failures.iter().min_by_key(|(_, (since, _))| *since).map(|(ip, _)| *ip)
+            {
+                failures.remove(&oldest);
             }
         }
         let entry = failures.entry(client).or_insert((Instant::now(), 0));
@@ -249,8 +272,9 @@ fn bcrypt_cost(hash: &str) -> Option<u32> {
 
 /// `Basic <base64 of user:password>`, strictly decoded (one spelling per credential).
 pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    // No trimming: one spelling per credential, the one clients send.
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, pass) = decoded.split_once(':')?;
     Some((user.to_string(), pass.to_string()))
@@ -274,6 +298,50 @@ mod tests {
         assert!(basic_credentials("Basic YWxp=Y2U6c2VjcmV0").is_none(), "'=' inside: another spelling");
         assert!(basic_credentials("Basic !!").is_none());
         assert!(basic_credentials("Bearer x").is_none());
+        for other_spelling in ["Basic  YWxpY2U6c2VjcmV0", "Basic YWxpY2U6c2VjcmV0 ", "Basic YWxpY2U6c2VjcmV0\t"] {
+            assert!(basic_credentials(other_spelling).is_none(), "{other_spelling:?}");
+        }
+    }
+
+    #[test]
+    fn rate_limited_addresses_are_refused_before_the_cache() {
+        let rt = runtime();
+        let w = alice();
+        let me: IpAddr = "10.0.0.3".parse().unwrap();
+        assert_eq!(rt.block_on(w.authorize(Some("Basic YWxpY2U6c2VjcmV0"), me)), Auth::Allowed, "now cached");
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(rt.block_on(w.authorize(Some("Basic Ym9iOng="), me)), Auth::Denied);
+        }
+        // Even the cached, right credential: the limit answers first.
+        assert_eq!(rt.block_on(w.authorize(Some("Basic YWxpY2U6c2VjcmV0"), me)), Auth::RateLimited);
+    }
+
+    #[test]
+    fn a_full_rate_limiter_keeps_limiting() {
+        let w = alice();
+        let limited: IpAddr = "10.1.0.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            w.failed(limited);
+        }
+        assert!(w.rate_limited(limited));
+        // A flood from as many fresh addresses as the limiter holds.
+        for i in 0..MAX_TRACKED_CLIENTS as u32 {
+            w.failed(IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i)));
+        }
+        assert!(w.failures.lock().unwrap().len() <= MAX_TRACKED_CLIENTS);
+        let still = w.failures.lock().unwrap().values().filter(|(_, n)| *n >= MAX_FAILURES).count();
+        assert!(still <= 1, "at most the oldest gave way");
+        // What was limited before the flood began gave its place up first:
+        // the newest addresses keep theirs.
+        let newest = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + MAX_TRACKED_CLIENTS as u32 - 1));
+        assert!(w.failures.lock().unwrap().contains_key(&newest));
+    }
+
+    #[test]
+    fn basic_auth_without_tls_is_warned_about() {
+        assert_eq!(alice().warnings().len(), 1);
+        assert!(alice().warnings()[0].contains("without TLS"));
+        assert!(WebConfig::none().warnings().is_empty());
     }
 
     #[test]
