@@ -1,11 +1,13 @@
-//! Events turned into the metrics of docs/metrics.md, with bounded
-//! cardinality: at most N `endpoint` values per (comm, container), the rest
-//! folded into `endpoint="other"`, and label sets of processes gone for a
-//! while expired.
+//! Decoded events (their labels resolved by `decode`) counted into the
+//! metrics of docs/metrics.md, with bounded cardinality: at most N `endpoint`
+//! values per (comm, container), the rest folded into `endpoint="other"`,
+//! and label sets of processes gone for a while expired.
 //!
 //! [`families`] registers the metric families, [`series`] keeps the label
-//! sets and their indexes, [`live`] the sockets open now; [`Aggregator`]
-//! ties them to the event stream and the scrape.
+//! sets and their indexes, [`live`] the sockets open now, [`window`] the
+//! diagnosis's sliding window, judged by [`findings`]' rules with
+//! [`advice`]'s prose; [`Aggregator`] ties them to the event stream, the
+//! listings and the scrape.
 pub mod advice;
 pub mod families;
 pub mod findings;
