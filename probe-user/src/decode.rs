@@ -54,6 +54,8 @@ pub struct Decoder {
     /// Reason names by the kernel's value: a handful (an enum of the kernel's).
     reason_names: foldhash::HashMap<u32, Arc<str>>,
     ports: LocalPorts,
+    /// The label of a cgroup not found: shared, not allocated per event.
+    no_container: Arc<str>,
 }
 
 impl Decoder {
@@ -65,6 +67,7 @@ impl Decoder {
             reasons,
             reason_names: Default::default(),
             ports: LocalPorts::default(),
+            no_container: Arc::from(""),
         }
     }
 
@@ -105,7 +108,7 @@ impl Decoder {
             return c.clone();
         }
         // Unknown ids (a cgroup created and gone between scans) are not cached.
-        let Some(path) = self.cgroups.path(cgroup_id) else { return Arc::from("") };
+        let Some(path) = self.cgroups.path(cgroup_id) else { return self.no_container.clone() };
         let c: Arc<str> = self.pods.resolve(&container_of(&path)).into();
         // A pod the API has not named yet may be named at the next refresh.
         if !c.starts_with("/k8s/pod-") {

@@ -133,6 +133,14 @@ with_each_store!(
     exchanges_counted_on_both_ends
 );
 
+/// The `close` records of a client and its server, once both are in.
+fn closes_of(tracer: &Tracer, client: &str, server: &str) -> (Value, Value) {
+    let events = tracer.wait_for("both closes", WAIT, |ev| {
+        !select(ev, "close", client).is_empty() && !select(ev, "close", server).is_empty()
+    });
+    (select(&events, "close", client)[0].clone(), select(&events, "close", server)[0].clone())
+}
+
 /// Scenario 3: E request/response exchanges on one connection, both ends.
 fn exchanges_counted_on_both_ends(store: &[&str]) {
     const E: u64 = 7;
@@ -140,16 +148,13 @@ fn exchanges_counted_on_both_ends(store: &[&str]) {
     let mut server = Server::start(&[], "t3-server", &["--response", "300"]);
     client(&[], "t3-client", &["--connect", &server.addr, "--response", "300", "--requests", &E.to_string()]);
     server.wait();
-    let events = tracer.wait_for("both closes", WAIT, |ev| {
-        !select(ev, "close", "t3-client").is_empty() && !select(ev, "close", "t3-server").is_empty()
-    });
-    let client_close = select(&events, "close", "t3-client")[0];
-    let server_close = select(&events, "close", "t3-server")[0];
+    let (client_close, server_close) = &closes_of(&tracer, "t3-client", "t3-server");
     assert_eq!(u64_of(client_close, "exchanges"), E, "{client_close}");
     assert_eq!(u64_of(server_close, "exchanges"), E, "{server_close}");
     assert_eq!(client_close["direction"], "outbound");
     assert_eq!(server_close["direction"], "inbound");
     assert_ne!(u64_of(client_close, "cookie"), u64_of(server_close, "cookie"), "two sockets, two cookies");
+    let events = tracer.events();
     assert!(
         events.iter().all(|e| e["comm"] == "t3-client" || e["comm"] == "t3-server"),
         "--comm filter leaked:\n{}",
@@ -192,11 +197,7 @@ fn exchanges_counted_when_requests_overtake(env: &[(&str, &str)]) {
         &["--connect", &server.addr, "--response", RESPONSE, "--requests", &requests, "--ask-early"],
     );
     server.wait();
-    let events = tracer.wait_for("both closes", WAIT, |ev| {
-        !select(ev, "close", "t3b-client").is_empty() && !select(ev, "close", "t3b-server").is_empty()
-    });
-    let client_close = select(&events, "close", "t3b-client")[0];
-    let server_close = select(&events, "close", "t3b-server")[0];
+    let (client_close, server_close) = &closes_of(&tracer, "t3b-client", "t3b-server");
     assert_eq!(u64_of(server_close, "bytes_in"), 4 * E, "{server_close}");
     assert_eq!(u64_of(server_close, "exchanges"), E, "the server's count: {server_close}");
     assert_eq!(u64_of(client_close, "exchanges"), E, "the client's count: {client_close}");
@@ -248,11 +249,7 @@ fn exchanges_counted_on_an_adopted_connection(env: &[(&str, &str)]) {
     assert!(client.wait().expect("the client").success());
     server.wait();
     std::fs::remove_file(&go).ok();
-    let events = tracer.wait_for("both closes", WAIT, |ev| {
-        !select(ev, "close", "t3c-client").is_empty() && !select(ev, "close", "t3c-server").is_empty()
-    });
-    let client_close = select(&events, "close", "t3c-client")[0];
-    let server_close = select(&events, "close", "t3c-server")[0];
+    let (client_close, server_close) = &closes_of(&tracer, "t3c-client", "t3c-server");
     assert_eq!(u64_of(server_close, "exchanges"), E, "the server's count: {server_close}");
     assert_eq!(u64_of(client_close, "exchanges"), E, "the client's count: {client_close}");
     assert_eq!(server_close["direction"], "inbound");

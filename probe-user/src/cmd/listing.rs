@@ -43,15 +43,14 @@ pub fn apply(
 ) -> (usize, usize) {
     let seeded = probes.seed_listeners(&listed.listing.listeners).unwrap_or(0);
     decoder.label_listing(&mut listed.listing);
-    let adopted = match agg {
-        Some(agg) => {
-            let r = agg.apply_listing(&listed.listing, Clock::monotonic_now_ns());
-            log::debug!("{what}: {r:?}");
-            r.adopted
-        }
-        None => 0,
-    };
-    log::debug!("{what}: {} records listed in {:?} ({:?} CPU)", listed.records, listed.took, listed.cpu);
+    let reconciled = agg.map(|agg| agg.apply_listing(&listed.listing, Clock::monotonic_now_ns()));
+    log::debug!(
+        "{what}: {} records listed in {:?} ({:?} CPU); {reconciled:?}",
+        listed.records,
+        listed.took,
+        listed.cpu
+    );
+    let adopted = reconciled.map_or(0, |r| r.adopted);
     decoder.set_ports(std::mem::take(&mut listed.listing.ports));
     (adopted, seeded)
 }

@@ -23,9 +23,6 @@ pub struct DevKnobs {
 }
 
 impl DevKnobs {
-    pub const NAMES: [&str; 4] =
-        ["SOCKPROBE_BTF_FILE", "SOCKPROBE_SKIP_HOOKS", "SOCKPROBE_LOAD_ONLY", "SOCKPROBE_TURNS"];
-
     /// The knobs this process was started with.
     pub fn from_env() -> DevKnobs {
         Self::from_vars(|name| std::env::var(name).ok())
