@@ -34,6 +34,24 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 #[map(name = "LISTENERS")]
 pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(8192, 0);
 
+/// Sockets the current listing pass has written, keyed by the pass
+/// (`bpf_iter_meta.session_id`) and the socket: every fd of one socket
+/// (dup, fork, SCM_RIGHTS) shares its `struct file`, so one record per
+/// socket however many fds hold it. LRU: a pass with more distinct sockets
+/// than this may write one twice (userspace drops the repeat by cookie); an
+/// earlier pass's keys age out without anyone clearing them.
+#[map(name = "LISTED")]
+pub static LISTED: LruHashMap<ListedKey, u8> = LruHashMap::with_max_entries(LISTED_SLOTS, 0);
+
+pub const LISTED_SLOTS: u32 = 16_384;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ListedKey {
+    pub session: u64,
+    pub sk: u64,
+}
+
 /// kprobe fallback: `tcp_{send,recv}msg` arguments stashed from entry to return,
 /// keyed by pid_tgid.
 #[map(name = "IO_ARGS")]

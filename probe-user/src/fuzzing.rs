@@ -15,7 +15,7 @@ use crate::{
     http_client,
     identity::{
         Clock,
-        listing::{Listing, iterator, sock_diag},
+        listing::{Builder, iterator, sock_diag},
     },
     kernel::{
         btf::Btf,
@@ -62,8 +62,9 @@ pub fn events(data: &[u8]) {
 
 /// The socket-listing iterator's records, and the fallback's netlink messages.
 pub fn socket_listing(data: &[u8]) {
-    if let Ok((entries, _)) = iterator::read_entries(data) {
-        let mut listing = Listing::from_entries(&entries, &STATES);
+    let mut builder = Builder::new(STATES);
+    if iterator::for_each_entry(data, |e| builder.add(e)).is_ok() {
+        let mut listing = builder.finish();
         let _ = listing.ports.infer(Some(1), 8080);
         Decoder::new(ResetReasons::default()).label_listing(&mut listing);
     }

@@ -149,7 +149,18 @@ fn privileged_wrong_password_flood_during_churn_loses_nothing() {
              {untracked} sockets untracked"
         ))
     });
-    assert_eq!(metric(&text, "sockprobe_tcp_connections_opened_total", &labels), accepted, "vs PassiveOpens");
+    let context: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains("t12-srv") && !l.contains("_bucket") || l.starts_with("sockprobe_probe_") || l.contains("state")
+        })
+        .collect();
+    assert_eq!(
+        metric(&text, "sockprobe_tcp_connections_opened_total", &labels),
+        accepted,
+        "vs PassiveOpens\n{}",
+        context.join("\n")
+    );
     assert_eq!(metric(&text, "sockprobe_events_lost_total", &[]), 0.0, "events lost under the flood");
     server.kill().ok();
     server.wait().ok();
@@ -219,6 +230,73 @@ fn privileged_held_connections_do_not_lock_out_the_scraper() {
     );
     assert_eq!(answer.map(|a| a.0), Some(200), "the scraper got no answer");
     assert!(fds() <= idle_fds + 64 + 16, "daemon fds {} (idle {idle_fds}): not bounded by the connection cap", fds());
+}
+
+/// Case 4 (issue 25): a tenant floods its fd table, 50 processes with
+/// ~20 000 fds each (the hard RLIMIT_NOFILE here), every one a dup() of a
+/// listener with 100 connections it never accepts or of one connection:
+/// ~1 M fds, which the listing used to read as ~31 M records (one per fd,
+/// plus each listener fd's accept queue) and kept the first 4 M of, 320 MB.
+/// Now one record per socket: a victim that started after the attacker
+/// still has its CLOSE_WAIT sockets counted (= the kernel's own table), and
+/// the daemon runs in a 256 MiB memory cgroup (the DaemonSet's limit)
+/// without being OOM-killed.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_fd_flood_does_not_hide_other_tenants_sockets() {
+    require_root();
+    // The daemon first, so the queued connections get cookies from its
+    // birth probes and each listener fd's accept queue is walked.
+    let limit = MemoryLimit::new("fdflood", 256 << 20);
+    let prefix = limit.prefix();
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let mut daemon = Daemon::start_under(&prefix, &["--metrics.reconcile-interval", "2s"]);
+    let attacker_ns = NetNs::new("fdflood");
+    let attacker = Killed(spawn_ready(
+        &attacker_ns.prefix(),
+        *PEER,
+        &["--name", "t25-fds", "hold", "--connections", "2", "--unaccepted", "100", "--dup-fill", "--processes", "50"],
+    ));
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", attacker.0.id())).map(|d| d.count()).unwrap_or(0);
+    assert!(fds > 10_000, "the attacker should hold its fd table full: {fds} fds");
+    let victim_ns = NetNs::new("fdvictim");
+    let _victim = Killed(spawn_ready(
+        &victim_ns.prefix(),
+        *PEER,
+        &["--name", "t25-victim", "hold", "--connections", "10", "--close-wait", "4"],
+    ));
+    let expected = victim_ns.tcp_table().iter().filter(|r| r.state == STATE_CLOSE_WAIT).count() as f64;
+    assert_eq!(expected, 4.0, "the kernel's own count");
+    // Its 104 connections and the first 64 of its 100 queued ones (the
+    // kernel side walks that much of an accept queue), the victim's 16.
+    let attacker_sockets = 104.0 + 64.0;
+    let labels = [("comm", "t25-victim"), ("state", "close_wait")];
+    let mut text = String::new();
+    wait_until("a listing with the attacker's and the victim's sockets", Duration::from_secs(60), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_listing_sockets", &[]) >= attacker_sockets + 16.0
+    });
+    let started = Instant::now();
+    // Two more passes: a listing that missed the victim would drop its
+    // sockets from the gauges (reconcile).
+    thread::sleep(Duration::from_secs(5));
+    text = daemon.scrape();
+    let records = metric(&text, "sockprobe_listing_records", &[]);
+    let sockets = metric(&text, "sockprobe_listing_sockets", &[]);
+    let pass = metric(&text, "sockprobe_listing_duration_seconds", &[]);
+    let (rss, peak) = rss_kib(daemon.child.id());
+    eprintln!(
+        "fd flood: {fds} fds x 50 processes; listing {records} records, {sockets} sockets ({attacker_sockets} the \
+         attacker's) in {pass} s; daemon RSS {rss} KiB (peak {peak} KiB), cgroup peak {} MiB after {:?}",
+        limit.peak() >> 20,
+        started.elapsed()
+    );
+    assert_eq!(daemon.child.try_wait().expect("wait"), None, "the daemon died");
+    assert_eq!(limit.oom_kills(), 0, "OOM kills in the daemon's cgroup");
+    assert_eq!(metric(&text, "sockprobe_tcp_sockets", &labels), expected, "the victim's CLOSE_WAIT after reconciles");
+    assert!(records < sockets + 1_000.0, "one record per socket, not per fd: {records} records for {sockets} sockets");
+    assert_eq!(metric(&text, "sockprobe_listing_unseen_sockets", &[]), 0.0);
+    drop(daemon);
 }
 
 /// A stand-in Kubernetes API: how it misbehaves.

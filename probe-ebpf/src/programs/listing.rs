@@ -2,8 +2,10 @@
 //! (`iter/task_file`, 5.8+; `bpf_sock_from_file`, 5.11+). It sees every
 //! network namespace at once, which sock_diag (the caller's namespace only)
 //! cannot, and names each socket's holder without reading `/proc`. One
-//! [`SocketEntry`] per TCP socket fd; for a listener, also one per
-//! connection waiting in its accept queue (no fd yet, so no other holder).
+//! [`SocketEntry`] per TCP socket, written at its first fd (a socket held
+//! by a million fds is still one record: [`LISTED`]); for a listener, also
+//! one per connection waiting in its accept queue (no fd yet, so no other
+//! holder), walked once per listener.
 use aya_ebpf::helpers::{
     bpf_probe_read_kernel_buf,
     generated::{bpf_seq_write, bpf_sock_from_file},
@@ -13,6 +15,7 @@ use probe_common::{SocketEntry, entry_flags};
 use crate::{
     access::{Access, Typed, Untyped},
     kernel::{self, layout, probe_read},
+    maps::{LISTED, ListedKey},
 };
 
 /// Longest accept queue walked per listener (the rest are left to events).
@@ -20,7 +23,8 @@ const MAX_QUEUED: u32 = 64;
 
 /// `struct bpf_iter__task_file`: `meta`, `task`, `fd`, `file` at 0, 8, 16, 24.
 /// The context of an iterator program is ABI (programs compiled against any
-/// kernel's headers access it at these offsets), unlike kernel structs.
+/// kernel's headers access it at these offsets), unlike kernel structs; so
+/// is `struct bpf_iter_meta` behind `meta`: `seq`, `session_id`, `seq_num`.
 #[repr(C)]
 struct TaskFileCtx {
     meta: *const *mut u8,
@@ -46,6 +50,11 @@ pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
         return 0;
     }
     let seq = unsafe { *ctx.meta };
+    // One pass is one session: a later read of a fresh iterator fd gets another.
+    let session = unsafe { *(ctx.meta as *const u64).add(1) };
+    if !first_sight(session, sk) {
+        return 0;
+    }
     let mut entry: SocketEntry = unsafe { core::mem::zeroed() };
     holder(task, &mut entry);
     endpoints::<Typed>(sk, &mut entry);
@@ -57,6 +66,19 @@ pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
         queued(seq, sk, &mut entry);
     }
     0
+}
+
+/// Whether this pass meets `sk` for the first time (another fd of a socket
+/// already written is skipped).
+#[inline(always)]
+fn first_sight(session: u64, sk: *const u8) -> bool {
+    let key = ListedKey { session, sk: sk as u64 };
+    if unsafe { LISTED.get(&key) }.is_some() {
+        return false;
+    }
+    // A full map evicts its least recent key: at worst a repeat record.
+    let _ = LISTED.insert(&key, &1, 0);
+    true
 }
 
 /// Connections a listener has not accepted yet: walked through its accept

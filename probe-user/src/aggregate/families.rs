@@ -112,6 +112,12 @@ pub struct Families {
     pub untracked_sockets: IntCounter,
     pub evicted_sockets: IntCounter,
     pub tracked_sockets: IntGauge,
+    /// The last listing pass: records the kernel handed over, distinct
+    /// sockets kept, sockets past the cap.
+    pub listing_records: IntGauge,
+    pub listing_sockets: IntGauge,
+    pub listing_unseen: IntGauge,
+    pub listing_duration: prometheus::Gauge,
     pub series_overflow: IntCounterVec,
     /// 1 while a diagnosis finding stands.
     pub finding: IntGaugeVec,
@@ -202,6 +208,38 @@ impl Families {
             tracked_sockets: register(
                 &r,
                 IntGauge::new("sockprobe_tracked_sockets", "Sockets held in kernel state now.").expect("valid metric"),
+            ),
+            listing_records: register(
+                &r,
+                IntGauge::new(
+                    "sockprobe_listing_records",
+                    "Records the last listing of every process's sockets read (one per socket, plus repeats).",
+                )
+                .expect("valid metric"),
+            ),
+            listing_sockets: register(
+                &r,
+                IntGauge::new(
+                    "sockprobe_listing_sockets",
+                    "Connections (established, CLOSE_WAIT, over but held) the last listing found, each once however many fds hold it.",
+                )
+                .expect("valid metric"),
+            ),
+            listing_unseen: register(
+                &r,
+                IntGauge::new(
+                    "sockprobe_listing_unseen_sockets",
+                    "Connections the last listing did not look at: past its cap of distinct sockets.",
+                )
+                .expect("valid metric"),
+            ),
+            listing_duration: register(
+                &r,
+                prometheus::Gauge::new(
+                    "sockprobe_listing_duration_seconds",
+                    "How long the last listing of every process's sockets took (the kernel's pass included).",
+                )
+                .expect("valid metric"),
             ),
             series_overflow: vec(
                 "sockprobe_series_overflow_total",

@@ -229,6 +229,10 @@ impl Aggregator {
     /// stays, one that is gone goes, and one the events missed is adopted.
     pub fn apply_listing(&mut self, listing: &Listing, now: u64) -> Reconciled {
         let (listed_at, closed) = self.listing.take().unwrap_or((now, HashSet::new()));
+        self.f.listing_records.set(listing.records as i64);
+        self.f.listing_sockets.set(listing.sockets.len() as i64);
+        self.f.listing_unseen.set(listing.unseen as i64);
+        self.f.listing_duration.set(listing.took.as_secs_f64());
         let listed: HashSet<u64> = listing.sockets.iter().map(|s| s.cookie).collect();
         let mut r = Reconciled { dropped: self.live.drop_unlisted(&listed, listed_at), ..Reconciled::default() };
         for s in &listing.sockets {

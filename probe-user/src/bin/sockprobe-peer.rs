@@ -61,6 +61,17 @@ enum Role {
         close_wait: u32,
         #[arg(long, default_value_t = 0)]
         reset: u32,
+        /// Also connect this many times to the listener and never accept.
+        #[arg(long, default_value_t = 0)]
+        unaccepted: u32,
+        /// Fill the fd table with dup()s of the listener and of the first
+        /// connection, alternately, up to the soft RLIMIT_NOFILE raised to
+        /// its hard limit (a tenant's fd flood).
+        #[arg(long)]
+        dup_fill: bool,
+        /// Then fork into this many processes holding all of it.
+        #[arg(long, default_value_t = 1)]
+        processes: u32,
     },
     /// Connect, make --requests exchanges, then close.
     Client {
@@ -226,7 +237,14 @@ fn client(addr: SocketAddr, plan: &ClientPlan) -> std::io::Result<()> {
     Ok(())
 }
 
-fn hold(connections: u32, close_wait: u32, reset: u32) -> std::io::Result<()> {
+/// What `hold` adds for a hostile tenant.
+struct Flood {
+    unaccepted: u32,
+    dup_fill: bool,
+    processes: u32,
+}
+
+fn hold(connections: u32, close_wait: u32, reset: u32, flood: Flood) -> std::io::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut held = Vec::with_capacity(2 * connections as usize);
@@ -252,6 +270,39 @@ fn hold(connections: u32, close_wait: u32, reset: u32) -> std::io::Result<()> {
             held.push(server);
         }
     }
+    for _ in 0..flood.unaccepted {
+        held.push(TcpStream::connect(addr)?);
+    }
+    if flood.dup_fill {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain rlimit calls on a struct we own; dup of fds we hold.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        let sources = [listener.as_raw_fd(), held.first().map_or(listener.as_raw_fd(), |s| s.as_raw_fd())];
+        // Each dup'ed fd stays open until the process exits.
+        for i in 0.. {
+            if unsafe { libc::dup(sources[i % 2]) } < 0 {
+                break;
+            }
+        }
+    }
+    for _ in 1..flood.processes {
+        // SAFETY: the child only sleeps (no locks held across fork matter).
+        match unsafe { libc::fork() } {
+            0 => {
+                // Gone with the parent the test kills.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                loop {
+                    sleep(Duration::from_secs(3600));
+                }
+            }
+            -1 => return Err(std::io::Error::last_os_error()),
+            _ => {}
+        }
+    }
     println!("ready");
     std::io::stdout().flush()?;
     loop {
@@ -270,7 +321,9 @@ fn main() -> ExitCode {
             std::io::stdout().flush()?;
             serve(l, response, close_after, connections, poll)
         }),
-        Role::Hold { connections, close_wait, reset } => hold(connections, close_wait, reset),
+        Role::Hold { connections, close_wait, reset, unaccepted, dup_fill, processes } => {
+            hold(connections, close_wait, reset, Flood { unaccepted, dup_fill, processes })
+        }
         Role::Client {
             connect,
             requests,

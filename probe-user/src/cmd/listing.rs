@@ -46,8 +46,8 @@ pub fn apply(
     let reconciled = agg.map(|agg| agg.apply_listing(&listed.listing, Clock::monotonic_now_ns()));
     log::debug!(
         "{what}: {} records listed in {:?} ({:?} CPU); {reconciled:?}",
-        listed.records,
-        listed.took,
+        listed.listing.records,
+        listed.listing.took,
         listed.cpu
     );
     let adopted = reconciled.map_or(0, |r| r.adopted);

@@ -578,3 +578,63 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+/// A memory cgroup of its own with a limit, as the DaemonSet's `limits:
+/// memory` sets one: BPF maps are charged to it too. cgroup v1's memory
+/// controller (this machine, ../shared kernel-notes §10) or v2's.
+pub struct MemoryLimit {
+    dir: std::path::PathBuf,
+    v2: bool,
+}
+
+impl MemoryLimit {
+    pub fn new(name: &str, bytes: u64) -> MemoryLimit {
+        let v1_root = std::path::Path::new("/sys/fs/cgroup/memory");
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+        let (base, v2) = if v1_root.is_dir() {
+            let path = own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+            (v1_root.join(path.unwrap_or_default().trim_start_matches('/')), false)
+        } else {
+            let path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_string();
+            (std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')), true)
+        };
+        let dir = base.join(format!("sockprobe-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create memory cgroup {}: {e}", dir.display()));
+        let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+        std::fs::write(dir.join(file), bytes.to_string()).unwrap_or_else(|e| panic!("set {file}: {e}"));
+        MemoryLimit { dir, v2 }
+    }
+
+    /// A command prefix that moves the process into the group before exec,
+    /// so its start-up (maps included) is charged.
+    pub fn prefix(&self) -> Vec<String> {
+        let procs = self.dir.join("cgroup.procs");
+        vec!["sh".into(), "-c".into(), format!("echo $$ > {} && exec \"$@\"", procs.display()), "sh".into()]
+    }
+
+    /// The group's highest charge so far, in bytes.
+    pub fn peak(&self) -> u64 {
+        let file = if self.v2 { "memory.peak" } else { "memory.max_usage_in_bytes" };
+        std::fs::read_to_string(self.dir.join(file)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Processes of the group the OOM killer took.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryLimit {
+    fn drop(&mut self) {
+        // Empty once the daemon (dropped first) is gone.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -4,15 +4,12 @@ use std::io::{self, Read};
 
 use probe_common::SocketEntry;
 
-/// More records than this are dropped (and said): at 80 bytes each, the
-/// listing's memory stays bounded whatever a host holds.
-pub const MAX_ENTRIES: usize = 4 << 20;
-
-/// All records of one run; the second value counts those past [`MAX_ENTRIES`].
-pub fn read_entries(mut file: impl Read) -> io::Result<(Vec<SocketEntry>, usize)> {
+/// Hands each record of one run to `each` as it arrives (nothing is
+/// collected here: memory is the caller's, per distinct socket). Returns
+/// the number of records read.
+pub fn for_each_entry(mut file: impl Read, mut each: impl FnMut(&SocketEntry)) -> io::Result<usize> {
     const SIZE: usize = size_of::<SocketEntry>();
-    let mut entries = Vec::new();
-    let mut dropped = 0;
+    let mut records = 0;
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0;
     loop {
@@ -27,17 +24,14 @@ pub fn read_entries(mut file: impl Read) -> io::Result<(Vec<SocketEntry>, usize)
         filled += n;
         let whole = filled / SIZE * SIZE;
         for chunk in buf[..whole].chunks_exact(SIZE) {
-            if entries.len() < MAX_ENTRIES {
-                // SAFETY: exactly SIZE bytes; SocketEntry is plain old data.
-                entries.push(unsafe { std::ptr::read_unaligned(chunk.as_ptr() as *const SocketEntry) });
-            } else {
-                dropped += 1;
-            }
+            // SAFETY: exactly SIZE bytes; SocketEntry is plain old data.
+            each(&unsafe { std::ptr::read_unaligned(chunk.as_ptr() as *const SocketEntry) });
+            records += 1;
         }
         buf.copy_within(whole..filled, 0);
         filled -= whole;
     }
-    Ok((entries, dropped))
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -65,8 +59,9 @@ mod tests {
                 std::slice::from_raw_parts(&e as *const SocketEntry as *const u8, size_of::<SocketEntry>())
             });
         }
-        let (entries, dropped) = read_entries(Trickle(bytes, 7)).unwrap();
-        assert_eq!(dropped, 0);
+        let mut entries = Vec::new();
+        let records = for_each_entry(Trickle(bytes, 7), |e| entries.push(*e)).unwrap();
+        assert_eq!(records, 5);
         assert_eq!(entries.iter().map(|e| e.cookie).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert_eq!(entries[4].sport, 5);
     }

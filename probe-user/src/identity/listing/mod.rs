@@ -30,34 +30,38 @@ pub enum Source {
 /// One pass and what it cost.
 pub struct Listed {
     pub listing: Listing,
-    /// Records read (sockets, and listeners' queued connections).
-    pub records: usize,
-    pub took: Duration,
     /// CPU time of the listing thread, the kernel's pass included.
     pub cpu: Duration,
 }
 
+/// Distinct sockets one pass keeps (~150 bytes each in memory): past it,
+/// sockets are counted and said, not looked at. Records of a socket already
+/// kept (another fd, a repeat) cost nothing, so no number of fds reaches it;
+/// only this many live connections, which cost their holders' kernel memory
+/// first.
+pub const MAX_SOCKETS: usize = 1 << 18;
+
 impl Source {
-    /// Lists every socket. Blocking: run it off the event path.
+    /// Lists every socket. Blocking: run it off the event path. Records are
+    /// applied as they stream in, never collected whole.
     pub fn list(self, states: &TcpStates) -> Result<Listed, String> {
         let (started, cpu) = (Instant::now(), thread_cpu());
-        let entries = match self {
+        let mut builder = Builder::new(*states);
+        match self {
             Source::Iterator(file) => {
-                let (entries, dropped) = iterator::read_entries(file).map_err(|e| format!("socket listing: {e}"))?;
-                if dropped > 0 {
-                    log::warn!(
-                        "socket listing: {dropped} sockets past the first {} not looked at",
-                        iterator::MAX_ENTRIES
-                    );
-                }
-                entries
+                iterator::for_each_entry(file, |e| builder.add(e)).map_err(|e| format!("socket listing: {e}"))?;
             }
-            Source::SockDiag => {
-                sock_diag::list_by_namespace(states).map_err(|e| format!("socket listing (sock_diag): {e}"))?
-            }
-        };
-        let listing = Listing::from_entries(&entries, states);
-        Ok(Listed { listing, records: entries.len(), took: started.elapsed(), cpu: thread_cpu().saturating_sub(cpu) })
+            Source::SockDiag => sock_diag::list_by_namespace(states)
+                .map_err(|e| format!("socket listing (sock_diag): {e}"))?
+                .iter()
+                .for_each(|e| builder.add(e)),
+        }
+        let mut listing = builder.finish();
+        listing.took = started.elapsed();
+        if listing.unseen > 0 {
+            log::warn!("socket listing: {} sockets past the first {MAX_SOCKETS} not looked at", listing.unseen);
+        }
+        Ok(Listed { listing, cpu: thread_cpu().saturating_sub(cpu) })
     }
 }
 
@@ -126,59 +130,105 @@ pub struct Listing {
     /// Listening ports and the ephemeral range, to tell directions by.
     pub ports: LocalPorts,
     /// Records of a socket already listed (an fd shared by fork or passed
-    /// over a Unix socket): the first holder is kept.
+    /// over a Unix socket, where the kernel side did not drop it): the first
+    /// holder is kept.
     pub shared: usize,
+    /// Sockets past [`MAX_SOCKETS`], not looked at.
+    pub unseen: usize,
+    /// Records read (sockets, listeners' queued connections, repeats).
+    pub records: usize,
+    /// The pass, the kernel's part included.
+    pub took: Duration,
 }
 
 impl Listing {
-    /// Sorts the iterator's records. `states` is this kernel's numbering.
+    /// Sorts a whole pass's records at once (tests, fuzzing). `states` is
+    /// this kernel's numbering.
     pub fn from_entries(entries: &[SocketEntry], states: &TcpStates) -> Listing {
-        let listeners: Vec<(ListenerKey, Owner)> = entries
-            .iter()
-            .filter(|e| e.state as u32 == states.listen && e.flags & entry_flags::QUEUED == 0)
-            .map(|e| {
-                let key = ListenerKey { netns: e.netns, port: e.sport, _pad: 0, addr: e.saddr };
-                (key, Owner { cgroup_id: e.cgroup_id, tgid: e.tgid, _pad: 0, comm: e.comm })
-            })
-            .collect();
-        let ports = LocalPorts::with_listening(listeners.iter().map(|(k, _)| (k.netns, k.port)));
-        let mut seen = HashSet::new();
-        let mut sockets = Vec::new();
-        let mut shared = 0;
-        for e in entries {
-            let state = match e.state as u32 {
-                s if s == states.established => LiveState::Established,
-                s if s == states.close_wait => LiveState::CloseWait,
-                // Never connected sockets are CLOSE too: a remote port tells
-                // a connection that was.
-                s if s == states.close && e.dport != 0 && e.flags & entry_flags::QUEUED == 0 => LiveState::Closed,
-                _ => continue,
-            };
-            if e.cookie == 0 {
-                continue;
-            }
-            if !seen.insert(e.cookie) {
-                shared += 1;
-                continue;
-            }
-            let direction = if e.flags & entry_flags::QUEUED != 0 {
-                Direction::Inbound
-            } else {
-                ports.infer(Some(e.netns), e.sport)
-            };
-            sockets.push(FoundSocket {
-                cookie: e.cookie,
-                netns: e.netns,
-                state,
-                saddr: ip_addr(e.family, &e.saddr),
-                sport: e.sport,
-                daddr: ip_addr(e.family, &e.daddr),
-                dport: e.dport,
-                direction,
-                holder: Holder { pid: e.tgid, comm: comm_str(&e.comm), cgroup_id: e.cgroup_id, container: "".into() },
-            });
+        let mut builder = Builder::new(*states);
+        entries.iter().for_each(|e| builder.add(e));
+        builder.finish()
+    }
+}
+
+/// A listing built record by record, as a pass streams: memory grows with
+/// distinct sockets (up to [`MAX_SOCKETS`]), never with records.
+pub struct Builder {
+    states: TcpStates,
+    listing: Listing,
+    seen: HashSet<u64>,
+    listeners: HashSet<ListenerKey>,
+    /// Queued connections are inbound whatever the ports say; the rest are
+    /// told apart once every listener is known (a socket may stream in
+    /// before its listener).
+    queued: Vec<bool>,
+}
+
+impl Builder {
+    pub fn new(states: TcpStates) -> Builder {
+        Builder {
+            states,
+            listing: Listing::default(),
+            seen: HashSet::new(),
+            listeners: HashSet::new(),
+            queued: Vec::new(),
         }
-        Listing { sockets, listeners, ports, shared }
+    }
+
+    pub fn add(&mut self, e: &SocketEntry) {
+        self.listing.records += 1;
+        let (states, queued) = (&self.states, e.flags & entry_flags::QUEUED != 0);
+        if e.state as u32 == states.listen && !queued {
+            let key = ListenerKey { netns: e.netns, port: e.sport, _pad: 0, addr: e.saddr };
+            if self.listeners.insert(key) {
+                let owner = Owner { cgroup_id: e.cgroup_id, tgid: e.tgid, _pad: 0, comm: e.comm };
+                self.listing.listeners.push((key, owner));
+            }
+            return;
+        }
+        let state = match e.state as u32 {
+            s if s == states.established => LiveState::Established,
+            s if s == states.close_wait => LiveState::CloseWait,
+            // Never connected sockets are CLOSE too: a remote port tells
+            // a connection that was.
+            s if s == states.close && e.dport != 0 && !queued => LiveState::Closed,
+            _ => return,
+        };
+        if e.cookie == 0 {
+            return;
+        }
+        if self.seen.contains(&e.cookie) {
+            self.listing.shared += 1;
+            return;
+        }
+        if self.listing.sockets.len() >= MAX_SOCKETS {
+            self.listing.unseen += 1;
+            return;
+        }
+        self.seen.insert(e.cookie);
+        self.queued.push(queued);
+        self.listing.sockets.push(FoundSocket {
+            cookie: e.cookie,
+            netns: e.netns,
+            state,
+            saddr: ip_addr(e.family, &e.saddr),
+            sport: e.sport,
+            daddr: ip_addr(e.family, &e.daddr),
+            dport: e.dport,
+            direction: Direction::Inbound,
+            holder: Holder { pid: e.tgid, comm: comm_str(&e.comm), cgroup_id: e.cgroup_id, container: "".into() },
+        });
+    }
+
+    pub fn finish(self) -> Listing {
+        let mut listing = self.listing;
+        listing.ports = LocalPorts::with_listening(listing.listeners.iter().map(|(k, _)| (k.netns, k.port)));
+        for (s, queued) in listing.sockets.iter_mut().zip(self.queued) {
+            if !queued {
+                s.direction = listing.ports.infer(Some(s.netns), s.sport);
+            }
+        }
+        listing
     }
 }
 
@@ -249,6 +299,28 @@ mod tests {
         assert_eq!(by(6).unwrap().holder.comm, "leaky");
         assert!(by(7).is_none() && by(8).is_none() && by(1).is_none());
         assert_eq!(l.sockets.len(), 4);
+    }
+
+    /// A pass streams: a socket may come before its listener, a listener's
+    /// fds repeat, and past the cap sockets are counted, not kept.
+    #[test]
+    fn records_stream_in_any_order_and_past_the_cap_are_counted() {
+        let mut b = Builder::new(STATES);
+        b.add(&entry(3, 100, STATES.established, 8080, 40000, "srv"));
+        b.add(&entry(1, 100, STATES.listen, 8080, 0, "srv"));
+        b.add(&entry(1, 100, STATES.listen, 8080, 0, "srv"));
+        let l = b.finish();
+        assert_eq!(l.listeners.len(), 1, "one listener however many fds");
+        assert_eq!(l.sockets[0].direction, Direction::Inbound, "its listener came later");
+        assert_eq!(l.records, 3);
+
+        let mut b = Builder::new(STATES);
+        for cookie in 1..=MAX_SOCKETS as u64 + 10 {
+            b.add(&entry(cookie, 100, STATES.established, 40000, 80, "many"));
+        }
+        b.add(&entry(1, 100, STATES.established, 40000, 80, "many"));
+        let l = b.finish();
+        assert_eq!((l.sockets.len(), l.unseen, l.shared), (MAX_SOCKETS, 10, 1));
     }
 
     #[test]
