@@ -1,14 +1,9 @@
 //! The metric families of docs/metrics.md, registered once.
 use probe_common::EventKind;
-use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder, core::Collector,
-};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, core::Collector};
 
 /// Labels of the per-process families.
 pub const PROC: [&str; 2] = ["comm", "container"];
-/// Labels of the per-connection families.
-pub const CONN: [&str; 4] = ["comm", "container", "direction", "endpoint"];
 
 /// Per-connection counters; index into [`Families::counters`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +26,7 @@ impl Count {
         }
     }
 
-    fn help(self) -> &'static str {
+    pub fn help(self) -> &'static str {
         match self {
             Count::Opened => "TCP connections that reached ESTABLISHED.",
             Count::UnreadCloses => {
@@ -62,7 +57,7 @@ impl Spread {
         }
     }
 
-    fn help(self) -> &'static str {
+    pub fn help(self) -> &'static str {
         match self {
             Spread::Duration => "Time from ESTABLISHED to the application's close.",
             Spread::Exchanges => "Request/response exchanges a connection carried before it closed (its reuse).",
@@ -70,19 +65,21 @@ impl Spread {
         }
     }
 
-    fn buckets(self) -> Vec<f64> {
+    pub fn buckets(self) -> &'static [f64] {
         match self {
             Spread::Duration => {
-                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0]
+                &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0]
             }
-            Spread::Exchanges => vec![1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0],
-            Spread::CloseWaitDuration => vec![0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
+            Spread::Exchanges => &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0],
+            Spread::CloseWaitDuration => &[0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
         }
     }
 }
 
 pub const RESETS_SENT: &str = "sockprobe_tcp_resets_sent_total";
+pub const RESETS_SENT_HELP: &str = "RSTs this host sent on the process's connections, by kernel reason.";
 pub const CLOSED: &str = "sockprobe_tcp_connections_closed_total";
+pub const CLOSED_HELP: &str = "TCP connections that left ESTABLISHED/CLOSE_WAIT for good, by who ended them: local (this process closed first), peer (the peer's FIN came first), reset (a RST ended it).";
 
 /// The family an event first lands in: the `metric` label of
 /// `sockprobe_series_overflow_total` when its label set is folded.
@@ -98,12 +95,9 @@ pub fn family_of(kind: EventKind) -> &'static str {
 }
 
 pub struct Families {
+    /// Every family but the per-connection ones, which live in
+    /// [`super::cells`] and render beside these (`super::exposition`).
     registry: Registry,
-    pub counters: [IntCounterVec; Count::ALL.len()],
-    pub histograms: [HistogramVec; Spread::ALL.len()],
-    pub resets_sent: IntCounterVec,
-    /// By `closer` too (local, peer, reset).
-    pub closed: IntCounterVec,
     pub sockets: IntGaugeVec,
     pub close_wait_oldest: GaugeVec,
     pub build_info: IntGaugeVec,
@@ -144,21 +138,6 @@ impl Families {
             register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
         };
         Families {
-            counters: Count::ALL.map(|c| vec(c.name(), c.help(), &CONN)),
-            histograms: Spread::ALL.map(|h| {
-                let opts = HistogramOpts::new(h.name(), h.help()).buckets(h.buckets());
-                register(&r, HistogramVec::new(opts, &CONN).expect("valid metric"))
-            }),
-            resets_sent: vec(
-                RESETS_SENT,
-                "RSTs this host sent on the process's connections, by kernel reason.",
-                &["comm", "container", "direction", "endpoint", "reason"],
-            ),
-            closed: vec(
-                CLOSED,
-                "TCP connections that left ESTABLISHED/CLOSE_WAIT for good, by who ended them: local (this process closed first), peer (the peer's FIN came first), reset (a RST ended it).",
-                &["comm", "container", "direction", "endpoint", "closer"],
-            ),
             sockets: gauges(
                 "sockprobe_tcp_sockets",
                 "Open TCP sockets by state, now.",
@@ -258,11 +237,4 @@ impl Families {
     pub fn registry(&self) -> Registry {
         self.registry.clone()
     }
-}
-
-/// The Prometheus text exposition (format 0.0.4) of `registry`.
-pub fn encode(registry: &Registry) -> String {
-    let mut buf = Vec::new();
-    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
-    String::from_utf8(buf).unwrap_or_default()
 }

@@ -9,6 +9,8 @@
 //! [`advice`]'s prose; [`Aggregator`] ties them to the event stream, the
 //! listings and the scrape.
 pub mod advice;
+pub mod cells;
+pub mod exposition;
 pub mod families;
 pub mod findings;
 pub mod live;
@@ -22,7 +24,6 @@ use std::{
 };
 
 use probe_common::{Closer, Direction, EventKind};
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
 pub use self::series::{Limits, OTHER_COMM, OTHER_ENDPOINT, UNKNOWN_COMM};
 pub use self::window::Diagnosis;
@@ -37,14 +38,6 @@ use crate::{
     decode::{Decoded, direction_label, endpoint_label},
     identity::listing::{FoundSocket, Listing, LiveState, comm_str, ip_addr},
 };
-
-fn counter<'a>(slot: &'a mut Option<IntCounter>, vec: &IntCounterVec, labels: &[&str]) -> &'a IntCounter {
-    slot.get_or_insert_with(|| vec.with_label_values(labels))
-}
-
-fn histogram<'a>(slot: &'a mut Option<Histogram>, vec: &HistogramVec, labels: &[&str]) -> &'a Histogram {
-    slot.get_or_insert_with(|| vec.with_label_values(labels))
-}
 
 pub struct Aggregator {
     f: Families,
@@ -66,6 +59,8 @@ pub struct Aggregator {
 #[derive(Clone)]
 pub struct Exported {
     pub registry: prometheus::Registry,
+    /// The per-connection families' label sets.
+    pub cells: cells::CellsIndex,
     pub events_lost: prometheus::IntCounter,
     pub untracked_sockets: prometheus::IntCounter,
     pub evicted_sockets: prometheus::IntCounter,
@@ -138,7 +133,6 @@ impl Aggregator {
         // A folded open is the connection's first sign: its label set
         // overflows, if at all, as an open.
         let slot = self.slot_of(d, if ev.open_folded() { EventKind::Open } else { kind });
-        let f = &self.f;
         let Some(s) = self.series.get_mut(slot) else { return };
         s.last_seen_ns = s.last_seen_ns.max(ev.ts_ns);
         if s.saw_pid(ev.owner.tgid)
@@ -146,65 +140,42 @@ impl Aggregator {
         {
             hook(ev.owner.tgid);
         }
-        let labels =
-            [s.key.proc.comm.as_str(), s.key.proc.container.as_str(), s.key.direction, s.key.endpoint.as_str()];
-        let mut count = |c: Count, by: u64| {
-            counter(&mut s.counters[c as usize], &f.counters[c as usize], &labels).inc_by(by);
-        };
-        let tally = &mut s.tally;
+        let (cells, tally) = (&s.cells, &mut s.tally);
         match kind {
             EventKind::Open => {
                 tally.opened += 1;
-                count(Count::Opened, 1);
+                cells.add(Count::Opened, 1);
             }
             EventKind::Close => {
                 // An ordinary connection's only record: its open too.
                 if ev.open_folded() {
                     tally.opened += 1;
-                    count(Count::Opened, 1);
+                    cells.add(Count::Opened, 1);
                 }
                 // Every close the kernel side emits says who ended it.
                 let closer = Closer::from_u8(ev.closer).unwrap_or(Closer::Reset);
                 tally.record_close(closer, ev.exchanges);
-                let [c, k, d, e] = labels;
-                s.closed[closer as usize - 1]
-                    .get_or_insert_with(|| f.closed.with_label_values(&[c, k, d, e, closer.name()]))
-                    .inc();
+                cells.close(closer);
+                if ev.value > 0 {
+                    cells.observe(Spread::Duration, ev.value as f64 / 1e9);
+                }
+                cells.observe(Spread::Exchanges, ev.exchanges as f64);
             }
             EventKind::UnreadClose => {
                 tally.unread_closes += 1;
                 tally.unread_bytes += ev.value;
-                count(Count::UnreadCloses, 1);
-                count(Count::UnreadBytes, ev.value);
+                cells.add(Count::UnreadCloses, 1);
+                cells.add(Count::UnreadBytes, ev.value);
             }
             EventKind::ResetReceived => {
                 tally.resets_received += 1;
-                count(Count::ResetsReceived, 1);
+                cells.add(Count::ResetsReceived, 1);
             }
-            EventKind::ResetSent | EventKind::CloseWait | EventKind::CloseWaitEnd => {}
-        }
-        let mut observe = |h: Spread, v: f64| {
-            histogram(&mut s.histograms[h as usize], &f.histograms[h as usize], &labels).observe(v);
-        };
-        match kind {
-            EventKind::Close => {
-                if ev.value > 0 {
-                    observe(Spread::Duration, ev.value as f64 / 1e9);
-                }
-                observe(Spread::Exchanges, ev.exchanges as f64);
-            }
-            EventKind::CloseWaitEnd => observe(Spread::CloseWaitDuration, ev.value as f64 / 1e9),
-            _ => {}
+            EventKind::CloseWaitEnd => cells.observe(Spread::CloseWaitDuration, ev.value as f64 / 1e9),
+            EventKind::ResetSent | EventKind::CloseWait => {}
         }
         if let Some(reason) = &d.reason {
-            match s.resets_sent.iter().find(|(r, _)| r == reason) {
-                Some((_, c)) => c.inc(),
-                None => {
-                    let c = f.resets_sent.with_label_values(&[labels[0], labels[1], labels[2], labels[3], reason]);
-                    c.inc();
-                    s.resets_sent.push((reason.clone(), c));
-                }
-            }
+            cells.reset_sent(reason);
         }
         match kind {
             EventKind::Open => self.live.track(ev.cookie, slot, LiveState::Established, ev.ts_ns),
@@ -319,6 +290,7 @@ impl Aggregator {
     pub fn exported(&self) -> Exported {
         Exported {
             registry: self.f.registry(),
+            cells: self.series.index(),
             events_lost: self.f.events_lost.clone(),
             untracked_sockets: self.f.untracked_sockets.clone(),
             evicted_sockets: self.f.evicted_sockets.clone(),
@@ -342,27 +314,8 @@ impl Aggregator {
     /// their label sets in every family.
     fn expire(&mut self, now_mono_ns: u64, live: &HashMap<usize, LiveCounts>) {
         let idle_since = now_mono_ns.saturating_sub(self.ttl.as_nanos() as u64);
-        for s in self.series.expire(idle_since, |slot| live.contains_key(&slot)) {
-            let l = s.labels();
-            for (handle, vec) in s.counters.iter().zip(&self.f.counters) {
-                if handle.is_some() {
-                    let _ = vec.remove_label_values(&l);
-                }
-            }
-            for (handle, vec) in s.histograms.iter().zip(&self.f.histograms) {
-                if handle.is_some() {
-                    let _ = vec.remove_label_values(&l);
-                }
-            }
-            for (handle, closer) in s.closed.iter().zip(Closer::ALL) {
-                if handle.is_some() {
-                    let _ = self.f.closed.remove_label_values(&[l[0], l[1], l[2], l[3], closer.name()]);
-                }
-            }
-            for (reason, _) in &s.resets_sent {
-                let _ = self.f.resets_sent.remove_label_values(&[l[0], l[1], l[2], l[3], reason]);
-            }
-        }
+        // Their cells leave the renders' index with them.
+        self.series.expire(idle_since, |slot| live.contains_key(&slot));
     }
 }
 
@@ -426,7 +379,8 @@ mod tests {
 
     fn render(a: &mut Aggregator, now: u64) -> String {
         a.refresh(now);
-        families::encode(&a.exported().registry)
+        let e = a.exported();
+        exposition::to_string(&e.cells.snapshot(), &e.registry)
     }
 
     fn decoder() -> Decoder {

@@ -2,13 +2,10 @@
 //! step by one type: a label set is found by its kernel identity (the
 //! per-event fast path: one hash lookup, no string built) or by its labels,
 //! and whole processes expire together.
-use std::collections::HashSet;
-
-use probe_common::Closer;
-use prometheus::{Histogram, IntCounter};
+use std::{collections::HashSet, sync::Arc};
 
 use super::{
-    families::{Count, Spread},
+    cells::{Cells, CellsIndex},
     window::{MARKS, Tally},
 };
 /// Process ids remembered per label set (for `pids` in findings).
@@ -52,16 +49,12 @@ pub struct RawKey {
     pub port: u16,
 }
 
-/// Metric handles of one label set, created on first use.
+/// One label set: its metrics' values, shared with the renders, and what
+/// the diagnosis keeps of it.
 pub struct Series {
     pub key: SeriesKey,
     raw_keys: Vec<RawKey>,
-    pub counters: [Option<IntCounter>; Count::ALL.len()],
-    /// `sockprobe_tcp_connections_closed_total` by closer (index: Closer - 1).
-    pub closed: [Option<IntCounter>; Closer::ALL.len()],
-    pub histograms: [Option<Histogram>; Spread::ALL.len()],
-    /// (the `reason` label, its counter).
-    pub resets_sent: Vec<(std::sync::Arc<str>, IntCounter)>,
+    pub cells: Arc<Cells>,
     /// Kernel monotonic ns of the last event (the event's own timestamp: no
     /// clock read per event).
     pub last_seen_ns: u64,
@@ -87,10 +80,6 @@ impl Series {
         }
         self.pids.push(pid);
         new
-    }
-
-    pub fn labels(&self) -> [&str; 4] {
-        [&self.key.proc.comm, &self.key.proc.container, self.key.direction, &self.key.endpoint]
     }
 }
 
@@ -125,6 +114,8 @@ pub struct SeriesTable {
     by_raw: foldhash::HashMap<RawKey, usize>,
     by_key: foldhash::HashMap<SeriesKey, usize>,
     procs: foldhash::HashMap<ProcKey, Proc>,
+    /// The label sets a render walks, kept in step with `slots`.
+    index: CellsIndex,
 }
 
 impl SeriesTable {
@@ -136,7 +127,13 @@ impl SeriesTable {
             by_raw: Default::default(),
             by_key: Default::default(),
             procs: Default::default(),
+            index: CellsIndex::default(),
         }
+    }
+
+    /// What renders walk.
+    pub fn index(&self) -> CellsIndex {
+        self.index.clone()
     }
 
     pub fn by_raw(&self, raw: &RawKey) -> Option<usize> {
@@ -185,13 +182,11 @@ impl SeriesTable {
         let slot = match self.by_key.get(&key) {
             Some(&slot) => slot,
             None => {
+                let cells = Arc::new(Cells::new(&key.proc.comm, &key.proc.container, direction, &key.endpoint));
                 let series = Series {
                     key: key.clone(),
                     raw_keys: Vec::new(),
-                    counters: Default::default(),
-                    closed: Default::default(),
-                    histograms: Default::default(),
-                    resets_sent: Vec::new(),
+                    cells: cells.clone(),
                     last_seen_ns: now_ns,
                     tally: Tally::default(),
                     marks: Default::default(),
@@ -209,6 +204,7 @@ impl SeriesTable {
                 };
                 p.slots.push(slot);
                 self.by_key.insert(key, slot);
+                self.index.set(slot, Some(cells));
                 slot
             }
         };
@@ -258,13 +254,13 @@ impl SeriesTable {
     }
 
     /// Removes the processes none of whose label sets saw an event since
-    /// `idle_since_ns` or holds a live socket; returns their series.
-    pub fn expire(&mut self, idle_since_ns: u64, live: impl Fn(usize) -> bool) -> Vec<Series> {
+    /// `idle_since_ns` or holds a live socket; returns how many label sets went.
+    pub fn expire(&mut self, idle_since_ns: u64, live: impl Fn(usize) -> bool) -> usize {
         let slots = &self.slots;
         let idle = |i: &usize| slots[*i].as_ref().is_none_or(|s| !live(*i) && s.last_seen_ns < idle_since_ns);
         let gone: Vec<ProcKey> =
             self.procs.iter().filter(|(_, p)| p.slots.iter().all(idle)).map(|(k, _)| k.clone()).collect();
-        let mut removed = Vec::new();
+        let mut removed = 0;
         for k in gone {
             let Some(p) = self.procs.remove(&k) else { continue };
             for i in p.slots {
@@ -273,8 +269,9 @@ impl SeriesTable {
                     self.by_raw.remove(raw);
                 }
                 self.by_key.remove(&s.key);
+                self.index.set(i, None);
                 self.free.push(i);
-                removed.push(s);
+                removed += 1;
             }
         }
         removed

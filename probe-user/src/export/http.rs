@@ -14,31 +14,78 @@ use std::{
     time::Duration,
 };
 
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, StatusCode, body::Incoming, header, service::service_fn};
+use hyper::{
+    Method, Request, StatusCode,
+    body::{Frame, Incoming, SizeHint},
+    header,
+    service::service_fn,
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, task::AbortHandle};
+use tokio::{net::TcpListener, sync::mpsc, task::AbortHandle};
 
 use super::{
-    routes::Exporter,
+    routes::{Encoding, Exporter},
     web_config::{Auth, WebConfig},
 };
 
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: String,
+    pub body: Body,
+}
+
+/// What a page answers with.
+pub enum Body {
+    Text(String),
+    /// Already gzipped (`Content-Encoding: gzip`).
+    Gzip(Bytes),
+    /// Chunks as a render writes them.
+    Stream(mpsc::Receiver<Bytes>),
 }
 
 impl Response {
     pub fn text(status: u16, body: impl Into<String>) -> Response {
-        Response { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+        Response { status, content_type: "text/plain; charset=utf-8", body: Body::Text(body.into()) }
     }
 
     pub fn json(value: impl serde::Serialize) -> Response {
         let body = serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".into()) + "\n";
-        Response { status: 200, content_type: "application/json", body }
+        Response { status: 200, content_type: "application/json", body: Body::Text(body) }
+    }
+}
+
+/// The body hyper sends: whole, or chunk by chunk from a render.
+pub enum ResponseBody {
+    Whole(Option<Bytes>),
+    Chunks(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            ResponseBody::Whole(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Chunks(rx) => rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ResponseBody::Whole(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseBody::Chunks(_) => SizeHint::default(),
+        }
     }
 }
 
@@ -166,18 +213,25 @@ pub async fn handle<B>(
     client: IpAddr,
     exporter: &Exporter,
     web: &WebConfig,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<ResponseBody> {
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let head = *req.method() == Method::HEAD;
+    let encoding = if head {
+        Encoding::None
+    } else if accepts_gzip(req.headers()) {
+        Encoding::Gzip
+    } else {
+        Encoding::Plain
+    };
     let resp = match web.authorize(authorization, client).await {
         Auth::Denied => Response::text(401, "unauthorized\n"),
         Auth::RateLimited => Response::text(429, "too many failed attempts; try again later\n"),
         Auth::Busy => Response::text(503, "busy checking credentials; try again\n"),
         Auth::Allowed => match *req.method() {
-            Method::GET | Method::HEAD => exporter.respond(req.uri().path()).await,
+            Method::GET | Method::HEAD => exporter.respond(req.uri().path(), encoding).await,
             _ => Response::text(405, "only GET and HEAD\n"),
         },
     };
-    let head = *req.method() == Method::HEAD;
     let mut builder = hyper::Response::builder()
         .status(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, resp.content_type);
@@ -186,6 +240,26 @@ pub async fn handle<B>(
         429 | 503 => builder = builder.header(header::RETRY_AFTER, "1"),
         _ => {}
     }
-    let body = if head { Bytes::new() } else { Bytes::from(resp.body) };
-    builder.body(Full::new(body)).unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+    let body = match resp.body {
+        _ if head => ResponseBody::Whole(None),
+        Body::Text(t) => ResponseBody::Whole(Some(Bytes::from(t))),
+        Body::Gzip(b) => {
+            builder = builder.header(header::CONTENT_ENCODING, "gzip").header(header::VARY, "Accept-Encoding");
+            ResponseBody::Whole(Some(b))
+        }
+        Body::Stream(rx) => ResponseBody::Chunks(rx),
+    };
+    builder.body(body).unwrap_or_else(|_| hyper::Response::new(ResponseBody::Whole(None)))
+}
+
+/// Whether `Accept-Encoding` lists gzip with a non-zero weight.
+fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let zero = parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !zero
+        },
+    )
 }

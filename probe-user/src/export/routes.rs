@@ -4,21 +4,22 @@
 //! gauges up to date (and not waited for long), so no scrape, however large
 //! or slow, holds up the draining of the kernel's events.
 use std::{
+    io::Write,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use probe_common::Counter;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::http::Response;
+use super::http::{Body, Response};
 use crate::{
     aggregate::{
-        Diagnosis, Exported,
-        families::encode,
+        Diagnosis, Exported, exposition,
         findings::{Report, localize},
     },
     identity::language::Languages,
@@ -52,6 +53,27 @@ pub struct Exporter {
     /// The last diagnosis the event thread answered with.
     latest: Mutex<Option<Arc<Diagnosis>>>,
     languages: Languages,
+    /// The last gzip render and when it was done: scrapers that arrived
+    /// while it was under way share it (one render at a time).
+    gzipped: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+    /// Uncompressed renders streamed at once (each holds a blocking thread
+    /// while its client reads).
+    plain: Arc<Semaphore>,
+}
+
+/// Uncompressed renders at once (Prometheus asks for gzip; this is curl).
+const PLAIN_RENDERS: usize = 2;
+/// Bytes per chunk of a streamed render, and chunks queued ahead of the client.
+const CHUNK: usize = 64 * 1024;
+const CHUNKS_AHEAD: usize = 4;
+
+/// How a client wants `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// HEAD: the headers only, no render.
+    None,
+    Gzip,
+    Plain,
 }
 
 impl Exporter {
@@ -72,6 +94,8 @@ impl Exporter {
             refresh,
             latest: Mutex::new(None),
             languages,
+            gzipped: tokio::sync::Mutex::new(None),
+            plain: Arc::new(Semaphore::new(PLAIN_RENDERS)),
         }
     }
 
@@ -84,13 +108,14 @@ impl Exporter {
         self.ready.store(true, Ordering::SeqCst);
     }
 
-    pub async fn respond(&self, path: &str) -> Response {
+    pub async fn respond(&self, path: &str, encoding: Encoding) -> Response {
         if path == self.telemetry_path {
-            return Response {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: self.metrics().await,
+            let body = match encoding {
+                Encoding::None => Body::Text(String::new()),
+                Encoding::Gzip => Body::Gzip(self.gzipped().await),
+                Encoding::Plain => self.streamed().await,
             };
+            return Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body };
         }
         match path {
             "/api/v1/findings" => Response::json(self.findings().await),
@@ -107,13 +132,13 @@ impl Exporter {
             "/" => Response {
                 status: 200,
                 content_type: "text/html; charset=utf-8",
-                body: format!(
+                body: Body::Text(format!(
                     "<html><head><title>sockprobe</title></head><body><h1>sockprobe</h1>\
                      <p>Per-process TCP connection hygiene from eBPF.</p>\
                      <ul><li><a href=\"{0}\">{0}</a></li><li><a href=\"/api/v1/findings\">/api/v1/findings</a></li>\
                      <li><a href=\"/api/v1/connections\">/api/v1/connections</a></li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
                     self.telemetry_path
-                ),
+                )),
             },
             _ => Response::text(404, "not found\n"),
         }
@@ -150,13 +175,53 @@ impl Exporter {
         report
     }
 
-    async fn metrics(&self) -> String {
+    /// The exposition gzipped, shared: a scraper that arrives while a
+    /// render is under way waits for it and gets it too, so N concurrent
+    /// scrapers cost one render (and one refresh of the event thread).
+    async fn gzipped(&self) -> Bytes {
+        let arrived = Instant::now();
+        let mut last = self.gzipped.lock().await;
+        if let Some((done, body)) = last.as_ref()
+            && *done >= arrived
+        {
+            return body.clone();
+        }
+        let render = self.render().await;
+        let body = tokio::task::spawn_blocking(move || {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            render(&mut gz).and_then(|_| gz.finish()).map(Bytes::from).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        *last = Some((Instant::now(), body.clone()));
+        body
+    }
+
+    /// The exposition uncompressed, streamed in chunks as it is written (no
+    /// whole copy), [`PLAIN_RENDERS`] at a time.
+    async fn streamed(&self) -> Body {
+        let Ok(permit) = self.plain.clone().acquire_owned().await else { return Body::Text(String::new()) };
+        let render = self.render().await;
+        let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut out = std::io::BufWriter::with_capacity(CHUNK, Chunks(tx));
+            // A client gone stops the render (its chunks have nowhere to go).
+            let _ = render(&mut out).and_then(|_| out.flush());
+        });
+        Body::Stream(rx)
+    }
+
+    /// Brings everything up to date (the event thread's gauges, the
+    /// kernel's counters) and returns the writer of the exposition, to run
+    /// on a blocking thread.
+    async fn render(&self) -> impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send + 'static {
         let _ = self.diagnosis().await;
         let exported = self.exported.clone();
         let (stats, lost_seen, untracked_seen, evicted_seen) =
             (self.stats.clone(), self.events_lost_seen.clone(), self.untracked_seen.clone(), self.evicted_seen.clone());
-        // Off the async thread: counting the LRU map's keys is a syscall each.
-        let render = move || {
+        move |w: &mut dyn Write| {
+            // Counting the LRU map's keys is a syscall each: off the async thread.
             let (lost, untracked, evicted, sockets) = match stats.lock().unwrap().as_ref() {
                 Some(k) => (
                     k.counter(Counter::EventsLost),
@@ -170,9 +235,22 @@ impl Exporter {
             mirror(&exported.untracked_sockets, &untracked_seen, untracked);
             mirror(&exported.evicted_sockets, &evicted_seen, evicted);
             exported.tracked_sockets.set(sockets);
-            encode(&exported.registry)
-        };
-        tokio::task::spawn_blocking(render).await.unwrap_or_default()
+            exposition::write(w, &exported.cells.snapshot(), &exported.registry)
+        }
+    }
+}
+
+/// Hands each chunk a `BufWriter` flushes to the response body.
+struct Chunks(mpsc::Sender<Bytes>);
+
+impl Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.blocking_send(Bytes::copy_from_slice(buf)).map_err(|_| std::io::ErrorKind::BrokenPipe)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
