@@ -41,7 +41,7 @@ fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let mut decoder = Decoder::new(ResetReasons::default());
     let mut agg = Aggregator::new(
-        Limits { max_endpoints: 100, max_processes: 1000, max_series: n },
+        Limits { max_series: n, max_series_per_container: n, ..Limits::DEFAULT },
         std::time::Duration::from_secs(600),
         "0",
         "k",

@@ -11,15 +11,23 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use probe_common::{DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES, StateStore};
 use serde::Deserialize;
 
-use crate::{aggregate::findings::Thresholds, error::Error, identity::k8s, kernel::ProbeSettings};
+use crate::{
+    aggregate::{Limits, findings::Thresholds},
+    error::Error,
+    identity::k8s,
+    kernel::ProbeSettings,
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
-pub const DEFAULT_MAX_ENDPOINTS: u32 = 100;
-/// (comm, container) pairs and label sets in all: sized so that the worst
-/// case stays well inside the DaemonSet's 256 MiB (docs/security.md).
-pub const DEFAULT_MAX_PROCESSES: u32 = 1000;
-pub const DEFAULT_MAX_SERIES: u32 = 20_000;
+pub const DEFAULT_MAX_ENDPOINTS: u32 = Limits::DEFAULT.max_endpoints as u32;
+/// (comm, container) pairs and label sets in all, and per container: sized
+/// so that the worst case stays well inside the DaemonSet's 256 MiB, and a
+/// quarter for one tenant (docs/security.md).
+pub const DEFAULT_MAX_PROCESSES: u32 = Limits::DEFAULT.max_processes as u32;
+pub const DEFAULT_MAX_SERIES: u32 = Limits::DEFAULT.max_series as u32;
+pub const DEFAULT_MAX_PROCESSES_PER_CONTAINER: u32 = Limits::DEFAULT.max_processes_per_container as u32;
+pub const DEFAULT_MAX_SERIES_PER_CONTAINER: u32 = Limits::DEFAULT.max_series_per_container as u32;
 pub const DEFAULT_SERIES_TTL: &str = "10m";
 pub const DEFAULT_RECONCILE_INTERVAL: &str = "30s";
 pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
@@ -58,6 +66,12 @@ pub struct MetricsSection {
     #[arg(id = "metrics.max-series", long = "metrics.max-series", value_name = "N",
           help = with_default("Label sets (comm, container, direction, endpoint) in all; past it, new ones are folded into comm=\"other\", endpoint=\"other\"", DEFAULT_MAX_SERIES))]
     pub max_series: Option<u32>,
+    #[arg(id = "metrics.max-processes-per-container", long = "metrics.max-processes-per-container", value_name = "N",
+          help = with_default("(comm, container) pairs of one container (pod); the rest of its processes are folded into comm=\"other\" in that container, so one tenant cannot use up --metrics.max-processes for the others (host processes have no such cap)", DEFAULT_MAX_PROCESSES_PER_CONTAINER))]
+    pub max_processes_per_container: Option<u32>,
+    #[arg(id = "metrics.max-series-per-container", long = "metrics.max-series-per-container", value_name = "N",
+          help = with_default("Label sets of one container (pod); past it, its new ones are folded into comm=\"other\", endpoint=\"other\" in that container", DEFAULT_MAX_SERIES_PER_CONTAINER))]
+    pub max_series_per_container: Option<u32>,
     #[arg(id = "metrics.series-ttl", long = "metrics.series-ttl", value_name = "DURATION",
           help = with_default("Drop the series of a process with no socket and no event for this long (90s, 10m, 1h)", DEFAULT_SERIES_TTL))]
     pub series_ttl: Option<HumanDuration>,
@@ -225,6 +239,8 @@ impl Settings {
                 max_endpoints: m.max_endpoints.or(f.metrics.max_endpoints),
                 max_processes: m.max_processes.or(f.metrics.max_processes),
                 max_series: m.max_series.or(f.metrics.max_series),
+                max_processes_per_container: m.max_processes_per_container.or(f.metrics.max_processes_per_container),
+                max_series_per_container: m.max_series_per_container.or(f.metrics.max_series_per_container),
                 series_ttl: m.series_ttl.or(f.metrics.series_ttl),
                 reconcile_interval: m.reconcile_interval.or(f.metrics.reconcile_interval),
             },
@@ -246,7 +262,16 @@ impl Settings {
         }
         let max_processes = self.metrics.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES);
         let max_series = self.metrics.max_series.unwrap_or(DEFAULT_MAX_SERIES);
-        for (name, v) in [("metrics.max-processes", max_processes), ("metrics.max-series", max_series)] {
+        let max_processes_per_container =
+            self.metrics.max_processes_per_container.unwrap_or(DEFAULT_MAX_PROCESSES_PER_CONTAINER);
+        let max_series_per_container =
+            self.metrics.max_series_per_container.unwrap_or(DEFAULT_MAX_SERIES_PER_CONTAINER);
+        for (name, v) in [
+            ("metrics.max-processes", max_processes),
+            ("metrics.max-series", max_series),
+            ("metrics.max-processes-per-container", max_processes_per_container),
+            ("metrics.max-series-per-container", max_series_per_container),
+        ] {
             if v == 0 {
                 return Err(Error::Config(format!("invalid {name} 0: expected 1 or more")));
             }
@@ -273,6 +298,8 @@ impl Settings {
             max_endpoints,
             max_processes,
             max_series,
+            max_processes_per_container,
+            max_series_per_container,
             series_ttl: self.metrics.series_ttl.unwrap_or_else(|| DEFAULT_SERIES_TTL.parse().expect("valid default")).0,
             reconcile_interval: self
                 .metrics
@@ -333,6 +360,9 @@ pub struct RunConfig {
     pub max_processes: u32,
     /// Label sets in all before folding.
     pub max_series: u32,
+    /// The same two caps per container (pod).
+    pub max_processes_per_container: u32,
+    pub max_series_per_container: u32,
     /// Label sets of processes without sockets or events for this long are dropped.
     pub series_ttl: Duration,
     /// How often live sockets are listed again.

@@ -44,7 +44,13 @@ pub fn events(data: &[u8]) {
     let mut decoder = Decoder::new(ResetReasons::default());
     let clock = Clock::new();
     let mut agg = Aggregator::new(
-        Limits { max_endpoints: 4, max_processes: 8, max_series: 16 },
+        Limits {
+            max_endpoints: 4,
+            max_processes: 8,
+            max_series: 16,
+            max_processes_per_container: 4,
+            max_series_per_container: 8,
+        },
         std::time::Duration::from_secs(1),
         "0",
         "k",
@@ -99,8 +105,18 @@ pub fn http_request(data: &[u8]) {
     static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     let f = FIXTURE.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let agg =
-            Aggregator::new(Limits { max_endpoints: 1, max_processes: 1, max_series: 1 }, Default::default(), "0", "k");
+        let agg = Aggregator::new(
+            Limits {
+                max_endpoints: 1,
+                max_processes: 1,
+                max_series: 1,
+                max_processes_per_container: 1,
+                max_series_per_container: 1,
+            },
+            Default::default(),
+            "0",
+            "k",
+        );
         // No event thread: refresh requests go nowhere, scrapes serve what is there.
         let (tx, _) = tokio::sync::mpsc::channel(1);
         let languages = crate::identity::language::Languages::start();

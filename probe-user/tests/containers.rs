@@ -205,3 +205,53 @@ fn privileged_bpf_and_perfmon_are_enough_to_list_containers() {
     assert!(status.lines().any(|l| l == "CapEff:\t000000c000000000"), "CAP_BPF and CAP_PERFMON only:\n{status}");
     assert_eq!(gauge(&daemon.scrape(), "c1-leaky", &c, "close_wait"), 6.0);
 }
+
+/// Case 8 (issue 25): a container whose processes take 300 names (the
+/// global cap set to 300 pairs) folds only its own: past its share
+/// (`--metrics.max-processes-per-container`, 100 here) its processes are
+/// `comm="other"` inside it, and a process that starts later in another
+/// container keeps its name, its unread closes equal to its namespace's
+/// TCPAbortOnClose. Before, the caps were first come, first served: the
+/// victim would have been `comm="other"`.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_a_container_renaming_itself_folds_only_its_own_names() {
+    require_root();
+    let daemon = Daemon::start(&["--metrics.max-processes", "300", "--metrics.max-processes-per-container", "100"]);
+    let attacker = Container::run(
+        "/bin/c7-srv -mode server -listen 127.0.0.1:8080 -body-bytes 100 & busybox mkdir -p /tmp; i=0; \
+         while [ $i -lt 300 ]; do i=$((i+1)); busybox ln -s /bin/gohttp /tmp/rn$i; \
+         /tmp/rn$i -mode drain -wait -url http://127.0.0.1:8080/ -n 1; done; wait",
+        &[],
+    );
+    let label = attacker.label();
+    let mut text = String::new();
+    // Two connections each (`-wait` checks that the server listens first).
+    wait_until("the attacker's 300 names to connect", Duration::from_secs(120), || {
+        text = daemon.scrape();
+        let outbound = [("container", label.as_str()), ("direction", "outbound")];
+        metric(&text, "sockprobe_tcp_connections_closed_total", &outbound) >= 600.0
+    });
+    let names: std::collections::HashSet<String> = series_of(&text, "sockprobe_tcp_connections_closed_total")
+        .into_iter()
+        .filter(|l| l.contains(&format!("container=\"{label}\"")))
+        .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+        .collect();
+    assert!(names.contains("other"), "past its share, the attacker's names fold: {names:?}");
+    assert!(names.len() <= 102, "100 names, other and its server: {} names", names.len());
+
+    let victim = Container::run("exec /bin/c7-vsrv -mode server -listen 127.0.0.1:8080 -body-bytes 65536", &[]);
+    wait_until("the victim's server to listen", Duration::from_secs(10), || {
+        victim.ss_count("listening", "c7-vsrv") == 1
+    });
+    let before = victim.tcpext("TCPAbortOnClose");
+    victim.exec_wait(&["/bin/c7-victim", "-mode", "unread", "-url", "http://127.0.0.1:8080/", "-n", "20"]);
+    let delta = (victim.tcpext("TCPAbortOnClose") - before) as f64;
+    assert!(delta > 0.0, "the victim should have closed bodies unread");
+    let labels = [("comm", "c7-victim"), ("container", &victim.label() as &str)];
+    wait_until("the victim's unread closes under its own name", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_tcp_unread_closes_total", &labels) >= delta
+    });
+    assert_eq!(metric(&text, "sockprobe_tcp_unread_closes_total", &labels), delta, "= TCPAbortOnClose");
+}

@@ -374,7 +374,7 @@ mod tests {
     }
 
     fn limits(max_endpoints: usize) -> Limits {
-        Limits { max_endpoints, max_processes: 1000, max_series: 20_000 }
+        Limits { max_endpoints, ..Limits::DEFAULT }
     }
 
     fn render(a: &mut Aggregator, now: u64) -> String {
@@ -414,7 +414,7 @@ mod tests {
     #[test]
     fn renamed_processes_fold_past_the_caps() {
         let mut a = Aggregator::new(
-            Limits { max_endpoints: 10, max_processes: 50, max_series: 60 },
+            Limits { max_endpoints: 10, max_processes: 50, max_series: 60, ..Limits::DEFAULT },
             Duration::from_secs(600),
             "0",
             "k",

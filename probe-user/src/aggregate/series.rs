@@ -100,6 +100,30 @@ pub struct Limits {
     pub max_processes: usize,
     /// Label sets in all; past it, `comm="other"` and `endpoint="other"`.
     pub max_series: usize,
+    /// Per container (pod), before the caps above: a tenant that bloats its
+    /// own labels folds its own (`comm="other"` in its container), never
+    /// another's. The host's processes (no container) have only the caps
+    /// above.
+    pub max_processes_per_container: usize,
+    pub max_series_per_container: usize,
+}
+
+impl Limits {
+    /// The defaults of `sockprobe run` (docs/configuration.md).
+    pub const DEFAULT: Limits = Limits {
+        max_endpoints: 100,
+        max_processes: 1000,
+        max_series: 20_000,
+        max_processes_per_container: 250,
+        max_series_per_container: 5000,
+    };
+}
+
+/// What one container holds of the caps.
+#[derive(Default)]
+struct ContainerUse {
+    procs: usize,
+    series: usize,
 }
 
 /// What the kernel-identity index may hold: folded label sets are looked up
@@ -114,6 +138,8 @@ pub struct SeriesTable {
     by_raw: foldhash::HashMap<RawKey, usize>,
     by_key: foldhash::HashMap<SeriesKey, usize>,
     procs: foldhash::HashMap<ProcKey, Proc>,
+    /// By `container` label (the host's "" not kept).
+    containers: foldhash::HashMap<String, ContainerUse>,
     /// The label sets a render walks, kept in step with `slots`.
     index: CellsIndex,
 }
@@ -127,6 +153,7 @@ impl SeriesTable {
             by_raw: Default::default(),
             by_key: Default::default(),
             procs: Default::default(),
+            containers: Default::default(),
             index: CellsIndex::default(),
         }
     }
@@ -161,14 +188,28 @@ impl SeriesTable {
         }
         let SeriesKey { proc, endpoint, .. } = existing;
         let full = self.by_key.len() >= self.limits.max_series;
-        let proc = if full || (!self.procs.contains_key(&proc) && self.procs.len() >= self.limits.max_processes) {
+        let used = self.containers.get(&proc.container);
+        let (container_full, container_procs_full) = used.map_or((false, false), |u| {
+            (u.series >= self.limits.max_series_per_container, u.procs >= self.limits.max_processes_per_container)
+        });
+        let new_proc = !self.procs.contains_key(&proc);
+        let proc = if full
+            || container_full
+            || (new_proc && (self.procs.len() >= self.limits.max_processes || container_procs_full))
+        {
             was_folded = true;
             ProcKey { comm: OTHER_COMM.to_string(), container: if full { String::new() } else { proc.container } }
         } else {
             proc
         };
+        if !self.procs.contains_key(&proc) && !proc.container.is_empty() {
+            self.containers.entry(proc.container.clone()).or_default().procs += 1;
+        }
         let p = self.procs.entry(proc.clone()).or_default();
-        let endpoint = if !full && (p.endpoints.contains(&endpoint) || p.endpoints.len() < self.limits.max_endpoints) {
+        let endpoint = if !full
+            && !container_full
+            && (p.endpoints.contains(&endpoint) || p.endpoints.len() < self.limits.max_endpoints)
+        {
             p.endpoints.insert(endpoint.clone());
             endpoint
         } else {
@@ -203,6 +244,9 @@ impl SeriesTable {
                     }
                 };
                 p.slots.push(slot);
+                if !key.proc.container.is_empty() {
+                    self.containers.entry(key.proc.container.clone()).or_default().series += 1;
+                }
                 self.by_key.insert(key, slot);
                 self.index.set(slot, Some(cells));
                 slot
@@ -263,6 +307,13 @@ impl SeriesTable {
         let mut removed = 0;
         for k in gone {
             let Some(p) = self.procs.remove(&k) else { continue };
+            if let Some(u) = self.containers.get_mut(&k.container) {
+                u.procs -= 1;
+                u.series -= p.slots.len();
+                if u.procs == 0 {
+                    self.containers.remove(&k.container);
+                }
+            }
             for i in p.slots {
                 let Some(s) = self.slots[i].take() else { continue };
                 for raw in &s.raw_keys {
@@ -275,5 +326,58 @@ impl SeriesTable {
             }
         }
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(comm: &str, container: &str) -> ProcKey {
+        ProcKey::new(comm, container.to_string())
+    }
+
+    /// A container renaming itself, or fanning out to endpoints, folds its
+    /// own label sets; the next container's process keeps its name, and the
+    /// host's processes have only the global caps.
+    #[test]
+    fn one_container_folds_only_its_own() {
+        let limits = Limits { max_processes_per_container: 3, max_series_per_container: 5, ..Limits::DEFAULT };
+        let mut t = SeriesTable::new(limits);
+        let folds = std::cell::Cell::new(0);
+        let slot = |t: &mut SeriesTable, p: ProcKey, e: &str| {
+            t.slot(0, p, "outbound", e.into(), None, || folds.set(folds.get() + 1))
+        };
+        for i in 0..10 {
+            slot(&mut t, proc(&format!("rn{i}"), "attacker"), "10.0.0.1:80");
+        }
+        let names = |t: &SeriesTable, c: &str| -> Vec<String> {
+            let mut v: Vec<String> =
+                t.iter().filter(|(_, s)| s.key.proc.container == c).map(|(_, s)| s.key.proc.comm.clone()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        assert_eq!(
+            names(&t, "attacker"),
+            ["other", "rn0", "rn1", "rn2"],
+            "3 pairs, then comm=\"other\" in its container"
+        );
+        for e in 0..10 {
+            slot(&mut t, proc("rn0", "attacker"), &format!("10.0.1.{e}:80"));
+        }
+        let in_attacker = t.iter().filter(|(_, s)| s.key.proc.container == "attacker").count();
+        assert!(in_attacker <= 5 + 2, "series per container capped (plus the folded ones): {in_attacker}");
+        let s = slot(&mut t, proc("victim", "victim"), "10.0.0.2:80");
+        assert_eq!(t.get(s).unwrap().key.proc.comm, "victim", "another container keeps its name");
+        for i in 0..10 {
+            slot(&mut t, proc(&format!("host{i}"), ""), "10.0.0.3:80");
+        }
+        assert_eq!(names(&t, "").len(), 10, "host processes have only the global caps");
+        assert!(folds.get() >= 7 + 9, "{} folds", folds.get());
+        // Expiry gives the container its share back.
+        t.expire(1, |_| false);
+        let s = slot(&mut t, proc("rn99", "attacker"), "10.0.0.1:80");
+        assert_eq!(t.get(s).unwrap().key.proc.comm, "rn99");
     }
 }

@@ -47,7 +47,7 @@ async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result
     let Started { mut probes, mut decoder } = super::start(settings).await?;
     eprintln!("sockprobe doctor: {why}; observing with its own probes for {} s instead", window.as_secs());
     let mut events = EventStream::new(&mut probes)?;
-    let limits = Limits { max_endpoints: 100, max_processes: 1000, max_series: 20_000 };
+    let limits = Limits::DEFAULT;
     let mut agg = Aggregator::new(limits, window * 2, env!("CARGO_PKG_VERSION"), &kernel::release());
     agg.set_thresholds(Thresholds { window, ..Thresholds::default() });
     let languages = Languages::start();

@@ -55,6 +55,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
         max_endpoints: cfg.max_endpoints as usize,
         max_processes: cfg.max_processes as usize,
         max_series: cfg.max_series as usize,
+        max_processes_per_container: cfg.max_processes_per_container as usize,
+        max_series_per_container: cfg.max_series_per_container as usize,
     };
     let mut agg = Aggregator::new(limits, cfg.series_ttl, env!("CARGO_PKG_VERSION"), &kernel::release());
     agg.set_thresholds(cfg.diagnosis);

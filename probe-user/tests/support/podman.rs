@@ -22,6 +22,9 @@ const NAMES: &[&str] = &[
     "c5-leaky",
     "c6-srv",
     "c6-leaky",
+    "c7-srv",
+    "c7-vsrv",
+    "c7-victim",
 ];
 
 const IMAGE: &str = "localhost/sockprobe-test:latest";
