@@ -20,6 +20,8 @@ use crate::{
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9741";
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+/// Where the per-process API is served (and where `doctor` and `top` ask).
+pub const DEFAULT_API_SOCKET: &str = "/run/sockprobe/api.sock";
 pub const DEFAULT_MAX_ENDPOINTS: u32 = Limits::DEFAULT.max_endpoints as u32;
 /// (comm, container) pairs and label sets in all, and per container: sized
 /// so that the worst case stays well inside the DaemonSet's 256 MiB, and a
@@ -33,6 +35,17 @@ pub const DEFAULT_RECONCILE_INTERVAL: &str = "30s";
 pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
 pub const MAX_SOCKETS_RANGE: (u32, u32) = (1024, 16_777_216);
 pub const RING_BUFFER_RANGE: (u32, u32) = (4096, 1 << 30);
+
+/// The id of a group by name (getgrnam_r).
+fn group_id(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut group: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is to memory we own, sized as passed.
+    let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut group, buf.as_mut_ptr(), buf.len(), &mut found) };
+    (rc == 0 && !found.is_null()).then_some(group.gr_gid)
+}
 
 /// A help line that ends with the setting's default.
 fn with_default(help: &str, default: impl fmt::Display) -> String {
@@ -48,6 +61,24 @@ pub struct WebSection {
     #[arg(id = "web.telemetry-path", long = "web.telemetry-path", value_name = "PATH",
           help = with_default("Path of the metrics", DEFAULT_TELEMETRY_PATH))]
     pub telemetry_path: Option<TelemetryPath>,
+    #[arg(id = "web.api-socket", long = "web.api-socket", value_name = "PATH",
+          help = with_default("Unix socket serving every page, the per-process API (/api/v1/findings, /api/v1/connections: pids, endpoints, languages of every process) included; `doctor` and `top` ask it. Mode 0600 (root), or 0660 with --web.api-socket-group", DEFAULT_API_SOCKET))]
+    pub api_socket: Option<PathBuf>,
+    #[arg(
+        id = "web.api-socket-group",
+        long = "web.api-socket-group",
+        value_name = "GROUP",
+        help = "Group allowed to read the API socket (mode 0660) [default: none, root only]"
+    )]
+    pub api_socket_group: Option<String>,
+    #[arg(
+        id = "web.api-over-tcp",
+        long = "web.api-over-tcp",
+        num_args = 0,
+        default_missing_value = "true",
+        help = "Also serve /api/v1/* on --web.listen-address (behind --web.config.file's auth): a network client, or any local user if it listens on loopback without auth, then reads every process's pids and endpoints [default: false]"
+    )]
+    pub api_over_tcp: Option<bool>,
     /// TLS and basic-auth settings, in the Prometheus exporter-toolkit
     /// web-config format (tls_server_config, basic_auth_users).
     #[arg(id = "web.config.file", long = "web.config.file", value_name = "FILE")]
@@ -234,6 +265,9 @@ impl Settings {
                 listen_address: w.listen_address.or(f.web.listen_address),
                 telemetry_path: w.telemetry_path.or(f.web.telemetry_path),
                 config_file: w.config_file.or(f.web.config_file),
+                api_socket: w.api_socket.or(f.web.api_socket),
+                api_socket_group: w.api_socket_group.or(f.web.api_socket_group),
+                api_over_tcp: w.api_over_tcp.or(f.web.api_over_tcp),
             },
             metrics: MetricsSection {
                 max_endpoints: m.max_endpoints.or(f.metrics.max_endpoints),
@@ -276,6 +310,12 @@ impl Settings {
                 return Err(Error::Config(format!("invalid {name} 0: expected 1 or more")));
             }
         }
+        let api_socket_group = match &self.web.api_socket_group {
+            Some(name) => Some(group_id(name).ok_or_else(|| {
+                Error::Config(format!("unknown group {name:?} for web.api-socket-group: create it or name another"))
+            })?),
+            None => None,
+        };
         let kubernetes_api_url = self.kubernetes.api_url;
         // The same checks the Kubernetes client makes, at start-up.
         if let Some(u) = &kubernetes_api_url
@@ -295,6 +335,9 @@ impl Settings {
                 .map_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"), |a| a.0),
             telemetry_path: self.web.telemetry_path.map_or_else(|| DEFAULT_TELEMETRY_PATH.into(), |p| p.0),
             web_config_file: self.web.config_file,
+            api_socket: self.web.api_socket.unwrap_or_else(|| DEFAULT_API_SOCKET.into()),
+            api_socket_group,
+            api_over_tcp: self.web.api_over_tcp.unwrap_or(false),
             max_endpoints,
             max_processes,
             max_series,
@@ -354,6 +397,12 @@ pub struct RunConfig {
     pub listen_address: SocketAddr,
     pub telemetry_path: String,
     pub web_config_file: Option<PathBuf>,
+    /// The Unix socket serving everything, the per-process API included.
+    pub api_socket: PathBuf,
+    /// The group (gid) that may use it, if not root alone.
+    pub api_socket_group: Option<u32>,
+    /// The API on the TCP address too.
+    pub api_over_tcp: bool,
     /// Distinct `endpoint` values per (comm, container) before folding into `other`.
     pub max_endpoints: u32,
     /// (comm, container) pairs before folding into `comm="other"`.

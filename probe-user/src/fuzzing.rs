@@ -131,11 +131,11 @@ pub fn http_request(data: &[u8]) {
         connection_timeout: std::time::Duration::from_secs(2),
         ..http::Limits::default()
     };
-    let client: IpAddr = [127, 0, 0, 1].into();
+    let origin = http::Origin { client: IpAddr::from([127, 0, 0, 1]), api: true };
     f.rt.block_on(async {
         let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
         let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let server = tokio::spawn(http::connection(theirs, client, f.exporter.clone(), f.web.clone(), limits, busy));
+        let server = tokio::spawn(http::connection(theirs, origin, f.exporter.clone(), f.web.clone(), limits, busy));
         let _ = ours.write_all(data).await;
         let _ = ours.shutdown().await;
         let mut answer = Vec::new();

@@ -159,6 +159,18 @@ pub async fn get(endpoint: &Endpoint, req: &Get<'_>) -> Result<Bytes, GetError> 
         .map_err(|_| GetError::Timeout(req.timeout))?
 }
 
+/// As [`get`], over the Unix socket at `path` (`endpoint` names the Host).
+pub async fn get_unix(path: &Path, endpoint: &Endpoint, req: &Get<'_>) -> Result<Bytes, GetError> {
+    let got = async {
+        let stream = tokio::time::timeout(req.connect_timeout, tokio::net::UnixStream::connect(path))
+            .await
+            .map_err(|_| GetError::Connect(format!("no connection within {:?}", req.connect_timeout)))?
+            .map_err(|e| GetError::Connect(e.to_string()))?;
+        get_over(stream, endpoint, req).await
+    };
+    tokio::time::timeout(req.timeout, got).await.map_err(|_| GetError::Timeout(req.timeout))?
+}
+
 async fn get_unbounded_in_time(endpoint: &Endpoint, req: &Get<'_>) -> Result<Bytes, GetError> {
     let tcp = tokio::time::timeout(req.connect_timeout, TcpStream::connect((endpoint.host.as_str(), endpoint.port)))
         .await

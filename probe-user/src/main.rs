@@ -63,7 +63,8 @@ enum Command {
 /// Which daemon `doctor` and `top` ask, and how they are let in.
 #[derive(clap::Args, Debug)]
 struct DaemonArgs {
-    /// The daemon to ask: http(s)://[USER:PASSWORD@]HOST:PORT.
+    /// The daemon to ask: its Unix socket, unix:///PATH (--web.api-socket), or
+    /// http(s)://[USER:PASSWORD@]HOST:PORT when it serves the API on TCP (--web.api-over-tcp).
     #[arg(long, value_name = "URL", default_value = cmd::daemon_client::DEFAULT_DAEMON)]
     daemon: DaemonUrl,
     /// For a daemon behind --web.config.file: YAML as Prometheus and promtool

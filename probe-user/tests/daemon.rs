@@ -321,7 +321,9 @@ fn privileged_tls_and_basic_auth() {
     let addr = format!("127.0.0.1:{port}");
     let _daemon = Killed(
         Command::new(*SOCKPROBE)
-            .args(["run", "--web.listen-address", &addr, "--web.config.file"])
+            .args(["run", "--web.listen-address", &addr, "--web.api-over-tcp", "--web.api-socket"])
+            .arg(dir.join("api.sock"))
+            .arg("--web.config.file")
             .arg(&web)
             .spawn()
             .unwrap(),

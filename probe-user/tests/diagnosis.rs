@@ -13,7 +13,7 @@ use std::{
 use support::*;
 
 fn findings(daemon: &Daemon) -> Value {
-    let (status, body) = http_get(&daemon.addr, "/api/v1/findings").expect("GET /api/v1/findings");
+    let (status, body) = daemon.api_get("/api/v1/findings").expect("GET /api/v1/findings");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("findings are not JSON ({e}): {body}"))
 }
@@ -145,7 +145,7 @@ fn privileged_go_clients_get_their_findings() {
     let session = format!("sockprobe-top-{}", std::process::id());
     let exit_file = std::env::temp_dir().join(format!("{session}.exit"));
     let _ = std::fs::remove_file(&exit_file);
-    let top = format!("{} top --daemon http://{}; echo $? > {}", *SOCKPROBE, daemon.addr, exit_file.display());
+    let top = format!("{} top --daemon {}; echo $? > {}", *SOCKPROBE, daemon.api_url(), exit_file.display());
     tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &top]);
     let screen = |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -18,6 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
 use support::*;
 
 const USER: &str = "prometheus";
@@ -383,6 +385,51 @@ fn privileged_label_storm_and_concurrent_scrapes_fit_the_daemonsets_memory() {
     assert!(label_sets >= 19_000, "the storm should fill the label sets: {label_sets}");
     assert_eq!(daemon.child.try_wait().expect("wait"), None, "the daemon died");
     assert_eq!(limit.oom_kills(), 0, "OOM kills in the daemon's cgroup");
+}
+
+/// `sockprobe doctor --json` asking `daemon_url`, as `nobody` (with
+/// `nogroup` as its group) or as root: success, stdout, stderr.
+fn doctor_as(nobody: bool, daemon_url: &str) -> (bool, String, String) {
+    let mut cmd = if nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", *SOCKPROBE]);
+        c
+    } else {
+        Command::new(*SOCKPROBE)
+    };
+    let out = cmd.args(["doctor", "--json", "--window", "1s", "--daemon", daemon_url]).output().expect("doctor");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Case 6 (issue 25): the per-process API (every process's pids,
+/// endpoints, languages) is not readable by unprivileged local users: not
+/// on the TCP port (404, whoever asks), and its Unix socket is 0600 (root),
+/// or 0660 for the group the config names. Before, `curl
+/// 127.0.0.1:9741/api/v1/connections` as `nobody` read it all.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_the_per_process_api_is_not_for_unprivileged_users() {
+    require_root();
+    let daemon = Daemon::start(&[]);
+    let (status, body) = http_get(&daemon.addr, "/api/v1/connections").expect("GET over TCP");
+    assert_eq!(status, 404, "the API is not on the TCP port by default: {body}");
+    assert!(body.contains("Unix socket"), "the answer says where it is: {body}");
+    assert_eq!(http_get(&daemon.addr, "/metrics").map(|(s, _)| s), Some(200), "metrics stay on TCP");
+    let mode = std::fs::metadata(&daemon.api_socket).expect("the API socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (ok, stdout, stderr) = doctor_as(false, &daemon.api_url());
+    assert!(ok && stdout.contains("\"findings\""), "root asks the socket: {stdout}\n{stderr}");
+    let (ok, _, stderr) = doctor_as(true, &daemon.api_url());
+    assert!(!ok && stderr.contains("Permission denied"), "nobody cannot: {stderr}");
+    let (ok, _, stderr) = doctor_as(true, &format!("http://{}", daemon.addr));
+    assert!(!ok && stderr.contains("Unix socket"), "nor over TCP: {stderr}");
+    drop(daemon);
+
+    let shared = Daemon::start(&["--web.api-socket-group", "nogroup"]);
+    let meta = std::fs::metadata(&shared.api_socket).expect("the API socket");
+    assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o660, 65534));
+    let (ok, stdout, stderr) = doctor_as(true, &shared.api_url());
+    assert!(ok && stdout.contains("\"findings\""), "the named group may: {stdout}\n{stderr}");
 }
 
 /// A stand-in Kubernetes API: how it misbehaves.

@@ -397,7 +397,7 @@ fn privileged_namespaces_live_gauges_match_each_kernel_table() {
         std::thread::sleep(Duration::from_millis(250));
     }
     // The three reset connections whose sockets stay held are a finding.
-    let (status, body) = http_get(&daemon.addr, "/api/v1/findings").expect("GET /api/v1/findings");
+    let (status, body) = daemon.api_get("/api/v1/findings").expect("GET /api/v1/findings");
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&body).expect("findings JSON");
     for comm in ["ns-hold-a", "ns-hold-b"] {

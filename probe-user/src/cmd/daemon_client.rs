@@ -1,6 +1,8 @@
-//! Asking a running daemon, for `doctor` and `top`: plain HTTP (the daemon
-//! listens on loopback by default) or https, with basic auth from the URL or
-//! from `--http.config.file` when the daemon sits behind `--web.config.file`.
+//! Asking a running daemon, for `doctor` and `top`: on its Unix socket (the
+//! default: the per-process API is served there), or over plain HTTP or
+//! https when it serves the API on TCP (`--web.api-over-tcp`), with basic
+//! auth from the URL or from `--http.config.file` when the daemon sits
+//! behind `--web.config.file`.
 use std::{
     path::{Path, PathBuf},
     time::Duration,
@@ -15,15 +17,17 @@ use crate::{
     http_client::{self, Endpoint, Get, GetError, Trust},
 };
 
-pub const DEFAULT_DAEMON: &str = "http://127.0.0.1:9741";
+pub const DEFAULT_DAEMON: &str = "unix:///run/sockprobe/api.sock";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY_BYTES: usize = 64 << 20;
 
-/// `--daemon`: `http(s)://[user:password@]host:port`.
+/// `--daemon`: `unix://PATH` or `http(s)://[user:password@]host:port`.
 #[derive(Clone, Debug)]
 pub struct DaemonUrl {
     endpoint: Endpoint,
+    /// The Unix socket to connect to instead of `endpoint`'s address.
+    socket: Option<PathBuf>,
     /// `user:password` from the URL.
     credentials: Option<String>,
     /// The URL without credentials, for messages.
@@ -34,10 +38,18 @@ impl std::str::FromStr for DaemonUrl {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Self, String> {
-        let (endpoint, credentials) = Endpoint::parse_with_userinfo(url)?;
+        if let Some(path) = url.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(format!("expected unix:///ABSOLUTE/PATH or http(s)://HOST[:PORT], got {url:?}"));
+            }
+            let endpoint = Endpoint { tls: false, host: "localhost".into(), port: 80 };
+            return Ok(DaemonUrl { endpoint, socket: Some(path.into()), credentials: None, shown: url.into() });
+        }
+        let (endpoint, credentials) = Endpoint::parse_with_userinfo(url)
+            .map_err(|e| format!("{e} (or unix:///PATH of the daemon's --web.api-socket)"))?;
         let scheme = if endpoint.tls { "https" } else { "http" };
         let shown = format!("{scheme}://{}", endpoint.authority());
-        Ok(DaemonUrl { endpoint, credentials, shown })
+        Ok(DaemonUrl { endpoint, socket: None, credentials, shown })
     }
 }
 
@@ -72,6 +84,7 @@ struct TlsConfig {
 #[derive(Debug)]
 pub struct Daemon {
     endpoint: Endpoint,
+    socket: Option<PathBuf>,
     authorization: Option<String>,
     trust: Trust,
     server_name: Option<String>,
@@ -105,6 +118,7 @@ impl Daemon {
             trust: Trust::new(tls.ca_file.map(|f| base.join(f))),
             server_name: tls.server_name,
             endpoint: url.endpoint,
+            socket: url.socket,
             shown: url.shown,
         })
     }
@@ -120,15 +134,26 @@ impl Daemon {
             timeout: TIMEOUT,
             max_body_bytes: MAX_BODY_BYTES,
         };
-        http_client::get(&self.endpoint, &request).await.map_err(|e| match e {
+        let got = match &self.socket {
+            Some(path) => http_client::get_unix(path, &self.endpoint, &request).await,
+            None => http_client::get(&self.endpoint, &request).await,
+        };
+        got.map_err(|e| match e {
+            GetError::Connect(e) if self.socket.is_some() => format!(
+                "no daemon at {}: {e} (not running, or it serves another --web.api-socket; reading it takes root \
+                 or the daemon's --web.api-socket-group)",
+                self.shown
+            ),
             GetError::Connect(e) => format!("no daemon at {}: {e}", self.shown),
             GetError::Status(s) if s == hyper::StatusCode::UNAUTHORIZED => format!(
                 "{} wants credentials: give them in the URL (http://USER:PASSWORD@HOST:PORT) or in --http.config.file",
                 self.shown
             ),
-            GetError::Status(s) if s == hyper::StatusCode::NOT_FOUND => {
-                format!("{} has no {path}: is it a sockprobe older than the diagnosis?", self.shown)
-            }
+            GetError::Status(s) if s == hyper::StatusCode::NOT_FOUND => format!(
+                "{} has no {path}: it serves the API on its Unix socket only (ask unix:///run/sockprobe/api.sock, \
+                 or start it with --web.api-over-tcp), or it is older than the diagnosis",
+                self.shown
+            ),
             GetError::Tls(e) => format!(
                 "{}: {e} (does the daemon serve https? give its CA in --http.config.file, tls_config: ca_file)",
                 self.shown

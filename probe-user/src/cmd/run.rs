@@ -20,7 +20,7 @@ use crate::{
     decode::Decoder,
     error::Error,
     export::{
-        http,
+        api_socket, http,
         routes::{Exporter, RefreshRequest},
         web_config::WebConfig,
     },
@@ -50,6 +50,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     })?;
     listener.set_nonblocking(true).map_err(|e| Error::io("listener", e))?;
     let listener = TcpListener::from_std(listener).map_err(|e| Error::io("listener", e))?;
+    let api_listener = api_socket::bind(&cfg.api_socket, cfg.api_socket_group)?;
 
     let limits = Limits {
         max_endpoints: cfg.max_endpoints as usize,
@@ -66,8 +67,16 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     let (refresh_tx, refresh_rx) = mpsc::channel::<RefreshRequest>(4);
     let exporter = Arc::new(Exporter::new(agg.exported(), cfg.telemetry_path.clone(), refresh_tx, languages));
     let scheme = if web.tls.is_some() { "https" } else { "http" };
-    tokio::spawn(http::serve(listener, exporter.clone(), web, http::Limits::default()));
-    log::info!("listening on {scheme}://{}{}", cfg.listen_address, cfg.telemetry_path);
+    let tcp = http::Listener::Tcp { listener, web, api: cfg.api_over_tcp };
+    tokio::spawn(http::serve(tcp, exporter.clone(), http::Limits::default()));
+    tokio::spawn(http::serve(http::Listener::Unix(api_listener), exporter.clone(), http::Limits::default()));
+    log::info!(
+        "listening on {scheme}://{}{} (the per-process API {}), and on {}",
+        cfg.listen_address,
+        cfg.telemetry_path,
+        if cfg.api_over_tcp { "too" } else { "not" },
+        cfg.api_socket.display()
+    );
 
     let Started { mut probes, mut decoder } = super::start(cfg.probe.clone()).await?;
     log::info!("per-socket state in {}", probes.store.describe());

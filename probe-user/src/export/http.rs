@@ -27,7 +27,11 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::mpsc, task::AbortHandle};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::mpsc,
+    task::AbortHandle,
+};
 
 use super::{
     routes::{Encoding, Exporter},
@@ -125,15 +129,38 @@ struct Open {
     conns: VecDeque<(u64, AbortHandle, Arc<AtomicBool>)>,
 }
 
-/// Serves until the listener fails for good, behind TLS and basic auth when
-/// `web` asks for them. At most `max_connections` are open; past that, each
-/// new one closes the oldest idle one.
-pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, web: Arc<WebConfig>, limits: Limits) {
-    let acceptor = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+/// Where the pages are served: the TCP address (behind `web`'s TLS and
+/// basic auth; the per-process API only if `--web.api-over-tcp`), or the
+/// Unix socket (its file mode is the access control; every page).
+pub enum Listener {
+    Tcp { listener: TcpListener, web: Arc<WebConfig>, api: bool },
+    Unix(UnixListener),
+}
+
+/// Who asks, as far as the pages care.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    /// For the rate limit of wrong credentials.
+    pub client: IpAddr,
+    /// May read `/api/v1/*`.
+    pub api: bool,
+}
+
+/// Serves until the listener fails for good. At most `max_connections` are
+/// open; past that, each new one closes the oldest idle one.
+pub async fn serve(listener: Listener, exporter: Arc<Exporter>, limits: Limits) {
+    let (acceptor, web, tcp_api) = match &listener {
+        Listener::Tcp { web, api, .. } => (web.tls.clone().map(tokio_rustls::TlsAcceptor::from), web.clone(), *api),
+        Listener::Unix(_) => (None, Arc::new(WebConfig::none()), true),
+    };
     let open = Arc::new(Mutex::new(Open::default()));
     let mut accept_errors = 0u64;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = match &listener {
+            Listener::Tcp { listener, .. } => listener.accept().await.map(|(s, peer)| Accepted::Tcp(s, peer.ip())),
+            Listener::Unix(listener) => listener.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        };
+        let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 accept_errors += 1;
@@ -160,15 +187,25 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, web: Arc<WebC
         let open_for_task = open.clone();
         let busy_for_task = busy.clone();
         let task = tokio::spawn(async move {
-            let client = peer.ip();
             let work = async {
-                match acceptor {
-                    Some(a) => {
-                        if let Ok(Ok(tls)) = tokio::time::timeout(limits.header_read_timeout, a.accept(stream)).await {
-                            connection(tls, client, exporter, web, limits, busy_for_task).await;
+                match accepted {
+                    Accepted::Tcp(stream, client) => {
+                        let origin = Origin { client, api: tcp_api };
+                        match acceptor {
+                            Some(a) => {
+                                if let Ok(Ok(tls)) =
+                                    tokio::time::timeout(limits.header_read_timeout, a.accept(stream)).await
+                                {
+                                    connection(tls, origin, exporter, web, limits, busy_for_task).await;
+                                }
+                            }
+                            None => connection(stream, origin, exporter, web, limits, busy_for_task).await,
                         }
                     }
-                    None => connection(stream, client, exporter, web, limits, busy_for_task).await,
+                    Accepted::Unix(stream) => {
+                        let origin = Origin { client: IpAddr::from([127, 0, 0, 1]), api: true };
+                        connection(stream, origin, exporter, web, limits, busy_for_task).await
+                    }
                 }
             };
             let _ = tokio::time::timeout(limits.connection_timeout, work).await;
@@ -178,11 +215,16 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, web: Arc<WebC
     }
 }
 
+enum Accepted {
+    Tcp(tokio::net::TcpStream, IpAddr),
+    Unix(tokio::net::UnixStream),
+}
+
 /// Serves one connection (plain, or TLS already accepted) until it ends;
 /// `busy` is set while a request is being answered.
 pub async fn connection<S>(
     stream: S,
-    client: IpAddr,
+    origin: Origin,
     exporter: Arc<Exporter>,
     web: Arc<WebConfig>,
     limits: Limits,
@@ -194,7 +236,7 @@ pub async fn connection<S>(
         let (exporter, web, busy) = (exporter.clone(), web.clone(), busy.clone());
         async move {
             busy.store(true, Ordering::SeqCst);
-            let resp = handle(req, client, &exporter, &web).await;
+            let resp = handle(req, origin, &exporter, &web).await;
             busy.store(false, Ordering::SeqCst);
             Ok::<_, Infallible>(resp)
         }
@@ -210,7 +252,7 @@ pub async fn connection<S>(
 /// One request: credentials, method, path. The body, if any, is not read.
 pub async fn handle<B>(
     req: Request<B>,
-    client: IpAddr,
+    origin: Origin,
     exporter: &Exporter,
     web: &WebConfig,
 ) -> hyper::Response<ResponseBody> {
@@ -223,12 +265,12 @@ pub async fn handle<B>(
     } else {
         Encoding::Plain
     };
-    let resp = match web.authorize(authorization, client).await {
+    let resp = match web.authorize(authorization, origin.client).await {
         Auth::Denied => Response::text(401, "unauthorized\n"),
         Auth::RateLimited => Response::text(429, "too many failed attempts; try again later\n"),
         Auth::Busy => Response::text(503, "busy checking credentials; try again\n"),
         Auth::Allowed => match *req.method() {
-            Method::GET | Method::HEAD => exporter.respond(req.uri().path(), encoding).await,
+            Method::GET | Method::HEAD => exporter.respond(req.uri().path(), encoding, origin.api).await,
             _ => Response::text(405, "only GET and HEAD\n"),
         },
     };

@@ -108,7 +108,8 @@ impl Exporter {
         self.ready.store(true, Ordering::SeqCst);
     }
 
-    pub async fn respond(&self, path: &str, encoding: Encoding) -> Response {
+    /// The page at `path`; `api`: whether this origin may read `/api/v1/*`.
+    pub async fn respond(&self, path: &str, encoding: Encoding, api: bool) -> Response {
         if path == self.telemetry_path {
             let body = match encoding {
                 Encoding::None => Body::Text(String::new()),
@@ -118,6 +119,11 @@ impl Exporter {
             return Response { status: 200, content_type: "text/plain; version=0.0.4; charset=utf-8", body };
         }
         match path {
+            "/api/v1/findings" | "/api/v1/connections" if !api => Response::text(
+                404,
+                "not served here: the per-process API is on the daemon's Unix socket (--web.api-socket, \
+                 /run/sockprobe/api.sock by default; `sockprobe doctor` and `top` use it), or set --web.api-over-tcp\n",
+            ),
             "/api/v1/findings" => Response::json(self.findings().await),
             "/api/v1/connections" => {
                 let d = self.diagnosis().await;

@@ -318,6 +318,8 @@ pub struct Daemon {
     pub addr: String,
     /// `Authorization` for scrapes, with `--web.config.file`.
     pub auth: Option<String>,
+    /// Its `--web.api-socket` (one per daemon: tests run side by side).
+    pub api_socket: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -338,19 +340,39 @@ impl Daemon {
     fn start_with(prefix: &[&str], args: &[&str], auth: Option<String>) -> Daemon {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
+        let api_socket = std::env::temp_dir().join(format!("sockprobe-test-api-{port}.sock"));
         let child = command(prefix, *SOCKPROBE)
-            .args(["run", "--web.listen-address", &addr])
+            .args(["run", "--web.listen-address", &addr, "--web.api-socket"])
+            .arg(&api_socket)
             .args(args)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn sockprobe run");
-        let d = Daemon { child, addr, auth };
+        let d = Daemon { child, addr, auth, api_socket };
         let deadline = Instant::now() + scaled(Duration::from_secs(30));
         while http_get_as(&d.addr, "/healthz", d.auth.as_deref()).map(|(s, _)| s) != Some(200) {
             assert!(Instant::now() < deadline, "sockprobe run not healthy within 30 s (time-scaled)");
             thread::sleep(Duration::from_millis(50));
         }
         d
+    }
+
+    /// GET `path` on the daemon's Unix socket (where `/api/v1/*` is served):
+    /// status and body.
+    pub fn api_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.api_socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        let (head, body) = raw.split_once("\r\n\r\n")?;
+        Some((head.get(9..12)?.parse().ok()?, body.to_string()))
+    }
+
+    /// The `--daemon` URL of `doctor` and `top` for this daemon.
+    pub fn api_url(&self) -> String {
+        format!("unix://{}", self.api_socket.display())
     }
 
     pub fn scrape(&self) -> String {
@@ -372,6 +394,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.api_socket);
     }
 }
 
