@@ -42,6 +42,9 @@ pub async fn run(args: DoctorArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// How long the report waits for the languages of the processes it names.
+const LANGUAGE_WAIT: Duration = Duration::from_secs(2);
+
 /// Attaches the probes, aggregates for `window`, diagnoses.
 async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result<Report, Error> {
     let Started { mut probes, mut decoder } = super::start(settings).await?;
@@ -69,7 +72,9 @@ async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result
     events.next_batch(|ev| super::observe(&mut decoder, &mut agg, ev)).await?;
     agg.refresh(Clock::monotonic_now_ns());
     let mut report = agg.diagnosis().report.clone();
-    localize(&mut report.findings, |pid| languages.resolve(pid).map(|l| (l.name.to_string(), l.version)));
+    let pids: Vec<u32> = report.findings.iter().flat_map(|f| f.pids.iter().copied()).collect();
+    languages.told(&pids, LANGUAGE_WAIT).await;
+    localize(&mut report.findings, |pid| languages.get(pid).flatten().map(|l| (l.name.to_string(), l.version)));
     Ok(report)
 }
 

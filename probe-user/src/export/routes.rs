@@ -168,14 +168,9 @@ impl Exporter {
         let mut report = self.diagnosis().await.report.clone();
         let pids: Vec<u32> = report.findings.iter().flat_map(|f| f.pids.iter().copied()).collect();
         // Mostly told already (the resolver saw each pid early); the rest
-        // now, with a deadline: whatever is not told in time is `unknown`.
-        let languages = self.languages.clone();
-        let resolve = move || {
-            for pid in pids {
-                languages.resolve(pid);
-            }
-        };
-        let _ = tokio::time::timeout(LANGUAGE_WAIT, tokio::task::spawn_blocking(resolve)).await;
+        // asked for now and waited for, with a deadline: whatever is not
+        // told in time is `unknown`.
+        self.languages.told(&pids, LANGUAGE_WAIT).await;
         let languages = &self.languages;
         localize(&mut report.findings, |pid| languages.get(pid).flatten().map(|l| (l.name.to_string(), l.version)));
         report

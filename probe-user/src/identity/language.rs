@@ -3,77 +3,189 @@
 //! Node, Ruby, PHP and .NET by their runtime binary's name.
 //!
 //! Reads `/proc/PID/exe` (needs ptrace-read access: root, or the process's
-//! own user) lazily and bounded: the ELF and section headers and a few
-//! hundred bytes of one section, never the whole file. A process chooses its
-//! executable, and it may sit on a slow filesystem, so callers run this off
-//! the event path with a deadline.
+//! own user) bounded: the ELF header, the section headers and their names
+//! (each refused past [`MAX_READ`] bytes), and at most 106 bytes of one
+//! section; never a symbol table, never the whole file. A process chooses
+//! its executable, and it may sit on a filesystem that never answers, so
+//! one worker thread reads them, with a deadline per file: a worker stuck
+//! past it is abandoned (it exits when its read returns) and another takes
+//! the queue, at most [`MAX_STRANDED`] at a time. Requests only wait for
+//! the cache, with a deadline; they never read an executable themselves.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fs::File,
     path::Path,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use object::{Object, ObjectSection, read::ReadCache};
+use object::{
+    Endianness, ReadRef,
+    elf::{FileHeader32, FileHeader64},
+    read::{
+        ReadCache, ReadCacheOps,
+        elf::{FileHeader, SectionHeader},
+    },
+};
 
 /// Languages remembered (by pid), and for how long (pids are reused).
 const CACHED: usize = 4096;
 const TTL: Duration = Duration::from_secs(600);
-/// Pids waiting for the resolver; past it, new ones are dropped (and told
-/// at request time, if still alive).
+/// Pids waiting for the worker; past it, new ones are dropped (and noticed
+/// again at their next request).
 const QUEUED: usize = 1024;
+/// One executable's reading, after which its worker is abandoned.
+const FILE_DEADLINE: Duration = Duration::from_secs(2);
+/// Abandoned workers still stuck at once; past it, no new worker until one
+/// returns (languages then wait, and show as unknown).
+const MAX_STRANDED: u64 = 4;
+/// Longest single read of an executable (the section headers of a
+/// 4096-section file; name tables beyond it are refused).
+pub const MAX_READ: u64 = 256 * 1024;
 
 type Cache = HashMap<u32, (Instant, Option<Language>)>;
 
-/// Languages of the processes the daemon has seen, told by a thread of its
+struct Shared {
+    /// Tells a pid's language: [`detect`] (tests slow it down).
+    detect: fn(u32) -> Option<Language>,
+    cache: Mutex<Cache>,
+    queue: Mutex<VecDeque<u32>>,
+    wake: Condvar,
+    /// The worker generation allowed to take from the queue.
+    generation: AtomicU64,
+    /// When the current worker began its file (0: idle), as ns since `epoch`.
+    busy_since: AtomicU64,
+    stranded: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+    }
+}
+
+/// Languages of the processes the daemon has seen, told by a worker of its
 /// own as soon as a pid shows up, so short-lived processes are caught alive
-/// and a stalled executable stalls only that thread.
+/// and a stalled executable stalls only that worker.
 #[derive(Clone)]
 pub struct Languages {
-    cache: Arc<Mutex<Cache>>,
-    queue: mpsc::SyncSender<u32>,
+    shared: Arc<Shared>,
 }
 
 impl Languages {
     pub fn start() -> Languages {
-        let cache: Arc<Mutex<Cache>> = Arc::default();
-        let (queue, pids) = mpsc::sync_channel::<u32>(QUEUED);
-        let worker = cache.clone();
-        let spawned = std::thread::Builder::new().name("sockprobe-lang".into()).spawn(move || {
-            for pid in pids {
-                if lookup(&worker, pid).is_none() {
-                    let l = detect(pid);
-                    store(&worker, pid, l);
-                }
-            }
+        Languages::start_with(detect)
+    }
+
+    fn start_with(detect: fn(u32) -> Option<Language>) -> Languages {
+        let shared = Arc::new(Shared {
+            detect,
+            cache: Mutex::default(),
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            generation: AtomicU64::new(0),
+            busy_since: AtomicU64::new(0),
+            stranded: AtomicU64::new(0),
+            epoch: std::sync::OnceLock::new(),
         });
+        shared.now_ns();
+        spawn_worker(&shared, 0);
+        let watch = shared.clone();
+        let spawned = std::thread::Builder::new().name("sockprobe-langwd".into()).spawn(move || watchdog(&watch));
         if let Err(e) = spawned {
-            log::warn!("cannot start the language resolver, languages are told on request only: {e}");
+            log::warn!("cannot start the language resolver's watchdog, a stalled executable stalls it: {e}");
         }
-        Languages { cache, queue }
+        Languages { shared }
     }
 
     /// A pid was seen: tell its language soon (never blocks).
     pub fn notice(&self, pid: u32) {
-        if lookup(&self.cache, pid).is_none() {
-            let _ = self.queue.try_send(pid);
+        if lookup(&self.shared.cache, pid).is_some() {
+            return;
+        }
+        let mut q = self.shared.queue.lock().unwrap();
+        if q.len() < QUEUED && !q.contains(&pid) {
+            q.push_back(pid);
+            self.shared.wake.notify_one();
         }
     }
 
     /// The language of `pid` if told already (`Some(None)`: looked, unknown).
     pub fn get(&self, pid: u32) -> Option<Option<Language>> {
-        lookup(&self.cache, pid)
+        lookup(&self.shared.cache, pid)
     }
 
-    /// Tells `pid`'s language now (blocking: run it off async threads).
-    pub fn resolve(&self, pid: u32) -> Option<Language> {
-        if let Some(l) = lookup(&self.cache, pid) {
-            return l;
+    /// Asks for every pid of `pids` and waits until all are told, or
+    /// `deadline` passes (those not told show as unknown). No thread is
+    /// spawned or blocked for it: the wait is async.
+    pub async fn told(&self, pids: &[u32], deadline: Duration) {
+        pids.iter().for_each(|p| self.notice(*p));
+        let until = Instant::now() + deadline;
+        while pids.iter().any(|p| self.get(*p).is_none()) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let l = detect(pid);
-        store(&self.cache, pid, l.clone());
-        l
+    }
+}
+
+fn spawn_worker(shared: &Arc<Shared>, generation: u64) {
+    let own = shared.clone();
+    let spawned = std::thread::Builder::new().name("sockprobe-lang".into()).spawn(move || worker(&own, generation));
+    if let Err(e) = spawned {
+        log::warn!("cannot start a language resolver: {e}");
+    }
+}
+
+fn worker(shared: &Shared, generation: u64) {
+    loop {
+        let pid = {
+            let mut q = shared.queue.lock().unwrap();
+            loop {
+                if shared.generation.load(Ordering::SeqCst) != generation {
+                    return;
+                }
+                if let Some(pid) = q.pop_front() {
+                    break pid;
+                }
+                q = shared.wake.wait_timeout(q, Duration::from_secs(1)).unwrap().0;
+            }
+        };
+        if lookup(&shared.cache, pid).is_some() {
+            continue;
+        }
+        shared.busy_since.store(shared.now_ns(), Ordering::SeqCst);
+        let l = (shared.detect)(pid);
+        store(&shared.cache, pid, l);
+        if shared.generation.load(Ordering::SeqCst) != generation {
+            // Abandoned while reading: the watchdog counted it stranded.
+            shared.stranded.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        shared.busy_since.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Abandons a worker stuck on one file past [`FILE_DEADLINE`]: its pid is
+/// told as unknown, and a new worker takes the queue.
+fn watchdog(shared: &Arc<Shared>) {
+    loop {
+        std::thread::sleep(FILE_DEADLINE / 4);
+        let since = shared.busy_since.load(Ordering::SeqCst);
+        if since == 0 || shared.now_ns().saturating_sub(since) < FILE_DEADLINE.as_nanos() as u64 {
+            continue;
+        }
+        if shared.stranded.load(Ordering::SeqCst) >= MAX_STRANDED {
+            continue;
+        }
+        shared.stranded.fetch_add(1, Ordering::SeqCst);
+        let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.busy_since.store(0, Ordering::SeqCst);
+        log::warn!("an executable took over {FILE_DEADLINE:?} to read (a stalled filesystem?): left to its thread");
+        spawn_worker(shared, generation);
+        shared.wake.notify_all();
     }
 }
 
@@ -135,22 +247,58 @@ pub fn detect(pid: u32) -> Option<Language> {
 /// `.go.buildinfo`: a 32-byte header ("\xff Go buildinf:", pointer size,
 /// flags); with flag 2 (Go 1.18+) the version follows inline as a uvarint
 /// length and the bytes.
-fn go_buildinfo(file: File) -> Option<Language> {
-    go_buildinfo_in(&ReadCache::new(file))
+fn go_buildinfo(file: impl ReadCacheOps) -> Option<Language> {
+    go_buildinfo_in(&Bounded(ReadCache::new(file)))
+}
+
+/// A file read through `object` with every single read capped at
+/// [`MAX_READ`] bytes: a header claiming a 4 GB name table is refused, not
+/// read.
+struct Bounded<R: ReadCacheOps>(ReadCache<R>);
+
+impl<'a, R: ReadCacheOps> ReadRef<'a> for &'a Bounded<R> {
+    fn len(self) -> Result<u64, ()> {
+        self.0.len()
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'a [u8], ()> {
+        if size > MAX_READ {
+            return Err(());
+        }
+        self.0.read_bytes_at(offset, size)
+    }
+
+    fn read_bytes_at_until(self, range: std::ops::Range<u64>, delimiter: u8) -> Result<&'a [u8], ()> {
+        let end = range.end.min(range.start.saturating_add(MAX_READ));
+        self.0.read_bytes_at_until(range.start..end, delimiter)
+    }
 }
 
 /// [`go_buildinfo`] over any readable object (a file, or bytes when fuzzed).
-pub fn go_buildinfo_in<'a, R: object::ReadRef<'a>>(data: R) -> Option<Language> {
+/// Only the ELF header, the section headers and the section names are
+/// parsed (object's low-level ELF reader: no symbol table is touched).
+pub fn go_buildinfo_in<'a, R: ReadRef<'a>>(data: R) -> Option<Language> {
+    let head = match data.read_bytes_at(0, 5).ok()? {
+        [0x7f, b'E', b'L', b'F', 2] => buildinfo_head::<FileHeader64<Endianness>, R>(data)?,
+        [0x7f, b'E', b'L', b'F', 1] => buildinfo_head::<FileHeader32<Endianness>, R>(data)?,
+        _ => return None,
+    };
     const MAGIC: &[u8] = b"\xff Go buildinf:";
-    let elf = object::File::parse(data).ok()?;
-    let section = elf.section_by_name(".go.buildinfo")?;
-    // The header, the version's length and the version: never more.
-    let len = section.size().min(32 + 10 + 64);
-    let head = section.data_range(section.address(), len).ok().flatten()?;
     if !head.starts_with(MAGIC) {
         return None;
     }
     Some(Language { name: "go", version: inline_version(head) })
+}
+
+/// The first bytes of `.go.buildinfo`: the header, the version's length and
+/// the version, never more.
+fn buildinfo_head<'a, H: FileHeader<Endian = Endianness>, R: ReadRef<'a>>(data: R) -> Option<&'a [u8]> {
+    let header = H::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+    let (_, section) = sections.section_by_name(endian, b".go.buildinfo")?;
+    let (offset, size) = section.file_range(endian)?;
+    data.read_bytes_at(offset, size.min(32 + 10 + 64)).ok()
 }
 
 fn inline_version(head: &[u8]) -> Option<String> {
@@ -214,6 +362,78 @@ mod tests {
         assert_eq!(go_buildinfo_in(old.as_slice()), Some(Language { name: "go", version: None }));
         let plain = std::fs::read(format!("{corpus}truncated-elf")).unwrap();
         assert_eq!(go_buildinfo_in(plain.as_slice()), None);
+    }
+
+    /// An executable whose headers claim a 3 GB symbol table and a 3 GB
+    /// section-name table (a sparse 4 GB file): a few KB read, the version
+    /// still found. (object's `File::parse`, used before, reads symbol
+    /// tables whole: 3 GB here.)
+    #[test]
+    fn a_hostile_elf_is_not_read_whole() {
+        use std::{
+            cell::Cell,
+            io::{Read, Seek, SeekFrom},
+            rc::Rc,
+        };
+        struct Counting(File, Rc<Cell<u64>>);
+        impl Read for Counting {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = Read::read(&mut self.0, buf)?;
+                self.1.set(self.1.get() + n as u64);
+                Ok(n)
+            }
+        }
+        impl Seek for Counting {
+            fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+                Seek::seek(&mut self.0, to)
+            }
+        }
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/executable/");
+        let mut bytes = std::fs::read(format!("{corpus}true-buildinfo-new")).unwrap();
+        let path = std::env::temp_dir().join(format!("sockprobe-hostile-elf-{}", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let read = Rc::new(Cell::new(0));
+        let open = |read: &Rc<Cell<u64>>| Counting(File::open(&path).unwrap(), read.clone());
+        assert_eq!(go_buildinfo(open(&read)).map(|l| l.version), Some(Some("go1.22.3".into())));
+        assert!(read.get() < 64 * 1024, "{} bytes read for a well-formed file", read.get());
+        // The name table's and the dynamic symbol table's sh_size (at 32 in
+        // an ELF64 section header) to 3 GB.
+        let u = |b: &[u8], at: usize, n: usize| b[at..at + n].iter().rev().fold(0u64, |a, b| a << 8 | *b as u64);
+        let (shoff, shentsize) = (u(&bytes, 0x28, 8) as usize, u(&bytes, 0x3a, 2) as usize);
+        let (shnum, shstrndx) = (u(&bytes, 0x3c, 2) as usize, u(&bytes, 0x3e, 2) as usize);
+        let mut patched = 0;
+        for i in 0..shnum {
+            let at = shoff + i * shentsize;
+            if i == shstrndx || u(&bytes, at + 4, 4) == 11 {
+                bytes[at + 32..at + 40].copy_from_slice(&(3u64 << 30).to_le_bytes());
+                patched += 1;
+            }
+        }
+        assert_eq!(patched, 2, "a name table and a .dynsym to bloat");
+        std::fs::write(&path, &bytes).unwrap();
+        File::options().write(true).open(&path).unwrap().set_len(4 << 30).unwrap();
+        let read = Rc::new(Cell::new(0));
+        assert_eq!(go_buildinfo(open(&read)).map(|l| l.version), Some(Some("go1.22.3".into())));
+        assert!(read.get() < 2 * MAX_READ, "{} bytes read for 3 GB tables", read.get());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A worker stuck on one executable (a stalled filesystem) is abandoned
+    /// after the deadline: the pids behind it are told by a new worker.
+    #[tokio::test]
+    async fn a_stalled_executable_stalls_only_its_own_pid() {
+        fn slow(pid: u32) -> Option<Language> {
+            if pid == 1 {
+                std::thread::sleep(Duration::from_secs(30));
+            }
+            Some(Language { name: "go", version: None })
+        }
+        let l = Languages::start_with(slow);
+        l.notice(1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        l.told(&[2], FILE_DEADLINE * 4).await;
+        assert!(l.get(2).is_some(), "pid 2 waited behind the stalled one");
+        assert!(l.get(1).is_none(), "the stalled one is still being read");
     }
 
     /// This test binary is not Go; a Go binary is checked by the privileged
