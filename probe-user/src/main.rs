@@ -202,8 +202,14 @@ fn init_logging(level: LogLevel) {
     env_logger::Builder::new().parse_filters(level.as_str()).format_target(false).init();
 }
 
+/// Blocking threads at most (bcrypt 2, renders 3, a listing, the rest
+/// spare): with the event thread and the language workers, the daemon stays
+/// far under the unit's `TasksMax`.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn block_on(fut: impl std::future::Future<Output = Result<(), Error>>) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(MAX_BLOCKING_THREADS).build()
+    {
         Ok(rt) => match rt.block_on(fut) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
