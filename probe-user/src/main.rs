@@ -58,7 +58,19 @@ enum Command {
     /// Full-screen live view of the daemon's connections per process and
     /// endpoint, refreshed every second (keys: c u r w e n sort, / filter, q quit).
     Top(DaemonArgs),
+    /// Print the seccomp profile the daemon runs under in a container (the
+    /// runtime's default plus bpf and perf_event_open), or write it where the
+    /// kubelet looks for it (the DaemonSet's init container does).
+    SeccompProfile {
+        /// Write it to FILE (atomically) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
 }
+
+/// deploy/kubernetes/seccomp/sockprobe.json (docs/operations.md says how it
+/// was made).
+const SECCOMP_PROFILE: &str = include_str!("../../deploy/kubernetes/seccomp/sockprobe.json");
 
 /// Which daemon `doctor` and `top` ask, and how they are let in.
 #[derive(clap::Args, Debug)]
@@ -171,6 +183,20 @@ fn main() -> ExitCode {
                 Err(e) => return fail(e),
             };
             block_on(doctor::run(doctor::DoctorArgs { daemon, json: args.json, window: args.window.0, probe }))
+        }
+        Command::SeccompProfile { output: None } => {
+            print!("{SECCOMP_PROFILE}");
+            ExitCode::SUCCESS
+        }
+        Command::SeccompProfile { output: Some(path) } => {
+            let tmp = path.with_extension("json.tmp");
+            let written = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
+                .and_then(|_| std::fs::write(&tmp, SECCOMP_PROFILE))
+                .and_then(|_| std::fs::rename(&tmp, &path));
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(Error::io(format!("cannot write the seccomp profile to {}", path.display()), e)),
+            }
         }
         Command::Top(args) => {
             init_logging(log_level.unwrap_or(LogLevel::Warn));

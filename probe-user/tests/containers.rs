@@ -6,7 +6,10 @@ mod support;
 
 use std::{thread::sleep, time::Duration};
 
-use support::{podman::Container, *};
+use support::{
+    podman::{Container, daemon_image},
+    *,
+};
 
 /// A Go server with a short idle timeout and a Go client that never closes
 /// response bodies: `n` CLOSE_WAIT sockets in the client, then it stays.
@@ -254,4 +257,76 @@ fn privileged_a_container_renaming_itself_folds_only_its_own_names() {
         metric(&text, "sockprobe_tcp_unread_closes_total", &labels) >= delta
     });
     assert_eq!(metric(&text, "sockprobe_tcp_unread_closes_total", &labels), delta, "= TCPAbortOnClose");
+}
+
+/// `podman run` flags of the daemon as the DaemonSet runs it: no
+/// capability but BPF and PERFMON, a read-only root, 256 MiB and 1 CPU, the
+/// host's BTF and cgroups read-only, `/run/sockprobe` from `run_dir` (the
+/// API socket, reachable from the host).
+fn daemonset_flags(run_dir: &std::path::Path, seccomp: Option<&str>) -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "--cap-drop=all",
+        "--cap-add=CAP_BPF",
+        "--cap-add=CAP_PERFMON",
+        "--read-only",
+        "--memory=256m",
+        "--cpus=1",
+        "-v=/sys/kernel/btf:/sys/kernel/btf:ro",
+        "-v=/sys/fs/cgroup:/sys/fs/cgroup:ro",
+    ]
+    .map(String::from)
+    .to_vec();
+    flags.push(format!("-v={}:/run/sockprobe", run_dir.display()));
+    if let Some(profile) = seccomp {
+        flags.push(format!("--security-opt=seccomp={profile}"));
+    }
+    flags
+}
+
+/// Case 9 (issue 25): the daemon in a container under the DaemonSet's
+/// seccomp profile (deploy/kubernetes/seccomp/sockprobe.json: podman's
+/// default plus `bpf` and `perf_event_open`) and its securityContext: it
+/// loads, and sees another container's CLOSE_WAIT leak exactly as `ss`
+/// inside that container does. Under the runtime's default profile (bpf
+/// only with CAP_SYS_ADMIN) it cannot load, and says so in one line.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_daemon_runs_under_the_shipped_seccomp_profile() {
+    require_root();
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/seccomp/sockprobe.json");
+    let run_dir = std::env::temp_dir().join(format!("sockprobe-seccomp-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let socket = run_dir.join("api.sock");
+    let argv = ["/bin/sockprobe", "run", "--web.listen-address", "127.0.0.1:9741"];
+
+    let refused = Container::run_image(
+        daemon_image(),
+        &argv,
+        &daemonset_flags(&run_dir, None).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let code = std::process::Command::new("podman").args(["wait", &refused.id]).output().expect("podman wait");
+    let logs = std::process::Command::new("podman").args(["logs", &refused.id]).output().expect("podman logs");
+    let err = String::from_utf8_lossy(&logs.stderr).to_string();
+    assert_ne!(String::from_utf8_lossy(&code.stdout).trim(), "0", "the default profile should refuse bpf:\n{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains("seccomp profile") && last.contains("sockprobe.json"), "said why, in one line:\n{err}");
+    drop(refused);
+
+    let flags = daemonset_flags(&run_dir, Some(profile));
+    let daemon = Container::run_image(daemon_image(), &argv, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_until("the daemon in its container to be ready", Duration::from_secs(60), || {
+        unix_get(&socket, "/healthz").map(|(s, _)| s) == Some(200)
+    });
+    let leaky = Container::run(&leaking("c2", 6, ""), &[]);
+    let expected = || leaky.ss_count("close-wait", "c2-leaky") as f64;
+    wait_until("the leak to build up", Duration::from_secs(20), || expected() == 6.0);
+    let mut text = String::new();
+    wait_until("the containerised daemon to see the leak as ss does", Duration::from_secs(20), || {
+        text = unix_get(&socket, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        gauge(&text, "c2-leaky", &leaky, "close_wait") == expected()
+    });
+    assert_eq!(gauge(&text, "c2-leaky", &leaky, "close_wait"), expected(), "{text}");
+    assert_eq!(metric(&text, "sockprobe_events_lost_total", &[]), 0.0);
+    drop(daemon);
+    std::fs::remove_dir_all(&run_dir).ok();
 }

@@ -169,7 +169,7 @@ impl LoadContext<'_> {
             .map_max_entries(STATE_TABLE_MAP, table_slots)
             .map_max_entries(EVENTS_MAP, self.sizes.ring_buffer_bytes.next_power_of_two().max(4096))
             .load(OBJECT)
-            .map_err(|e| Error::Load(one_line(&e)))?;
+            .map_err(|e| Error::Load(with_policy_hint(one_line(&e))))?;
 
         let (btf, aya_btf) = (self.btf, self.aya_btf);
         let mut status = Vec::new();
@@ -491,4 +491,18 @@ pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s.replace('\n', " ")
+}
+
+/// The privileges were checked before loading, so EPERM from bpf(2) is a
+/// policy's: say which to look at.
+fn with_policy_hint(message: String) -> String {
+    if message.contains("Operation not permitted") {
+        format!(
+            "{message}; the capabilities are there, so a policy refused bpf(2): a seccomp profile (in a container, \
+             use deploy/kubernetes/seccomp/sockprobe.json: the runtime's default allows bpf only with CAP_SYS_ADMIN) \
+             or an LSM"
+        )
+    } else {
+        message
+    }
 }

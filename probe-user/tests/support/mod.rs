@@ -360,14 +360,7 @@ impl Daemon {
     /// GET `path` on the daemon's Unix socket (where `/api/v1/*` is served):
     /// status and body.
     pub fn api_get(&self, path: &str) -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.api_socket).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).ok()?;
-        let (head, body) = raw.split_once("\r\n\r\n")?;
-        Some((head.get(9..12)?.parse().ok()?, body.to_string()))
+        unix_get(&self.api_socket, path)
     }
 
     /// The `--daemon` URL of `doctor` and `top` for this daemon.
@@ -458,6 +451,18 @@ pub fn spawn_ready(prefix: &[&str], program: &str, args: &[&str]) -> Child {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("prints ready");
     assert_eq!(line.trim(), "ready", "unexpected output");
     child
+}
+
+/// GET `path` over the Unix socket at `socket` (HTTP/1.0): status and body.
+pub fn unix_get(socket: &std::path::Path, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.get(9..12)?.parse().ok()?, body.to_string()))
 }
 
 /// Kills a child on drop.

@@ -73,6 +73,36 @@ pub fn image() -> &'static str {
     IMAGE
 }
 
+const DAEMON_IMAGE: &str = "localhost/sockprobe-daemon-test:latest";
+
+/// An image of the sockprobe binary under test, with the shared libraries
+/// it links (ldd's list) and nothing else; built once per test binary.
+pub fn daemon_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("podman-daemon");
+        let root = dir.join("rootfs");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        let binary = *super::SOCKPROBE;
+        std::fs::copy(binary, root.join("bin/sockprobe")).expect("copy sockprobe");
+        let ldd = Command::new("ldd").arg(binary).output().expect("ldd");
+        for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+            let to = root.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+        }
+        for d in ["run/sockprobe", "etc/sockprobe", "sys", "proc", "tmp"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let tar = dir.join("rootfs.tar");
+        let status = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
+        assert!(status.success(), "tar failed");
+        podman(&["import", "-q", tar.to_str().unwrap(), DAEMON_IMAGE]);
+    });
+    DAEMON_IMAGE
+}
+
 /// A running container; removed on drop.
 pub struct Container {
     pub id: String,
@@ -83,7 +113,11 @@ pub struct Container {
 impl Container {
     /// Runs `script` under busybox sh; `extra` are more `podman run` flags.
     pub fn run(script: &str, extra: &[&str]) -> Container {
-        let image = image();
+        Container::run_image(image(), &["/bin/sh", "-c", script], extra)
+    }
+
+    /// Runs `argv` in `image`; `extra` are more `podman run` flags.
+    pub fn run_image(image: &str, argv: &[&str], extra: &[&str]) -> Container {
         let nofile = {
             let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
@@ -92,7 +126,8 @@ impl Container {
         let mut args = vec!["--runtime", "runc", "run", "-d", "--network", "none", "--ulimit", &nofile];
         args.extend(["--ulimit", "nproc=4096:4096"]);
         args.extend(extra);
-        args.extend([image, "/bin/sh", "-c", script]);
+        args.push(image);
+        args.extend(argv);
         let id = podman(&args);
         let pid = podman(&["inspect", "-f", "{{.State.Pid}}", &id]).parse().expect("container pid");
         Container { id, pid }
