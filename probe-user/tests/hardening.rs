@@ -432,6 +432,130 @@ fn privileged_the_per_process_api_is_not_for_unprivileged_users() {
     assert!(ok && stdout.contains("\"findings\""), "the named group may: {stdout}\n{stderr}");
 }
 
+/// cgroup v2 directories of a test's own, removed (deepest first) on drop.
+struct Cgroups {
+    base: std::path::PathBuf,
+    made: Vec<std::path::PathBuf>,
+}
+
+impl Cgroups {
+    fn new(tag: &str) -> Cgroups {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4))?
+            })
+            .expect("a cgroup2 mount");
+        let base = std::path::Path::new(root).join(format!("sockprobe-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&base).unwrap_or_else(|e| panic!("mkdir {}: {e}", base.display()));
+        Cgroups { base, made: Vec::new() }
+    }
+
+    fn make(&mut self, name: &str) -> std::path::PathBuf {
+        let dir = self.base.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        self.made.push(dir.clone());
+        dir
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for dir in self.made.iter().rev().chain(std::iter::once(&self.base)) {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Case 7 (issue 25): a tenant makes the cgroup tree big (10 000
+/// directories: a walk takes ~0.3 s) and then starts a process in a fresh
+/// cgroup every 50 ms, each connecting once, while `wrk` churns connections
+/// beside it. Each new cgroup id used to make the event thread walk the
+/// whole tree, events piling up in the ring meanwhile (a 256 KiB ring here);
+/// now a thread of its own walks and the events of new ids wait in order:
+/// no event lost, every churned connection counted (= PassiveOpens), and the
+/// tenant's processes named by their cgroups.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_cgroup_churn_does_not_stall_the_event_path() {
+    require_root();
+    let mut cgroups = Cgroups::new("walk");
+    let started = Instant::now();
+    for i in 0..10_000 {
+        cgroups.make(&format!("bulk{i}"));
+    }
+    eprintln!("10 000 cgroups made in {:?}", started.elapsed());
+    let daemon = Daemon::start(&["--probe.ring-buffer-bytes", "262144"]);
+    let ns = NetNs::new("cgwalk");
+    let (mut server, addr) =
+        spawn_listening(&ns.prefix(), &go_program("t25-cg-srv"), &["-mode", "server", "-body-bytes", "100"]);
+    let before = snmp_in(&ns, "PassiveOpens");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tenant = {
+        let (stop, addr, prefix) =
+            (stop.clone(), addr.clone(), ns.prefix().iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut fresh = Vec::new();
+        let dirs: Vec<std::path::PathBuf> = (0..200).map(|i| cgroups.make(&format!("fresh{i}"))).collect();
+        thread::spawn(move || {
+            for dir in dirs {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // Into the cgroup first: `ip netns exec` mounts a sysfs of the
+                // namespace's own, without the cgroup tree.
+                let script = format!(
+                    "echo $$ > {}/cgroup.procs && exec {} \"$0\" --name t25-cg-cli client --connect {addr} --response 10",
+                    dir.display(),
+                    prefix.join(" ")
+                );
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", &script, *PEER]).stdout(Stdio::null());
+                if let Ok(child) = cmd.spawn() {
+                    fresh.push(child);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            fresh.into_iter().map(|mut c| c.wait().map(|s| s.success()).unwrap_or(false)).filter(|ok| *ok).count()
+        })
+    };
+    let wrk = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "wrk", "-t2", "-c16", "-d10s", "-H", "Connection: close"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("wrk (Debian wrk; cargo xtask test installs it)");
+    stop.store(true, Ordering::Relaxed);
+    let clients = tenant.join().unwrap() as f64;
+    let accepted = (snmp_in(&ns, "PassiveOpens") - before) as f64;
+    eprintln!(
+        "{accepted} connections accepted, {clients} of them from processes in fresh cgroups\n{}",
+        String::from_utf8_lossy(&wrk.stdout)
+    );
+    assert!(clients > 50.0, "the tenant should have connected from fresh cgroups: {clients}");
+    let labels = [("comm", "t25-cg-srv"), ("direction", "inbound")];
+    let mut text = String::new();
+    wait_until("every churned connection counted", Duration::from_secs(30), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_tcp_connections_opened_total", &labels) >= accepted
+            || metric(&text, "sockprobe_events_lost_total", &[]) > 0.0
+    });
+    assert_eq!(metric(&text, "sockprobe_events_lost_total", &[]), 0.0, "events lost while cgroups were walked");
+    assert_eq!(metric(&text, "sockprobe_tcp_connections_opened_total", &labels), accepted, "vs PassiveOpens");
+    assert_eq!(
+        metric(&text, "sockprobe_tcp_connections_closed_total", &[("comm", "t25-cg-cli"), ("direction", "outbound")]),
+        clients,
+        "each tenant process's connection, counted"
+    );
+    server.kill().ok();
+    server.wait().ok();
+}
+
 /// A stand-in Kubernetes API: how it misbehaves.
 #[derive(Clone, Copy, Debug)]
 enum Api {

@@ -11,7 +11,7 @@ use crate::{
     aggregate::Aggregator,
     decode::Decoder,
     identity::{
-        Clock,
+        Clock, cgroup,
         listing::{Listed, Source},
     },
     kernel::Probes,
@@ -20,15 +20,21 @@ use crate::{
 /// One listing, to run on a blocking thread: the socket-listing iterator
 /// where it attached (every network namespace in one pass), else sock_diag
 /// entered into each namespace.
-pub fn prepare(probes: &mut Probes) -> impl FnOnce() -> Result<Listed, String> + Send + 'static {
+/// The cgroup tree is walked there too (the holders' containers).
+pub fn prepare(probes: &mut Probes, decoder: &Decoder) -> impl FnOnce() -> Result<Listed, String> + Send + 'static {
     let states = probes.states;
     let source = probes.socket_listing().map(|file| file.map_or(Source::SockDiag, Source::Iterator));
-    move || source.map_err(|e| e.to_string())?.list(&states)
+    let cgroup_root = decoder.cgroup_root();
+    move || {
+        let mut listed = source.map_err(|e| e.to_string())?.list(&states)?;
+        listed.cgroups = cgroup_root.as_deref().map(cgroup::walk);
+        Ok(listed)
+    }
 }
 
 /// One listing taken on a blocking thread, never the async runtime's.
-pub async fn take(probes: &mut Probes) -> Result<Listed, String> {
-    let job = prepare(probes);
+pub async fn take(probes: &mut Probes, decoder: &Decoder) -> Result<Listed, String> {
+    let job = prepare(probes, decoder);
     tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string())?
 }
 
@@ -42,6 +48,15 @@ pub fn apply(
     what: &str,
 ) -> (usize, usize) {
     let seeded = probes.seed_listeners(&listed.listing.listeners).unwrap_or(0);
+    let mut agg = agg;
+    if let Some(tree) = listed.cgroups.take() {
+        // Events parked for a walk may go now, before the listing is applied.
+        decoder.install(tree, &mut |d| {
+            if let Some(agg) = agg.as_deref_mut() {
+                agg.observe(d)
+            }
+        });
+    }
     decoder.label_listing(&mut listed.listing);
     let reconciled = agg.map(|agg| agg.apply_listing(&listed.listing, Clock::monotonic_now_ns()));
     log::debug!(
@@ -64,7 +79,7 @@ pub async fn first(probes: &mut Probes, decoder: &mut Decoder, mut agg: Option<&
     if let Some(agg) = agg.as_deref_mut() {
         agg.begin_listing(Clock::monotonic_now_ns());
     }
-    match take(probes).await {
+    match take(probes, decoder).await {
         Ok(listed) => {
             let (adopted, seeded) = apply(listed, probes, decoder, agg, "start-up listing");
             log::info!("start-up listing: {adopted} existing sockets, {seeded} listeners named");

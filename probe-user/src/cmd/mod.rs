@@ -39,7 +39,5 @@ async fn start(settings: ProbeSettings) -> Result<Started, Error> {
 
 /// One event down the daemon's path: decoded (labels resolved), then counted.
 fn observe(decoder: &mut Decoder, agg: &mut Aggregator, ev: &Event) {
-    if let Some(decoded) = decoder.decode(ev) {
-        agg.observe(&decoded);
-    }
+    decoder.feed(ev, &mut |d| agg.observe(d));
 }

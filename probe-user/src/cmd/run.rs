@@ -145,6 +145,8 @@ impl EventThread {
     async fn drain(self) -> Result<(), Error> {
         let EventThread { mut probes, mut decoder, mut agg, reconcile_every, mut refresh, mut stop, exporter } = self;
         let mut events = EventStream::new(&mut probes)?;
+        // The cgroup tree is walked off this thread (a tenant may make it big).
+        let mut cgroup_trees = decoder.walk_cgroups_off_thread();
         listing::first(&mut probes, &mut decoder, Some(&mut agg)).await;
         agg.refresh(Clock::monotonic_now_ns());
         // Start-up parsed ~6 MiB of kernel BTF twice; give the heap back.
@@ -169,10 +171,11 @@ impl EventThread {
                     agg.refresh(Clock::monotonic_now_ns());
                     let _ = reply.send(agg.diagnosis());
                 }
+                Some(tree) = cgroup_trees.recv() => decoder.install(tree, &mut |d| agg.observe(d)),
                 _ = marks.tick() => agg.mark_if_due(Clock::monotonic_now_ns()),
                 _ = reconcile.tick(), if pending.is_none() => {
                     agg.begin_listing(Clock::monotonic_now_ns());
-                    pending = Some(tokio::task::spawn_blocking(listing::prepare(&mut probes)));
+                    pending = Some(tokio::task::spawn_blocking(listing::prepare(&mut probes, &decoder)));
                 }
                 done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
                     pending = None;

@@ -32,6 +32,9 @@ pub struct Listed {
     pub listing: Listing,
     /// CPU time of the listing thread, the kernel's pass included.
     pub cpu: Duration,
+    /// The cgroup tree, walked on the same thread right after, so the
+    /// holders' containers are named without a walk on the event thread.
+    pub cgroups: Option<super::cgroup::Tree>,
 }
 
 /// Distinct sockets one pass keeps (~150 bytes each in memory): past it,
@@ -61,7 +64,7 @@ impl Source {
         if listing.unseen > 0 {
             log::warn!("socket listing: {} sockets past the first {MAX_SOCKETS} not looked at", listing.unseen);
         }
-        Ok(Listed { listing, cpu: thread_cpu().saturating_sub(cpu) })
+        Ok(Listed { listing, cpu: thread_cpu().saturating_sub(cpu), cgroups: None })
     }
 }
 
