@@ -73,6 +73,15 @@ fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> Option<TcpStream> {
     }
 }
 
+/// `wrk` closing every connection after one request, for 10 s, inside `ns`.
+fn churn_for_10s(ns: &NetNs, addr: &str) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, "wrk", "-t2", "-c16", "-d10s", "-H", "Connection: close"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("wrk (Debian wrk; cargo xtask test installs it)")
+}
+
 fn snmp_in(ns: &NetNs, counter: &str) -> u64 {
     let out = Command::new("ip").args(["netns", "exec", &ns.name, "cat", "/proc/net/snmp"]).output().unwrap();
     tcp_snmp_counter(&String::from_utf8_lossy(&out.stdout), counter)
@@ -120,11 +129,7 @@ fn privileged_wrong_password_flood_during_churn_loses_nothing() {
             })
         })
         .collect();
-    let wrk = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "wrk", "-t2", "-c16", "-d10s", "-H", "Connection: close"])
-        .arg(format!("http://{addr}/"))
-        .output()
-        .expect("wrk (Debian wrk; cargo xtask test installs it)");
+    let wrk = churn_for_10s(&ns, &addr);
     stop.store(true, Ordering::Relaxed);
     for t in flood {
         t.join().unwrap();
@@ -250,9 +255,7 @@ fn privileged_fd_flood_does_not_hide_other_tenants_sockets() {
     // The daemon first, so the queued connections get cookies from its
     // birth probes and each listener fd's accept queue is walked.
     let limit = MemoryLimit::new("fdflood", 256 << 20);
-    let prefix = limit.prefix();
-    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
-    let mut daemon = Daemon::start_under(&prefix, &["--metrics.reconcile-interval", "2s"]);
+    let mut daemon = Daemon::start_limited(&limit, &["--metrics.reconcile-interval", "2s"]);
     let attacker_ns = NetNs::new("fdflood");
     let attacker = Killed(spawn_ready(
         &attacker_ns.prefix(),
@@ -328,9 +331,7 @@ fn raw_scrape(addr: &str, method: &str, gzip: bool) -> (u16, String, Vec<u8>) {
 fn privileged_label_storm_and_concurrent_scrapes_fit_the_daemonsets_memory() {
     require_root();
     let limit = MemoryLimit::new("labels", 256 << 20);
-    let prefix = limit.prefix();
-    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
-    let mut daemon = Daemon::start_under(&prefix, &[]);
+    let mut daemon = Daemon::start_limited(&limit, &[]);
     let (server, addr) = spawn_listening(
         &[],
         *PEER,
@@ -525,11 +526,7 @@ fn privileged_cgroup_churn_does_not_stall_the_event_path() {
             fresh.into_iter().map(|mut c| c.wait().map(|s| s.success()).unwrap_or(false)).filter(|ok| *ok).count()
         })
     };
-    let wrk = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "wrk", "-t2", "-c16", "-d10s", "-H", "Connection: close"])
-        .arg(format!("http://{addr}/"))
-        .output()
-        .expect("wrk (Debian wrk; cargo xtask test installs it)");
+    let wrk = churn_for_10s(&ns, &addr);
     stop.store(true, Ordering::Relaxed);
     let clients = tenant.join().unwrap() as f64;
     let accepted = (snmp_in(&ns, "PassiveOpens") - before) as f64;

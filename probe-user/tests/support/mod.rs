@@ -332,6 +332,14 @@ impl Daemon {
         Daemon::start_with(&[], args, Some(authorization.to_string()))
     }
 
+    /// As [`Daemon::start`], in the memory cgroup `limit` (from exec on:
+    /// its maps are charged there).
+    pub fn start_limited(limit: &MemoryLimit, args: &[&str]) -> Daemon {
+        let prefix = limit.prefix();
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        Daemon::start_under(&prefix, args)
+    }
+
     /// As [`Daemon::start`], the command prefixed (e.g. `setpriv ...`).
     pub fn start_under(prefix: &[&str], args: &[&str]) -> Daemon {
         Daemon::start_with(prefix, args, None)

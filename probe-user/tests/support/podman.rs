@@ -2,7 +2,7 @@
 //! tarball of busybox and the static Go test program under many names, run
 //! with runc, `--network none` (a network namespace of its own) and explicit
 //! ulimits (docs/development.md says why).
-use std::{process::Command, sync::OnceLock};
+use std::{path::Path, process::Command, sync::OnceLock};
 
 use super::{TcpRow, parse_tcp_table, tcpext_counter};
 
@@ -40,37 +40,46 @@ fn podman(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A fresh rootfs under the tests' temporary directory, filled by `fill`
+/// (given the work directory and the rootfs), imported as `image`.
+fn import_rootfs(work: &str, image: &str, fill: impl FnOnce(&Path, &Path)) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(work);
+    let root = dir.join("rootfs");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    fill(&dir, &root);
+    let tar = dir.join("rootfs.tar");
+    let status = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    assert!(status.success(), "tar failed");
+    podman(&["import", "-q", tar.to_str().unwrap(), image]);
+}
+
 /// Builds and imports the image once per test binary.
 pub fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("podman");
-        let root = dir.join("rootfs");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        let go = root.join("bin/gohttp");
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&go)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/gohttp.go"))
-            .env("CGO_ENABLED", "0")
-            .env("GOCACHE", dir.join("cache"))
-            .env("GOPATH", dir.join("gopath"))
-            .env("GO111MODULE", "off")
-            .status()
-            .expect("go (Debian golang-go)");
-        assert!(status.success(), "static go build failed");
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
-        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-        for name in NAMES {
-            std::os::unix::fs::symlink("gohttp", root.join("bin").join(name)).unwrap();
-        }
-        let tar = dir.join("rootfs.tar");
-        let status = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
-        assert!(status.success(), "tar failed");
-        podman(&["import", "-q", tar.to_str().unwrap(), IMAGE]);
-    });
+    BUILT.get_or_init(|| import_rootfs("podman", IMAGE, build_test_rootfs));
     IMAGE
+}
+
+/// busybox and the static Go test program under every name of [`NAMES`].
+fn build_test_rootfs(dir: &Path, root: &Path) {
+    let go = root.join("bin/gohttp");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&go)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/gohttp.go"))
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("go (Debian golang-go)");
+    assert!(status.success(), "static go build failed");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    for name in NAMES {
+        std::os::unix::fs::symlink("gohttp", root.join("bin").join(name)).unwrap();
+    }
 }
 
 const DAEMON_IMAGE: &str = "localhost/sockprobe-daemon-test:latest";
@@ -79,28 +88,22 @@ const DAEMON_IMAGE: &str = "localhost/sockprobe-daemon-test:latest";
 /// it links (ldd's list) and nothing else; built once per test binary.
 pub fn daemon_image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("podman-daemon");
-        let root = dir.join("rootfs");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        let binary = *super::SOCKPROBE;
-        std::fs::copy(binary, root.join("bin/sockprobe")).expect("copy sockprobe");
-        let ldd = Command::new("ldd").arg(binary).output().expect("ldd");
-        for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
-            let to = root.join(lib.trim_start_matches('/'));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
-        }
-        for d in ["run/sockprobe", "etc/sockprobe", "sys", "proc", "tmp"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let tar = dir.join("rootfs.tar");
-        let status = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
-        assert!(status.success(), "tar failed");
-        podman(&["import", "-q", tar.to_str().unwrap(), DAEMON_IMAGE]);
-    });
+    BUILT.get_or_init(|| import_rootfs("podman-daemon", DAEMON_IMAGE, build_daemon_rootfs));
     DAEMON_IMAGE
+}
+
+fn build_daemon_rootfs(_: &Path, root: &Path) {
+    let binary = *super::SOCKPROBE;
+    std::fs::copy(binary, root.join("bin/sockprobe")).expect("copy sockprobe");
+    let ldd = Command::new("ldd").arg(binary).output().expect("ldd");
+    for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+        let to = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+    }
+    for d in ["run/sockprobe", "etc/sockprobe", "sys", "proc", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
 }
 
 /// A running container; removed on drop.
