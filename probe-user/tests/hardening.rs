@@ -553,6 +553,40 @@ fn privileged_cgroup_churn_does_not_stall_the_event_path() {
     server.wait().ok();
 }
 
+/// Case 10 (issue 25): a daemon started as root (by hand: the unit and the
+/// DaemonSet give it only CAP_BPF and CAP_PERFMON) gives up, in every
+/// thread and in its bounding set, all but what it uses: BPF, PERFMON,
+/// SYS_PTRACE (executables' languages), SYS_ADMIN and DAC_READ_SEARCH (the
+/// fallback listing). Before, it ran with every capability of root.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_a_root_daemon_keeps_only_the_capabilities_it_uses() {
+    require_root();
+    let daemon = Daemon::start(&[]);
+    let keeps = 1u64 << 39 | 1 << 38 | 1 << 19 | 1 << 21 | 1 << 2;
+    let mask = |status: &str, field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+    };
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", daemon.child.id())).unwrap().flatten().collect();
+    assert!(tasks.len() > 1, "the daemon runs threads");
+    for task in tasks {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if status.is_empty() {
+            continue;
+        }
+        for field in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            assert_eq!(mask(&status, field), keeps, "{field} of thread {:?}", task.file_name());
+        }
+        assert_eq!(mask(&status, "CapAmb:"), 0);
+        assert_eq!(mask(&status, "CapInh:"), 0);
+    }
+    assert_eq!(http_get(&daemon.addr, "/healthz").map(|(s, _)| s), Some(200), "and it works");
+}
+
 /// A stand-in Kubernetes API: how it misbehaves.
 #[derive(Clone, Copy, Debug)]
 enum Api {

@@ -51,6 +51,13 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     listener.set_nonblocking(true).map_err(|e| Error::io("listener", e))?;
     let listener = TcpListener::from_std(listener).map_err(|e| Error::io("listener", e))?;
     let api_listener = api_socket::bind(&cfg.api_socket, cfg.api_socket_group)?;
+    // Bound: what root could do beyond loading, listing and reading
+    // executables is given up, while this is the only thread.
+    match kernel::privileges::keep_only(kernel::privileges::DAEMON_KEEPS) {
+        Ok(0) => {}
+        Ok(dropped) => log::info!("capabilities beyond the daemon's needs dropped (mask {dropped:#x})"),
+        Err(e) => log::warn!("capabilities kept: {e}"),
+    }
 
     let limits = Limits {
         max_endpoints: cfg.max_endpoints as usize,
