@@ -135,17 +135,26 @@ impl Exporter {
             }
             "/healthz" if self.ready.load(Ordering::SeqCst) => Response::text(200, "ok\n"),
             "/healthz" => Response::text(503, "probes not attached yet\n"),
-            "/" => Response {
-                status: 200,
-                content_type: "text/html; charset=utf-8",
-                body: Body::Text(format!(
-                    "<html><head><title>sockprobe</title></head><body><h1>sockprobe</h1>\
-                     <p>Per-process TCP connection hygiene from eBPF.</p>\
-                     <ul><li><a href=\"{0}\">{0}</a></li><li><a href=\"/api/v1/findings\">/api/v1/findings</a></li>\
-                     <li><a href=\"/api/v1/connections\">/api/v1/connections</a></li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
-                    self.telemetry_path
-                )),
-            },
+            "/" => {
+                let api = if api {
+                    "<li><a href=\"/api/v1/findings\">/api/v1/findings</a></li>\
+                     <li><a href=\"/api/v1/connections\">/api/v1/connections</a></li>"
+                } else {
+                    "<li>the per-process API: on the daemon's Unix socket (<code>sockprobe doctor</code>, \
+                     <code>sockprobe top</code>)</li>"
+                };
+                Response {
+                    status: 200,
+                    content_type: "text/html; charset=utf-8",
+                    body: Body::Text(format!(
+                        "<html><head><title>sockprobe</title></head><body><h1>sockprobe</h1>\
+                         <p>Per-process TCP connection hygiene from eBPF.</p>\
+                         <ul><li><a href=\"{0}\">{0}</a></li>{api}<li><a href=\"/healthz\">/healthz</a></li></ul>\
+                         </body></html>\n",
+                        self.telemetry_path
+                    )),
+                }
+            }
             _ => Response::text(404, "not found\n"),
         }
     }
