@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::advice::advice;
 pub use super::window::Tally;
+use crate::identity::language::Languages;
 
 /// When a finding stands (docs/diagnosis.md; `[diagnosis]` in the config).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -285,6 +286,20 @@ pub fn localize(findings: &mut [Finding], mut language_of: impl FnMut(u32) -> Op
             f.language_version = version;
         }
     }
+}
+
+/// How long a report waits for the languages of the processes it names (a
+/// hostile executable may sit on a stalled filesystem): whatever is not told
+/// by then is `unknown`.
+pub const LANGUAGE_WAIT: Duration = Duration::from_secs(2);
+
+/// [`localize`] from `languages`: the pids the findings name are asked for
+/// (most are told already: the resolver saw each pid early) and waited for
+/// up to [`LANGUAGE_WAIT`].
+pub async fn localize_from(findings: &mut [Finding], languages: &Languages) {
+    let pids: Vec<u32> = findings.iter().flat_map(|f| f.pids.iter().copied()).collect();
+    languages.told(&pids, LANGUAGE_WAIT).await;
+    localize(findings, |pid| languages.get(pid).flatten().map(|l| (l.name.to_string(), l.version)));
 }
 
 /// The findings document (`GET /api/v1/findings`, `sockprobe doctor --json`).

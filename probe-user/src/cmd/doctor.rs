@@ -6,7 +6,7 @@ use super::{Started, daemon_client::Daemon, display::shown, signals};
 use crate::{
     aggregate::{
         Aggregator, Limits,
-        findings::{Report, Severity, Thresholds, localize},
+        findings::{Report, Severity, Thresholds, localize_from},
     },
     error::Error,
     identity::{clock::Clock, language::Languages},
@@ -42,9 +42,6 @@ pub async fn run(args: DoctorArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// How long the report waits for the languages of the processes it names.
-const LANGUAGE_WAIT: Duration = Duration::from_secs(2);
-
 /// Attaches the probes, aggregates for `window`, diagnoses.
 async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result<Report, Error> {
     let Started { mut probes, mut decoder } = super::start(settings).await?;
@@ -72,9 +69,7 @@ async fn observe(why: &str, window: Duration, settings: ProbeSettings) -> Result
     events.next_batch(|ev| super::observe(&mut decoder, &mut agg, ev)).await?;
     agg.refresh(Clock::monotonic_now_ns());
     let mut report = agg.diagnosis().report.clone();
-    let pids: Vec<u32> = report.findings.iter().flat_map(|f| f.pids.iter().copied()).collect();
-    languages.told(&pids, LANGUAGE_WAIT).await;
-    localize(&mut report.findings, |pid| languages.get(pid).flatten().map(|l| (l.name.to_string(), l.version)));
+    localize_from(&mut report.findings, &languages).await;
     Ok(report)
 }
 

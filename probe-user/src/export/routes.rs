@@ -20,7 +20,7 @@ use super::http::{Body, Response};
 use crate::{
     aggregate::{
         Diagnosis, Exported, exposition,
-        findings::{Report, localize},
+        findings::{Report, localize_from},
     },
     identity::language::Languages,
     kernel::KernelStats,
@@ -29,10 +29,6 @@ use crate::{
 /// A request to the event thread to refresh the gauges and the diagnosis;
 /// it answers with the diagnosis when done.
 pub type RefreshRequest = oneshot::Sender<Arc<Diagnosis>>;
-
-/// How long the findings page waits for the executables of the processes
-/// it names (a hostile one may sit on a stalled filesystem).
-const LANGUAGE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a scrape waits for the event thread's refresh before it serves
 /// the gauges as they are.
@@ -175,13 +171,7 @@ impl Exporter {
     /// The findings with each process's language and advice in its terms.
     async fn findings(&self) -> Report {
         let mut report = self.diagnosis().await.report.clone();
-        let pids: Vec<u32> = report.findings.iter().flat_map(|f| f.pids.iter().copied()).collect();
-        // Mostly told already (the resolver saw each pid early); the rest
-        // asked for now and waited for, with a deadline: whatever is not
-        // told in time is `unknown`.
-        self.languages.told(&pids, LANGUAGE_WAIT).await;
-        let languages = &self.languages;
-        localize(&mut report.findings, |pid| languages.get(pid).flatten().map(|l| (l.name.to_string(), l.version)));
+        localize_from(&mut report.findings, &self.languages).await;
         report
     }
 
