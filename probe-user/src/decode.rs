@@ -97,7 +97,7 @@ impl Decoder {
     pub fn feed(&mut self, ev: &Event, sink: &mut dyn FnMut(&Decoded<'_>)) {
         if self.parked.len() >= MAX_PARKED {
             log::warn!("{MAX_PARKED} events waited for the cgroup walker: walking on the event thread");
-            let tree = self.cgroups.root().as_deref().map(crate::identity::cgroup::walk).unwrap_or_default();
+            let tree = self.cgroups.walk_here();
             self.install(tree, sink);
             // Still waiting (ids seen after that walk): labelled as not found.
             while self.parked.len() >= MAX_PARKED / 2
@@ -122,6 +122,20 @@ impl Decoder {
     /// gone) go to `sink`, in order, until one waits for another walk.
     pub fn install(&mut self, tree: Tree, sink: &mut dyn FnMut(&Decoded<'_>)) {
         self.cgroups.install(tree);
+        self.unpark(sink);
+    }
+
+    /// A tree a listing walked: it names the cgroups it holds, parked events
+    /// of those go on; ids that wait for the walker keep waiting for it (this
+    /// walk may have begun before they were seen).
+    pub fn refresh_cgroups(&mut self, tree: Tree, sink: &mut dyn FnMut(&Decoded<'_>)) {
+        self.cgroups.refresh(tree);
+        self.unpark(sink);
+    }
+
+    /// The parked events whose cgroups are told now, in order, until one
+    /// still waits.
+    fn unpark(&mut self, sink: &mut dyn FnMut(&Decoded<'_>)) {
         while let Some(ev) = self.parked.front().copied() {
             match self.try_decode(&ev) {
                 None => break,

@@ -51,7 +51,7 @@ pub fn apply(
     let mut agg = agg;
     if let Some(tree) = listed.cgroups.take() {
         // Events parked for a walk may go now, before the listing is applied.
-        decoder.install(tree, &mut |d| {
+        decoder.refresh_cgroups(tree, &mut |d| {
             if let Some(agg) = agg.as_deref_mut() {
                 agg.observe(d)
             }

@@ -66,8 +66,7 @@ impl CgroupPaths {
         let root = self.root.clone();
         let spawned = std::thread::Builder::new().name("sockprobe-cgroups".into()).spawn(move || {
             while asked.recv().is_ok() {
-                let tree = root.as_deref().map(walk).unwrap_or_default();
-                if done.blocking_send(tree).is_err() {
+                if done.blocking_send(walk_from(root.as_deref())).is_err() {
                     return;
                 }
             }
@@ -97,8 +96,7 @@ impl CgroupPaths {
             return Lookup::Unknown;
         }
         let Some(w) = self.walker.as_mut() else {
-            let tree = self.root.as_deref().map(walk).unwrap_or_default();
-            self.tree = tree;
+            self.tree = walk_from(self.root.as_deref());
             return match self.tree.get(&id) {
                 Some(p) => Lookup::Found(p.clone()),
                 None => {
@@ -118,8 +116,13 @@ impl CgroupPaths {
         Lookup::Pending
     }
 
-    /// A walk's tree, from the walker thread (or a listing, which walks off
-    /// the event path too). Ids it should have found and did not are gone;
+    /// A tree walked elsewhere (a listing's thread), of unknown age against
+    /// the ids waiting for the walker: it answers new lookups, not those.
+    pub fn refresh(&mut self, tree: Tree) {
+        self.tree = tree;
+    }
+
+    /// The walker's tree. Ids it should have found and did not are gone;
     /// ids seen after it was asked for get another walk.
     pub fn install(&mut self, tree: Tree) {
         self.tree = tree;
@@ -150,12 +153,22 @@ impl CgroupPaths {
         self.root.clone()
     }
 
+    /// The tree walked now, on this thread.
+    pub fn walk_here(&self) -> Tree {
+        walk_from(self.root.as_deref())
+    }
+
     fn forget(&mut self, id: u64) {
         if self.unresolved.len() >= MAX_UNRESOLVED {
             self.unresolved.clear();
         }
         self.unresolved.insert(id, Instant::now());
     }
+}
+
+/// [`walk`] from `root` if there is a cgroup2 mount; empty otherwise.
+pub fn walk_from(root: Option<&Path>) -> Tree {
+    root.map(walk).unwrap_or_default()
 }
 
 /// Every cgroup under `root`: its id and its path relative to `root`.
