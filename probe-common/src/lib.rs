@@ -56,7 +56,7 @@ pub const TURNS_AT_SENDS_GLOBAL: &str = "TURNS_AT_SENDS";
 /// of [`SOCKETS_MAP`], or half the slots of [`STATE_TABLE_MAP`].
 pub const DEFAULT_MAX_SOCKETS: u32 = 131_072;
 /// Default size of [`EVENTS_MAP`] in bytes (`--probe.ring-buffer-bytes`).
-pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1 << 20;
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
 
 /// Where the kernel side keeps per-socket state, chosen by userspace at load
 /// (`--probe.state-store`).

@@ -25,6 +25,8 @@
 //! - [`config`]: the daemon's settings, from flags and the config file.
 //! - [`http_client`]: one bounded GET (Kubernetes API, a daemon asked by
 //!   `doctor`/`top`), below identity like [`error`].
+//! - [`priority`]: every thread but the event thread yields to it, below
+//!   identity like [`error`].
 //!
 //! Nothing points back up: kernel imports only error; identity only
 //! http_client (and error); decode kernel and identity; aggregate kernel,
@@ -42,5 +44,6 @@ pub mod fuzzing;
 pub mod http_client;
 pub mod identity;
 pub mod kernel;
+pub mod priority;
 
 pub use error::Error;

@@ -7,7 +7,7 @@ mod support;
 use std::{thread::sleep, time::Duration};
 
 use support::{
-    podman::{Container, daemon_image},
+    podman::{Container, daemon_image, daemonset_flags},
     *,
 };
 
@@ -257,30 +257,6 @@ fn privileged_a_container_renaming_itself_folds_only_its_own_names() {
         metric(&text, "sockprobe_tcp_unread_closes_total", &labels) >= delta
     });
     assert_eq!(metric(&text, "sockprobe_tcp_unread_closes_total", &labels), delta, "= TCPAbortOnClose");
-}
-
-/// `podman run` flags of the daemon as the DaemonSet runs it: no
-/// capability but BPF and PERFMON, a read-only root, 256 MiB and 1 CPU, the
-/// host's BTF and cgroups read-only, `/run/sockprobe` from `run_dir` (the
-/// API socket, reachable from the host).
-fn daemonset_flags(run_dir: &std::path::Path, seccomp: Option<&str>) -> Vec<String> {
-    let mut flags: Vec<String> = [
-        "--cap-drop=all",
-        "--cap-add=CAP_BPF",
-        "--cap-add=CAP_PERFMON",
-        "--read-only",
-        "--memory=256m",
-        "--cpus=1",
-        "-v=/sys/kernel/btf:/sys/kernel/btf:ro",
-        "-v=/sys/fs/cgroup:/sys/fs/cgroup:ro",
-    ]
-    .map(String::from)
-    .to_vec();
-    flags.push(format!("-v={}:/run/sockprobe", run_dir.display()));
-    if let Some(profile) = seccomp {
-        flags.push(format!("--security-opt=seccomp={profile}"));
-    }
-    flags
 }
 
 /// Case 9 (issue 25): the daemon in a container under the DaemonSet's

@@ -20,7 +20,10 @@ use std::{
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use support::*;
+use support::{
+    podman::{Container, daemon_image, daemonset_flags},
+    *,
+};
 
 const USER: &str = "prometheus";
 const PASSWORD: &str = "right horse battery";
@@ -475,6 +478,45 @@ impl Drop for Cgroups {
     }
 }
 
+/// The CPU weight of a pod for the calling test and its children: a cgroup
+/// of the cpu controller (v1 or v2) it moves itself into, left on drop. A
+/// test's own load (scrapers, `wrk`, tenants' processes) otherwise sits in
+/// the root cgroup, where each thread weighs as much as a whole container
+/// and the daemon's container gets a sliver no kubelet would give it.
+struct CpuGroup {
+    dir: std::path::PathBuf,
+    parent: std::path::PathBuf,
+}
+
+impl CpuGroup {
+    fn join(tag: &str, shares: u64) -> CpuGroup {
+        let (parent, file, value) = match std::path::Path::new("/sys/fs/cgroup/cpu/cpu.shares").exists() {
+            true => (std::path::PathBuf::from("/sys/fs/cgroup/cpu"), "cpu.shares", shares),
+            // cpu.weight is cpu.shares scaled to 1..10000 (100 = 1024 shares).
+            false => (std::path::PathBuf::from("/sys/fs/cgroup"), "cpu.weight", (shares * 100 / 1024).max(1)),
+        };
+        let dir = parent.join(format!("sockprobe-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        std::fs::write(dir.join(file), value.to_string())
+            .unwrap_or_else(|e| panic!("{file} of {}: {e}", dir.display()));
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+            .unwrap_or_else(|e| panic!("joining {}: {e}", dir.display()));
+        CpuGroup { dir, parent }
+    }
+}
+
+impl Drop for CpuGroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.parent.join("cgroup.procs"), std::process::id().to_string());
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// Case 7 (issue 25): a tenant makes the cgroup tree big (10 000
 /// directories: a walk takes ~0.3 s) and then starts a process in a fresh
 /// cgroup every 50 ms, each connecting once, while `wrk` churns connections
@@ -585,6 +627,228 @@ fn privileged_a_root_daemon_keeps_only_the_capabilities_it_uses() {
         assert_eq!(mask(&status, "CapInh:"), 0);
     }
     assert_eq!(http_get(&daemon.addr, "/healthz").map(|(s, _)| s), Some(200), "and it works");
+}
+
+/// CPU seconds (user+system) each thread of `pid` used, by thread name.
+fn thread_cpu(pid: u32) -> String {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
+        let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+        let sched = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let waited: f64 = sched.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0) / 1e9;
+        if f.len() > 16 {
+            out.push(format!(
+                "{name} {:.1}s (nice {}, {waited:.1}s runnable but waiting)",
+                (f[11] + f[12]) / tick,
+                f[16]
+            ));
+        }
+    }
+    out.join(", ")
+}
+
+/// Case 11 (issue 25): every attack at once, against the daemon run as the
+/// DaemonSet runs it (a podman container: BPF and PERFMON only, read-only
+/// root, the shipped seccomp profile, 256 MiB and 1 CPU), while a victim
+/// container leaks CLOSE_WAIT and closes bodies unread: a tenant floods its
+/// fd table (50 processes x ~20 000 fds), another container makes 300
+/// names x 20 endpoints (past both of its per-container caps), a tenant
+/// makes 10 000 cgroups then starts a process in a fresh one every 50 ms,
+/// `wrk` churns connections, and 20 scrapers read /metrics without pause.
+/// The victim's numbers are the kernel's (ss, TCPAbortOnClose), every
+/// churned connection is counted (PassiveOpens), no event is lost, the
+/// attacker's labels fold inside its own container, and the daemon is
+/// neither OOM-killed nor dead.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_every_attack_at_once_under_the_daemonsets_limits() {
+    require_root();
+    let _tenants = CpuGroup::join("tenants", 1024);
+    let mut cgroups = Cgroups::new("all");
+    for i in 0..10_000 {
+        cgroups.make(&format!("bulk{i}"));
+    }
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/seccomp/sockprobe.json");
+    let run_dir = std::env::temp_dir().join(format!("sockprobe-all-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let socket = run_dir.join("api.sock");
+    let flags = daemonset_flags(&run_dir, Some(profile));
+    // Listings every 5 s (30 s by default): more passes over the flood's fds.
+    let argv =
+        ["/bin/sockprobe", "run", "--web.listen-address", "127.0.0.1:9741", "--metrics.reconcile-interval", "5s"];
+    let daemon = Container::run_image(daemon_image(), &argv, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_until("the daemon in its container to be ready", Duration::from_secs(60), || {
+        unix_get(&socket, "/healthz").map(|(s, _)| s) == Some(200)
+    });
+    let (limit, _, _) = daemon.memory();
+    assert_eq!(limit, 256 << 20, "the daemon's cgroup holds the DaemonSet's memory limit");
+    let scrape = || unix_get(&socket, "/metrics").map(|(_, b)| b).unwrap_or_default();
+
+    // The victim: a leak now, unread closes in the thick of it.
+    let victim = Container::run(
+        "/bin/c8-srv -mode server -listen 127.0.0.1:8080 -body-bytes 65536 -idle-timeout 200ms & \
+         exec /bin/c8-leaky -mode leak -wait -url http://127.0.0.1:8080/ -n 6 -interval 50ms -keepalive 1h -stay",
+        &[],
+    );
+    let leaked = || victim.ss_count("close-wait", "c8-leaky") as f64;
+    wait_until("the victim's leak", Duration::from_secs(20), || leaked() == 6.0);
+    // The fd flood.
+    let flood_ns = NetNs::new("allfds");
+    let _flood = Killed(spawn_ready(
+        &flood_ns.prefix(),
+        *PEER,
+        &[
+            "--name",
+            "t25-all-fds",
+            "hold",
+            "--connections",
+            "2",
+            "--unaccepted",
+            "100",
+            "--dup-fill",
+            "--processes",
+            "50",
+        ],
+    ));
+    // 20 scrapers, without pause, until the end.
+    let stop = Arc::new(AtomicBool::new(false));
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let scrapers: Vec<_> = (0..20)
+        .map(|_| {
+            let (stop, scrapes, socket) = (stop.clone(), scrapes.clone(), socket.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if unix_get(&socket, "/metrics")
+                        .is_some_and(|(s, b)| s == 200 && b.contains("sockprobe_build_info"))
+                    {
+                        scrapes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // The label storm: 300 names, each to 20 addresses of its own container.
+    let storm = Container::run(
+        "/bin/c8-srv -mode server -listen 0.0.0.0:8080 -body-bytes 10 & busybox mkdir -p /tmp; i=0; \
+         while [ $i -lt 300 ]; do i=$((i+1)); busybox ln -s /bin/gohttp /tmp/ls$i; \
+         /tmp/ls$i -mode drain -wait -url http://127.0.0.1:8080/ -n 20 -spread 20; done; busybox touch /tmp/done; wait",
+        &[],
+    );
+    // The cgroup churn and wrk, beside it all.
+    let churn_ns = NetNs::new("allchurn");
+    let (mut server, addr) =
+        spawn_listening(&churn_ns.prefix(), &go_program("t25-all-srv"), &["-mode", "server", "-body-bytes", "100"]);
+    let before = snmp_in(&churn_ns, "PassiveOpens");
+    let tenant = {
+        let (stop, addr, prefix) =
+            (stop.clone(), addr.clone(), churn_ns.prefix().iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let dirs: Vec<std::path::PathBuf> = (0..200).map(|i| cgroups.make(&format!("fresh{i}"))).collect();
+        thread::spawn(move || {
+            let mut fresh = Vec::new();
+            for dir in dirs {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let script = format!(
+                    "echo $$ > {}/cgroup.procs && exec {} \"$0\" --name t25-all-cg client --connect {addr} --response 10",
+                    dir.display(),
+                    prefix.join(" ")
+                );
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", &script, *PEER]).stdout(Stdio::null());
+                if let Ok(child) = cmd.spawn() {
+                    fresh.push(child);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            fresh.into_iter().map(|mut c| c.wait().map(|s| s.success()).unwrap_or(false)).filter(|ok| *ok).count()
+        })
+    };
+    let started = Instant::now();
+    let wrk = churn_for_10s(&churn_ns, &addr);
+    let before_unread = victim.tcpext("TCPAbortOnClose");
+    victim.exec_wait(&["/bin/c8-unread", "-mode", "unread", "-url", "http://127.0.0.1:8080/", "-n", "20"]);
+    let unread = (victim.tcpext("TCPAbortOnClose") - before_unread) as f64;
+    let clients = tenant.join().unwrap() as f64;
+    let accepted = (snmp_in(&churn_ns, "PassiveOpens") - before) as f64;
+    wait_until("the storm's 300 names to be done", Duration::from_secs(180), || {
+        std::path::Path::new(&format!("/proc/{}/root/tmp/done", storm.pid)).exists()
+    });
+
+    assert_eq!(leaked(), 6.0, "the victim's own table");
+    assert!(unread > 0.0, "the victim should have closed bodies unread");
+    let victim_label = victim.label();
+    let storm_label = storm.label();
+    let churned = [("comm", "t25-all-srv"), ("direction", "inbound")];
+    let mut text = String::new();
+    eprintln!("daemon threads' CPU: {}", thread_cpu(daemon.pid));
+    wait_until_ok("the daemon to count it all", Duration::from_secs(120), || {
+        text = scrape();
+        let seen = (
+            metric(&text, "sockprobe_tcp_connections_opened_total", &churned),
+            metric(&text, "sockprobe_tcp_unread_closes_total", &[("comm", "c8-unread")]),
+            metric(&text, "sockprobe_tcp_sockets", &[("comm", "c8-leaky"), ("state", "close_wait")]),
+        );
+        // A listing pass since the flood began.
+        let listed = metric(&text, "sockprobe_listing_sockets", &[]) >= 168.0 + leaked();
+        match seen == (accepted, unread, leaked()) && listed {
+            true => Ok(()),
+            false => Err(format!(
+                "churned, unread, leaked: {seen:?}, the kernel's {:?}; {} sockets listed; {} events lost",
+                (accepted, unread, leaked()),
+                metric(&text, "sockprobe_listing_sockets", &[]),
+                metric(&text, "sockprobe_events_lost_total", &[])
+            )),
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    scrapers.into_iter().for_each(|t| t.join().unwrap());
+    let (_, peak, kills) = daemon.memory();
+    let storm_names: std::collections::HashSet<String> = series_of(&text, "sockprobe_tcp_connections_closed_total")
+        .into_iter()
+        .filter(|l| l.contains(&format!("container=\"{storm_label}\"")))
+        .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+        .collect();
+    eprintln!(
+        "all at once for {:?}: {accepted} churned connections, {clients} from fresh cgroups, {} scrapes, the storm's \
+         {} names, daemon cgroup peak {} MiB of 256, listing {} records for {} sockets in {} s\n{}",
+        started.elapsed(),
+        scrapes.load(Ordering::Relaxed),
+        storm_names.len(),
+        peak >> 20,
+        metric(&text, "sockprobe_listing_records", &[]),
+        metric(&text, "sockprobe_listing_sockets", &[]),
+        metric(&text, "sockprobe_listing_duration_seconds", &[]),
+        String::from_utf8_lossy(&wrk.stdout)
+    );
+    assert_eq!(kills, 0, "OOM kills in the daemon's cgroup");
+    assert!(scrapes.load(Ordering::Relaxed) > 20, "the scrapers were answered");
+    assert_eq!(metric(&text, "sockprobe_events_lost_total", &[]), 0.0, "events lost");
+    assert_eq!(metric(&text, "sockprobe_tcp_connections_opened_total", &churned), accepted, "vs PassiveOpens");
+    assert_eq!(
+        metric(&text, "sockprobe_tcp_connections_closed_total", &[("comm", "t25-all-cg"), ("direction", "outbound")]),
+        clients,
+        "each fresh cgroup's connection"
+    );
+    let victim_unread = [("comm", "c8-unread"), ("container", victim_label.as_str())];
+    assert_eq!(metric(&text, "sockprobe_tcp_unread_closes_total", &victim_unread), unread, "= TCPAbortOnClose");
+    assert_eq!(metric(&text, "sockprobe_listing_unseen_sockets", &[]), 0.0);
+    // The flood's 104 connections and the 64 of its queue the kernel side
+    // walks, the victim's CLOSE_WAIT sockets.
+    let listed = metric(&text, "sockprobe_listing_sockets", &[]);
+    assert!(listed >= 168.0 + leaked(), "the listing sees every pod's sockets: {listed}");
+    assert!(metric(&text, "sockprobe_listing_records", &[]) < listed + 1_000.0, "one record per socket");
+    assert!(storm_names.contains("other"), "past its share, the storm's names fold: {storm_names:?}");
+    assert!(storm_names.len() <= 252, "250 processes a container, other: {} names", storm_names.len());
+    let running = Command::new("podman").args(["inspect", "-f", "{{.State.Running}}", &daemon.id]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "true", "the daemon's container is running");
+    server.kill().ok();
+    server.wait().ok();
+    drop(daemon);
+    std::fs::remove_dir_all(&run_dir).ok();
 }
 
 /// A stand-in Kubernetes API: how it misbehaves.

@@ -117,6 +117,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
             let _ = done_tx.send(events.run());
         })
         .map_err(|e| Error::io("cannot start the event thread", e))?;
+    // The HTTP server and signals: behind the event thread (which took the
+    // priority this thread had), as every other thread.
+    crate::priority::background();
 
     let mut done = std::pin::pin!(done_rx);
     tokio::select! {
@@ -142,8 +145,11 @@ struct EventThread {
 
 impl EventThread {
     fn run(self) -> Result<(), Error> {
+        // Its blocking threads (the listing) yield to it.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .thread_name("sockprobe-listing")
+            .on_thread_start(crate::priority::background)
             .build()
             .map_err(|e| Error::io("cannot start the event thread's runtime", e))?;
         rt.block_on(self.drain())

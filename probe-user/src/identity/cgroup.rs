@@ -65,6 +65,7 @@ impl CgroupPaths {
         let (done, trees) = mpsc::channel(1);
         let root = self.root.clone();
         let spawned = std::thread::Builder::new().name("sockprobe-cgroups".into()).spawn(move || {
+            crate::priority::background();
             while asked.recv().is_ok() {
                 if done.blocking_send(walk_from(root.as_deref())).is_err() {
                     return;

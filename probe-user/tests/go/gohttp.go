@@ -42,6 +42,7 @@ func main() {
 	stay := flag.Bool("stay", false, "client: keep running (and holding what it holds) after the requests")
 	addr := flag.String("addr", "", "dial: address to connect to and hold")
 	wait := flag.Bool("wait", false, "client: first wait (up to 10 s) for the server to listen (one extra connection)")
+	spread := flag.Int("spread", 0, "client: request i goes to 127.0.0.(1 + i mod spread), the URL's port (0: the URL's host)")
 	flag.Parse()
 
 	switch *mode {
@@ -142,12 +143,17 @@ func main() {
 	client := &http.Client{Transport: transport}
 	var leaked []*http.Response
 	for i := 0; *n == 0 || i < *n; i++ {
+		target := *url
+		if u, err := neturl.Parse(*url); err == nil && *spread > 0 {
+			u.Host = fmt.Sprintf("127.0.0.%d:%s", 1+i%*spread, u.Port())
+			target = u.String()
+		}
 		var resp *http.Response
 		var err error
 		if *mode == "leak" {
-			resp, err = client.Post(*url, "text/plain", bytes.NewReader([]byte("ping")))
+			resp, err = client.Post(target, "text/plain", bytes.NewReader([]byte("ping")))
 		} else {
-			resp, err = client.Get(*url)
+			resp, err = client.Get(target)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

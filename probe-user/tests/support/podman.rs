@@ -25,6 +25,9 @@ const NAMES: &[&str] = &[
     "c7-srv",
     "c7-vsrv",
     "c7-victim",
+    "c8-srv",
+    "c8-leaky",
+    "c8-unread",
 ];
 
 const IMAGE: &str = "localhost/sockprobe-test:latest";
@@ -106,6 +109,31 @@ fn build_daemon_rootfs(_: &Path, root: &Path) {
     }
 }
 
+/// `podman run` flags of the daemon as the DaemonSet runs it: no
+/// capability but BPF and PERFMON, a read-only root, 256 MiB and 1 CPU, the
+/// host's BTF and cgroups read-only, `/run/sockprobe` from `run_dir` (the
+/// API socket, reachable from the host).
+pub fn daemonset_flags(run_dir: &std::path::Path, seccomp: Option<&str>) -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "--cap-drop=all",
+        "--cap-add=CAP_BPF",
+        "--cap-add=CAP_PERFMON",
+        "--read-only",
+        "--memory=256m",
+        "--cpus=1",
+        "--pid=host",
+        "-v=/sys/kernel/btf:/sys/kernel/btf:ro",
+        "-v=/sys/fs/cgroup:/sys/fs/cgroup:ro",
+    ]
+    .map(String::from)
+    .to_vec();
+    flags.push(format!("-v={}:/run/sockprobe", run_dir.display()));
+    if let Some(profile) = seccomp {
+        flags.push(format!("--security-opt=seccomp={profile}"));
+    }
+    flags
+}
+
 /// A running container; removed on drop.
 pub struct Container {
     pub id: String,
@@ -178,6 +206,27 @@ impl Container {
     /// A TcpExt counter of the container's network namespace.
     pub fn tcpext(&self, counter: &str) -> u64 {
         tcpext_counter(&self.in_netns(&["cat", "/proc/net/netstat"]), counter)
+    }
+
+    /// Its memory cgroup (v1 or v2): limit, highest charge, OOM kills.
+    pub fn memory(&self) -> (u64, u64, u64) {
+        let own = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid)).unwrap_or_default();
+        let (dir, v2) = match own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string())) {
+            Some(p) => (Path::new("/sys/fs/cgroup/memory").join(p.trim_start_matches('/')), false),
+            None => {
+                let p = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/");
+                (Path::new("/sys/fs/cgroup").join(p.trim_start_matches('/')), true)
+            }
+        };
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let number = |f: &str| read(f).trim().parse().unwrap_or(0);
+        let events = read(if v2 { "memory.events" } else { "memory.oom_control" });
+        let kills = events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok());
+        if v2 {
+            (number("memory.max"), number("memory.peak"), kills.unwrap_or(0))
+        } else {
+            (number("memory.limit_in_bytes"), number("memory.max_usage_in_bytes"), kills.unwrap_or(0))
+        }
     }
 
     pub fn remove(&self) {
