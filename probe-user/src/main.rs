@@ -66,6 +66,21 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<std::path::PathBuf>,
     },
+    /// The man page or a shell's completions, from this command line's own
+    /// definition, on stdout (`cargo xtask package` puts them in the .deb).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// deploy/kubernetes/seccomp/sockprobe.json (docs/operations.md says how it
@@ -198,6 +213,23 @@ fn main() -> ExitCode {
                 Err(e) => fail(Error::io(format!("cannot write the seccomp profile to {}", path.display()), e)),
             }
         }
+        Command::Generate { what } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            let mut out = std::io::stdout().lock();
+            let shell = match what {
+                Generated::Man => {
+                    return match clap_mangen::Man::new(cli).render(&mut out) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => fail(Error::io("cannot write the man page", e)),
+                    };
+                }
+                Generated::Bash => clap_complete::Shell::Bash,
+                Generated::Zsh => clap_complete::Shell::Zsh,
+                Generated::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut cli, "sockprobe", &mut out);
+            ExitCode::SUCCESS
+        }
         Command::Top(args) => {
             init_logging(log_level.unwrap_or(LogLevel::Warn));
             match args.daemon().and_then(cmd::top::run) {
@@ -234,8 +266,13 @@ fn init_logging(level: LogLevel) {
 const MAX_BLOCKING_THREADS: usize = 16;
 
 fn block_on(fut: impl std::future::Future<Output = Result<(), Error>>) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(MAX_BLOCKING_THREADS).build()
-    {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_name("sockprobe-http")
+        .on_thread_start(sockprobe::priority::background)
+        .build();
+    match runtime {
         Ok(rt) => match rt.block_on(fut) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),

@@ -31,8 +31,13 @@ fn systemd_unit_verifies_and_is_hardened() {
     let dir = temp_dir("unit");
     // verify wants the binary to exist: point it at the one just built.
     let path = dir.join("sockprobe.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/sockprobe", *SOCKPROBE)).unwrap();
-    let out = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+    std::fs::write(&path, unit.replace("/usr/bin/sockprobe", *SOCKPROBE)).unwrap();
+    // and the man page its Documentation= names: the one the package ships.
+    std::fs::create_dir_all(dir.join("man/man1")).unwrap();
+    let man = Command::new(*SOCKPROBE).args(["generate", "man"]).output().unwrap();
+    assert!(man.status.success() && man.stdout.starts_with(b".ie"), "sockprobe generate man");
+    std::fs::write(dir.join("man/man1/sockprobe.1"), man.stdout).unwrap();
+    let out = run(Command::new("systemd-analyze").arg("verify").arg(&path).env("MANPATH", dir.join("man")));
     assert!(!out.contains("sockprobe.service:"), "systemd-analyze verify complains:\n{out}");
     let security = run(Command::new("systemd-analyze").args(["security", "--offline=yes"]).arg(&path));
     let score: f64 = security
@@ -77,7 +82,7 @@ fn kubernetes_base_renders_and_validates() {
     ] {
         assert!(rendered.contains(&format!("kind: {kind}\n")), "{kind} missing from the rendered base");
     }
-    assert!(!rendered.contains("hostPID") && rendered.contains("privileged: false"));
+    assert!(rendered.contains("hostPID: true") && rendered.contains("privileged: false"));
     assert!(
         rendered.contains("add:\n            - BPF\n            - PERFMON\n") && !rendered.contains("SYS_RESOURCE"),
         "capabilities other than docs/operations.md's:\n{rendered}"

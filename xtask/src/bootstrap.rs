@@ -165,6 +165,31 @@ fn ensure_bpf_linker(llvm: u32) -> Result<()> {
     }
 }
 
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// What `cargo xtask package` needs: cargo-deb, lintian, dpkg-shlibdeps.
+pub fn ensure_packaging() -> Result<()> {
+    apt_install(&["lintian".into(), "dpkg-dev".into(), "gzip".into()])?;
+    let current = which("cargo-deb").and_then(|p| output(Command::new(p).arg("--version")));
+    if !current.is_some_and(|v| v.contains(CARGO_DEB_VERSION)) {
+        eprintln!("xtask: installing cargo-deb {CARGO_DEB_VERSION} (about 2 minutes)");
+        run(Command::new("cargo").args(["install", "cargo-deb", "--locked", "--version", CARGO_DEB_VERSION]))
+            .context("cargo install cargo-deb")?;
+    }
+    Ok(())
+}
+
+/// What `cargo xtask image` needs: the musl target and musl-gcc (ring's C
+/// parts), podman.
+pub fn ensure_musl(target: &str) -> Result<()> {
+    apt_install(&["musl-tools".into(), "podman".into(), "runc".into()])?;
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !installed.lines().any(|l| l.trim() == target) {
+        run(Command::new("rustup").args(["target", "add", target])).context("rustup target add")?;
+    }
+    Ok(())
+}
+
 /// Python tools the deployment tests use, from PyPI.
 const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate")];
 

@@ -8,6 +8,7 @@ mod bench;
 mod bootstrap;
 mod fuzz;
 mod kernels;
+mod package;
 // One HTTP GET and one Prometheus text reader for the tests and the bench.
 #[path = "../../probe-user/tests/support/scrape.rs"]
 #[allow(dead_code)]
@@ -48,6 +49,12 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: std::path::PathBuf,
     },
+    /// Build, then make target/debian/sockprobe_<version>-1_amd64.deb
+    /// (cargo-deb; man page and completions generated; lintian-checked).
+    Package,
+    /// Build the static (musl) binary and from it, offline, the image
+    /// localhost/sockprobe:latest (podman; docs/install.md).
+    Image,
     /// Fuzz the parsers (cargo-fuzz, nightly) and minimize their corpora
     /// (docs/security.md); `cargo xtask test` replays the corpora.
     Fuzz(fuzz::FuzzArgs),
@@ -114,6 +121,17 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             install(&root)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Package => {
+            bootstrap::ensure()?;
+            build()?;
+            package::package()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Image => {
+            bootstrap::ensure()?;
+            package::image()?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Fuzz(args) => {
             bootstrap::ensure()?;
             fuzz::run(&args)?;
@@ -164,7 +182,15 @@ fn install(root: &std::path::Path) -> Result<()> {
         Ok(())
     };
     copy("target/release/sockprobe", "/usr/local/bin/sockprobe", 0o755, false)?;
-    copy("deploy/systemd/sockprobe.service", "/etc/systemd/system/sockprobe.service", 0o644, false)?;
+    // The unit names the package's paths (/usr/bin, /usr/share/doc); this
+    // development install uses /usr/local.
+    let unit = std::fs::read_to_string(ws.join("deploy/systemd/sockprobe.service"))?
+        .replace("/usr/bin/sockprobe", "/usr/local/bin/sockprobe")
+        .replace("/usr/share/doc/sockprobe", "/usr/local/share/doc/sockprobe");
+    let unit_path = root.join("etc/systemd/system/sockprobe.service");
+    std::fs::create_dir_all(unit_path.parent().unwrap())?;
+    std::fs::write(&unit_path, unit).with_context(|| format!("install {}", unit_path.display()))?;
+    println!("installed {}", unit_path.display());
     copy("deploy/sockprobe.toml", "/etc/sockprobe/sockprobe.toml", 0o644, true)?;
     copy("README.md", "/usr/local/share/doc/sockprobe/README.md", 0o644, false)?;
     for doc in std::fs::read_dir(ws.join("docs"))?.flatten() {
