@@ -57,6 +57,12 @@ fn version_key(name: &str) -> Vec<u64> {
     name.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
 }
 
+/// Debian's newest cloud kernel of `series` (6.1, 6.12), fetched once into
+/// `dir`: its vmlinuz.
+pub fn kernel(series: &str, dir: &Path) -> Result<PathBuf> {
+    fetch_kernel(&package_for(series)?, dir)
+}
+
 /// Downloads and unpacks the package; returns the vmlinuz path.
 fn fetch_kernel(package: &str, dir: &Path) -> Result<PathBuf> {
     let root = dir.join(package);
@@ -90,7 +96,7 @@ fn find_vmlinuz(boot: &Path) -> Option<PathBuf> {
 }
 
 /// A newc cpio archive, written by hand (no cpio needed).
-struct Cpio {
+pub struct Cpio {
     out: Vec<u8>,
     ino: u32,
     dirs: BTreeSet<String>,
@@ -98,16 +104,16 @@ struct Cpio {
 }
 
 impl Cpio {
-    fn new() -> Cpio {
+    pub fn new() -> Cpio {
         Cpio { out: Vec::new(), ino: 1, dirs: BTreeSet::new(), files: BTreeSet::new() }
     }
 
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+    pub fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
         self.node(name, mode, data, (0, 0));
     }
 
     /// One archive member; `rdev` for device nodes.
-    fn node(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
+    pub fn node(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
         let name = name.trim_start_matches('/');
         let header = format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
@@ -138,7 +144,7 @@ impl Cpio {
         }
     }
 
-    fn dir(&mut self, path: &str) {
+    pub fn dir(&mut self, path: &str) {
         let path = path.trim_start_matches('/').trim_end_matches('/');
         let mut acc = String::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -153,14 +159,14 @@ impl Cpio {
         }
     }
 
-    fn file(&mut self, path: &str, data: &[u8], mode: u32) {
+    pub fn file(&mut self, path: &str, data: &[u8], mode: u32) {
         if let Some((parent, _)) = path.trim_start_matches('/').rsplit_once('/') {
             self.dir(parent);
         }
         self.entry(path, 0o100000 | mode, data);
     }
 
-    fn symlink(&mut self, path: &str, target: &str) {
+    pub fn symlink(&mut self, path: &str, target: &str) {
         if let Some((parent, _)) = path.trim_start_matches('/').rsplit_once('/') {
             self.dir(parent);
         }
@@ -169,7 +175,7 @@ impl Cpio {
 
     /// A host binary at `guest_path`, with the shared libraries it needs
     /// (at their host paths).
-    fn binary(&mut self, path: &Path, guest_path: &str) -> Result<()> {
+    pub fn binary(&mut self, path: &Path, guest_path: &str) -> Result<()> {
         let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
         self.file(guest_path, &data, 0o755);
         let ldd = Command::new("ldd").arg(path).output()?;
@@ -188,7 +194,7 @@ impl Cpio {
         Ok(())
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, &[]);
         self.out
     }

@@ -7,6 +7,7 @@
 mod bench;
 mod bootstrap;
 mod fuzz;
+mod guest;
 mod kernels;
 mod package;
 // One HTTP GET and one Prometheus text reader for the tests and the bench.
@@ -52,6 +53,10 @@ enum Cmd {
     /// Build, then make target/debian/sockprobe_<version>-1_amd64.deb
     /// (cargo-deb; man page and completions generated; lintian-checked).
     Package,
+    /// Build the package, then install and run it under systemd in a Debian
+    /// guest (QEMU) and report each check (docs/install.md); `cargo xtask
+    /// test` runs this too.
+    Ship,
     /// Build the static (musl) binary and from it, offline, the image
     /// localhost/sockprobe:latest (podman; docs/install.md).
     Image,
@@ -126,6 +131,13 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             build()?;
             package::package()?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ship => {
+            bootstrap::ensure()?;
+            build()?;
+            let (passed, failed) = guest::check_package()?;
+            println!("ship: {passed} checks passed, {failed} failed");
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Image => {
             bootstrap::ensure()?;

@@ -38,6 +38,10 @@ fn add_result_line(t: &mut Totals, line: &str) {
 
 pub fn run(extra: &[String]) -> Result<ExitCode> {
     let root = is_root();
+    // The image the pod-spec test runs (tests/ship.rs): built first.
+    if root && std::env::var_os("SOCKPROBE_SKIP_SHIP").is_none() {
+        crate::package::image()?;
+    }
     // Every test binary runs, whichever fails first.
     let mut args: Vec<String> = vec!["test".into(), "--release".into(), "--no-fail-fast".into(), "--".into()];
     // Tests share the kernel and its counters: one at a time.
@@ -65,6 +69,20 @@ pub fn run(extra: &[String]) -> Result<ExitCode> {
     } else {
         skipped += 1;
         println!("skipped: the kernel matrix ({})", if root { "SOCKPROBE_SKIP_KERNELS is set" } else { "needs root" });
+    }
+    // The package under a real systemd (about 5 minutes).
+    if root && std::env::var_os("SOCKPROBE_SKIP_SHIP").is_none() {
+        println!("ship: the .deb installed and run by systemd in a Debian guest (set SOCKPROBE_SKIP_SHIP=1 to skip)");
+        let (p, f) = crate::guest::check_package()?;
+        println!("ship: {p} checks passed, {f} failed");
+        totals.passed += p as u64;
+        totals.failed += f as u64;
+    } else {
+        skipped += 1;
+        println!(
+            "skipped: the package under systemd ({})",
+            if root { "SOCKPROBE_SKIP_SHIP is set" } else { "needs root" }
+        );
     }
     if !root {
         println!("skipped: {} privileged tests need root (run `sudo cargo xtask test`)", totals.ignored);

@@ -162,9 +162,13 @@ impl EventThread {
         let mut cgroup_trees = decoder.walk_cgroups_off_thread();
         listing::first(&mut probes, &mut decoder, Some(&mut agg)).await;
         agg.refresh(Clock::monotonic_now_ns());
-        // Start-up parsed ~6 MiB of kernel BTF twice; give the heap back.
+        // Start-up parsed ~6 MiB of kernel BTF twice; give the heap back
+        // (glibc's; musl's allocator, in the static image, returns it itself).
         // SAFETY: malloc_trim only releases free memory.
-        unsafe { libc::malloc_trim(0) };
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0)
+        };
         exporter.set_ready();
         log::info!("ready");
 
