@@ -35,9 +35,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 
 /// Packages whose file, not command, the tests need: a static busybox for
 /// the container image and the QEMU initramfs (the dynamic `busybox`
-/// package would not run there); Python's `requests` as a diagnosis subject;
-/// catatonit, from which podman builds the pause image of `kube play`.
-const TEST_PACKAGES: &[&str] = &["busybox-static", "python3-requests", "catatonit"];
+/// package would not run there); Python's `requests` as a diagnosis subject.
+const TEST_PACKAGES: &[&str] = &["busybox-static", "python3-requests"];
 
 pub fn ensure() -> Result<()> {
     let nightly_llvm = ensure_nightly()?;
