@@ -262,3 +262,51 @@ fn privileged_python_requests_closed_unread() {
     assert_eq!(f["language"], "python", "{f:#}");
     assert!(f["advice"].as_str().unwrap().contains("iter_content"), "{f:#}");
 }
+
+/// java.net.http.HttpClient closing each response body after 100 of 65 536
+/// bytes: some closes leave bytes unread in the kernel (the rest was read
+/// ahead into Java's buffers). Each unread close counts for `unread_close`
+/// (= the namespace's TCPAbortOnClose) and never also for `no_reuse`: before,
+/// the same 20 connections raised both, and `no_reuse`'s advice (a bigger
+/// pool) is wrong for them.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_java_half_read_bodies_are_unread_closes_not_also_no_reuse() {
+    require_root();
+    let classes = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("java");
+    std::fs::create_dir_all(&classes).unwrap();
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/HalfRead.java"))
+        .output()
+        .expect("javac (cargo xtask test installs default-jdk-headless)");
+    assert!(javac.status.success(), "javac: {}", String::from_utf8_lossy(&javac.stderr));
+    let ns = NetNs::new("java");
+    let p = ns.prefix();
+    let daemon = Daemon::start(&[]);
+    let (s, addr) = spawn_listening(&p, &go_program("jv-server"), &["-mode", "server", "-body-bytes", "65536"]);
+    let _s = Killed(s);
+    let before = ns.tcpext("TCPAbortOnClose");
+    let url = format!("http://{addr}/");
+    let classpath = classes.to_str().unwrap();
+    let _java = Killed(spawn_ready(&p, "java", &["-cp", classpath, "HalfRead", &url, "20"]));
+    let unread = (ns.tcpext("TCPAbortOnClose") - before) as f64;
+    assert!(unread > 0.0, "Java should have closed some bodies with bytes unread");
+    let mut doc = Value::Null;
+    let evidence = |doc: &Value, kind: &str, key: &str| {
+        of(doc, "java").iter().find(|f| f["finding"] == kind).and_then(|f| f["evidence"][key].as_f64()).unwrap_or(0.0)
+    };
+    wait_until("java's unread closes", scaled(Duration::from_secs(20)), || {
+        doc = findings(&daemon);
+        evidence(&doc, "unread_close", "unread_closes") >= unread
+    });
+    assert_eq!(evidence(&doc, "unread_close", "unread_closes"), unread, "= TCPAbortOnClose\n{doc:#}");
+    let closed = evidence(&doc, "unread_close", "connections_closed");
+    assert_eq!(closed, 20.0, "{doc:#}");
+    let one_shot = evidence(&doc, "no_reuse", "closed_here_after_one_exchange");
+    assert!(
+        one_shot + unread <= closed,
+        "a connection counted twice: {one_shot} one-shot + {unread} unread of {closed}\n{doc:#}"
+    );
+}

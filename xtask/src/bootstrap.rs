@@ -29,6 +29,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("runc", "runc"),
     ("conmon", "conmon"),
+    // java.net.http.HttpClient as a diagnosis subject.
+    ("javac", "default-jdk-headless"),
     // `sockprobe top` is driven in a terminal multiplexer.
     ("tmux", "tmux"),
 ];

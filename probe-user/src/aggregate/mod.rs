@@ -32,7 +32,7 @@ use self::{
     findings::Thresholds,
     live::LiveSockets,
     series::{ProcKey, RawKey, SeriesKey, SeriesTable},
-    window::{LiveCounts, Window},
+    window::{LiveCounts, RecentOneShots, Window},
 };
 use crate::{
     decode::{Decoded, direction_label, endpoint_label},
@@ -51,6 +51,8 @@ pub struct Aggregator {
     /// close was seen since (the listing may still show them).
     listing: Option<(u64, HashSet<u64>)>,
     window: Window,
+    /// Local one-exchange closes an unread close may still follow.
+    one_shots: RecentOneShots,
     /// Told of each pid new to a label set (the language resolver).
     on_new_pid: Option<Box<dyn FnMut(u32) + Send>>,
 }
@@ -91,6 +93,7 @@ impl Aggregator {
             shown_oldest: HashSet::new(),
             listing: None,
             on_new_pid: None,
+            one_shots: RecentOneShots::default(),
             window: Window::new(Thresholds::default()),
         }
     }
@@ -155,6 +158,9 @@ impl Aggregator {
                 // Every close the kernel side emits says who ended it.
                 let closer = Closer::from_u8(ev.closer).unwrap_or(Closer::Reset);
                 tally.record_close(closer, ev.exchanges);
+                if closer == Closer::Local && ev.exchanges <= 1 {
+                    self.one_shots.remember(ev.cookie);
+                }
                 cells.close(closer);
                 if ev.value > 0 {
                     cells.observe(Spread::Duration, ev.value as f64 / 1e9);
@@ -162,6 +168,9 @@ impl Aggregator {
                 cells.observe(Spread::Exchanges, ev.exchanges as f64);
             }
             EventKind::UnreadClose => {
+                if self.one_shots.take(ev.cookie) {
+                    tally.unrecord_one_exchange(Closer::Local);
+                }
                 tally.unread_closes += 1;
                 tally.unread_bytes += ev.value;
                 cells.add(Count::UnreadCloses, 1);
@@ -438,6 +447,35 @@ mod tests {
             observe(&mut a, &mut d, &event(EventKind::Open, "n1", port, 0));
         }
         assert!(a.series.len() <= 62, "{} label sets", a.series.len());
+    }
+
+    /// A client that shuts its side down, then closes with the response half
+    /// read (java.net.http.HttpClient): the close record (closed here, one
+    /// exchange) comes before the unread close. Those connections are
+    /// `unread_close`, not also `no_reuse`; the same closes without unread
+    /// bytes are `no_reuse`.
+    #[test]
+    fn an_unread_close_after_its_close_record_is_not_also_no_reuse() {
+        let kinds = |unread: bool| {
+            let mut a = Aggregator::new(limits(10), Duration::from_secs(600), "0", "k");
+            let mut d = decoder();
+            for i in 0..20u64 {
+                let mut close = event(EventKind::Close, "java", 443, 1_000 + i);
+                close.cookie = 100 + i;
+                observe(&mut a, &mut d, &close);
+                if unread {
+                    let mut u = event(EventKind::UnreadClose, "java", 443, 1_000 + i);
+                    u.cookie = 100 + i;
+                    observe(&mut a, &mut d, &u);
+                }
+            }
+            a.refresh(2_000_000_000);
+            let mut kinds: Vec<&'static str> = a.diagnosis().report.findings.iter().map(|f| f.finding.name()).collect();
+            kinds.sort();
+            kinds
+        };
+        assert_eq!(kinds(true), ["unread_close"]);
+        assert_eq!(kinds(false), ["no_reuse"]);
     }
 
     #[test]

@@ -41,6 +41,42 @@ pub struct Tally {
     pub close_wait: u64,
 }
 
+/// The last connections closed here after at most one exchange, by cookie.
+/// A close with unread bytes may come after its connection's close record
+/// (a client that shut down its side first, then closed with the response
+/// half read, as java.net.http.HttpClient does): that connection counts for
+/// `unread_close`, whose advice fits, and not also for `no_reuse`, whose
+/// advice (a bigger pool) does not. The reset follows the close in the same
+/// system call, so the last few thousand closes are enough to find it.
+#[derive(Default)]
+pub struct RecentOneShots {
+    order: std::collections::VecDeque<u64>,
+    cookies: foldhash::HashSet<u64>,
+}
+
+/// Closes remembered at once; the oldest is forgotten first.
+const RECENT_ONE_SHOTS: usize = 4096;
+
+impl RecentOneShots {
+    pub fn remember(&mut self, cookie: u64) {
+        if cookie == 0 || !self.cookies.insert(cookie) {
+            return;
+        }
+        self.order.push_back(cookie);
+        if self.order.len() > RECENT_ONE_SHOTS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.cookies.remove(&old);
+        }
+    }
+
+    /// Whether `cookie` was one of them (then it is forgotten).
+    pub fn take(&mut self, cookie: u64) -> bool {
+        // Its place in `order` goes when it comes to the front.
+        self.cookies.remove(&cookie)
+    }
+}
+
 impl Tally {
     pub fn closes(&self) -> u64 {
         self.closed.iter().sum()
@@ -53,6 +89,13 @@ impl Tally {
             self.one_exchange[i] += 1;
         }
         self.exchanges += exchanges as u64;
+    }
+
+    /// A close counted by [`Tally::record_close`] turned out to leave bytes
+    /// unread: it is no longer a one-exchange close of `closer`.
+    pub fn unrecord_one_exchange(&mut self, closer: Closer) {
+        let i = closer as usize - 1;
+        self.one_exchange[i] = self.one_exchange[i].saturating_sub(1);
     }
 
     /// What happened since `base` (a mark taken earlier).
