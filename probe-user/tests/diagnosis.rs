@@ -268,7 +268,7 @@ fn privileged_python_requests_closed_unread() {
 /// ahead into Java's buffers). Each unread close counts for `unread_close`
 /// (= the namespace's TCPAbortOnClose) and never also for `no_reuse`: before,
 /// the same 20 connections raised both, and `no_reuse`'s advice (a bigger
-/// pool) is wrong for them.
+/// pool) is wrong for them. And its IPv4-mapped peer is one IPv4 endpoint.
 #[test]
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_java_half_read_bodies_are_unread_closes_not_also_no_reuse() {
@@ -285,26 +285,33 @@ fn privileged_java_half_read_bodies_are_unread_closes_not_also_no_reuse() {
     let ns = NetNs::new("java");
     let p = ns.prefix();
     let daemon = Daemon::start(&[]);
-    let (s, addr) = spawn_listening(&p, &go_program("jv-server"), &["-mode", "server", "-body-bytes", "65536"]);
+    // 1 MiB bodies: more than Java reads ahead, so most closes leave bytes
+    // unread in the kernel.
+    let (s, addr) = spawn_listening(&p, &go_program("jv-server"), &["-mode", "server", "-body-bytes", "1048576"]);
     let _s = Killed(s);
     let before = ns.tcpext("TCPAbortOnClose");
     let url = format!("http://{addr}/");
     let classpath = classes.to_str().unwrap();
     let _java = Killed(spawn_ready(&p, "java", &["-cp", classpath, "HalfRead", &url, "20"]));
     let unread = (ns.tcpext("TCPAbortOnClose") - before) as f64;
-    assert!(unread > 0.0, "Java should have closed some bodies with bytes unread");
-    let mut doc = Value::Null;
-    let evidence = |doc: &Value, kind: &str, key: &str| {
-        of(doc, "java").iter().find(|f| f["finding"] == kind).and_then(|f| f["evidence"][key].as_f64()).unwrap_or(0.0)
-    };
-    wait_until("java's unread closes", scaled(Duration::from_secs(20)), || {
-        doc = findings(&daemon);
-        evidence(&doc, "unread_close", "unread_closes") >= unread
+    assert!(unread >= 3.0, "Java should have closed bodies with bytes unread: {unread}");
+    let java = [("comm", "java")];
+    wait_until("java's unread closes, as the kernel counted them", scaled(Duration::from_secs(20)), || {
+        metric(&daemon.scrape(), "sockprobe_tcp_unread_closes_total", &java) >= unread
     });
-    assert_eq!(evidence(&doc, "unread_close", "unread_closes"), unread, "= TCPAbortOnClose\n{doc:#}");
-    let closed = evidence(&doc, "unread_close", "connections_closed");
+    assert_eq!(metric(&daemon.scrape(), "sockprobe_tcp_unread_closes_total", &java), unread, "= TCPAbortOnClose");
+    let doc = findings(&daemon);
+    let evidence = |kind: &str, key: &str| {
+        of(&doc, "java").iter().find(|f| f["finding"] == kind).and_then(|f| f["evidence"][key].as_f64()).unwrap_or(0.0)
+    };
+    assert_eq!(evidence("unread_close", "unread_closes"), unread, "{doc:#}");
+    // Java's dual-stack socket reaches the IPv4 server as ::ffff:127.0.0.1:
+    // one endpoint, in its IPv4 form.
+    let endpoints: Vec<&Value> = of(&doc, "java").iter().map(|f| &f["endpoint"]).collect();
+    assert!(endpoints.iter().all(|e| **e == addr), "endpoints {endpoints:?}, the server {addr}");
+    let closed = evidence("unread_close", "connections_closed");
     assert_eq!(closed, 20.0, "{doc:#}");
-    let one_shot = evidence(&doc, "no_reuse", "closed_here_after_one_exchange");
+    let one_shot = evidence("no_reuse", "closed_here_after_one_exchange");
     assert!(
         one_shot + unread <= closed,
         "a connection counted twice: {one_shot} one-shot + {unread} unread of {closed}\n{doc:#}"

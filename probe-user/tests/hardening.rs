@@ -517,6 +517,42 @@ impl Drop for CpuGroup {
     }
 }
 
+/// A tenant starting a client named `name` in a fresh cgroup (200 of them,
+/// made now) every 50 ms, each connecting once to `addr` from `ns`, until
+/// `stop`; the thread answers how many succeeded.
+fn fresh_cgroup_clients(
+    cgroups: &mut Cgroups,
+    ns: &NetNs,
+    name: &str,
+    addr: &str,
+    stop: &Arc<AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    let (stop, addr, name) = (stop.clone(), addr.to_string(), name.to_string());
+    let prefix = ns.prefix().join(" ");
+    let dirs: Vec<std::path::PathBuf> = (0..200).map(|i| cgroups.make(&format!("fresh{i}"))).collect();
+    thread::spawn(move || {
+        let mut fresh = Vec::new();
+        for dir in dirs {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // Into the cgroup first: `ip netns exec` mounts a sysfs of the
+            // namespace's own, without the cgroup tree.
+            let script = format!(
+                "echo $$ > {}/cgroup.procs && exec {prefix} \"$0\" --name {name} client --connect {addr} --response 10",
+                dir.display(),
+            );
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &script, *PEER]).stdout(Stdio::null());
+            if let Ok(child) = cmd.spawn() {
+                fresh.push(child);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        fresh.into_iter().map(|mut c| c.wait().map(|s| s.success()).unwrap_or(false)).filter(|ok| *ok).count()
+    })
+}
+
 /// Case 7 (issue 25): a tenant makes the cgroup tree big (10 000
 /// directories: a walk takes ~0.3 s) and then starts a process in a fresh
 /// cgroup every 50 ms, each connecting once, while `wrk` churns connections
@@ -541,33 +577,7 @@ fn privileged_cgroup_churn_does_not_stall_the_event_path() {
         spawn_listening(&ns.prefix(), &go_program("t25-cg-srv"), &["-mode", "server", "-body-bytes", "100"]);
     let before = snmp_in(&ns, "PassiveOpens");
     let stop = Arc::new(AtomicBool::new(false));
-    let tenant = {
-        let (stop, addr, prefix) =
-            (stop.clone(), addr.clone(), ns.prefix().iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let mut fresh = Vec::new();
-        let dirs: Vec<std::path::PathBuf> = (0..200).map(|i| cgroups.make(&format!("fresh{i}"))).collect();
-        thread::spawn(move || {
-            for dir in dirs {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                // Into the cgroup first: `ip netns exec` mounts a sysfs of the
-                // namespace's own, without the cgroup tree.
-                let script = format!(
-                    "echo $$ > {}/cgroup.procs && exec {} \"$0\" --name t25-cg-cli client --connect {addr} --response 10",
-                    dir.display(),
-                    prefix.join(" ")
-                );
-                let mut cmd = Command::new("sh");
-                cmd.args(["-c", &script, *PEER]).stdout(Stdio::null());
-                if let Ok(child) = cmd.spawn() {
-                    fresh.push(child);
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            fresh.into_iter().map(|mut c| c.wait().map(|s| s.success()).unwrap_or(false)).filter(|ok| *ok).count()
-        })
-    };
+    let tenant = fresh_cgroup_clients(&mut cgroups, &ns, "t25-cg-cli", &addr, &stop);
     let wrk = churn_for_10s(&ns, &addr);
     stop.store(true, Ordering::Relaxed);
     let clients = tenant.join().unwrap() as f64;
@@ -742,31 +752,7 @@ fn privileged_every_attack_at_once_under_the_daemonsets_limits() {
     let (mut server, addr) =
         spawn_listening(&churn_ns.prefix(), &go_program("t25-all-srv"), &["-mode", "server", "-body-bytes", "100"]);
     let before = snmp_in(&churn_ns, "PassiveOpens");
-    let tenant = {
-        let (stop, addr, prefix) =
-            (stop.clone(), addr.clone(), churn_ns.prefix().iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let dirs: Vec<std::path::PathBuf> = (0..200).map(|i| cgroups.make(&format!("fresh{i}"))).collect();
-        thread::spawn(move || {
-            let mut fresh = Vec::new();
-            for dir in dirs {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let script = format!(
-                    "echo $$ > {}/cgroup.procs && exec {} \"$0\" --name t25-all-cg client --connect {addr} --response 10",
-                    dir.display(),
-                    prefix.join(" ")
-                );
-                let mut cmd = Command::new("sh");
-                cmd.args(["-c", &script, *PEER]).stdout(Stdio::null());
-                if let Ok(child) = cmd.spawn() {
-                    fresh.push(child);
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            fresh.into_iter().map(|mut c| c.wait().map(|s| s.success()).unwrap_or(false)).filter(|ok| *ok).count()
-        })
-    };
+    let tenant = fresh_cgroup_clients(&mut cgroups, &churn_ns, "t25-all-cg", &addr, &stop);
     let started = Instant::now();
     let wrk = churn_for_10s(&churn_ns, &addr);
     let before_unread = victim.tcpext("TCPAbortOnClose");

@@ -238,9 +238,14 @@ impl Builder {
 /// An address as the kernel records it (IPv4 in the first 4 bytes).
 pub fn ip_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
     if family == AF_INET {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*raw))
+        return IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]));
+    }
+    // A dual-stack socket (Java's, by default) talking to an IPv4 peer: the
+    // peer is that IPv4 address, one endpoint whichever socket reached it.
+    let v6 = Ipv6Addr::from(*raw);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
     }
 }
 
@@ -252,6 +257,19 @@ pub fn comm_str(raw: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ipv4_mapped_address_is_its_ipv4_address() {
+        let mut raw = [0u8; 16];
+        raw[10..12].copy_from_slice(&[0xff, 0xff]);
+        raw[12..].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(super::ip_addr(AF_INET6, &raw), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(super::ip_addr(AF_INET6, &Ipv6Addr::LOCALHOST.octets()), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        // ::127.0.0.1 (IPv4-compatible, deprecated) is not mapped: it stays IPv6.
+        let mut compat = [0u8; 16];
+        compat[12..].copy_from_slice(&[127, 0, 0, 1]);
+        assert!(super::ip_addr(AF_INET6, &compat).is_ipv6());
+    }
+
     use probe_common::AF_INET6;
 
     use super::*;
