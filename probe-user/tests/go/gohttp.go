@@ -90,6 +90,10 @@ func main() {
 		fmt.Printf("listening %s\n", ln.Addr())
 		srv := &http.Server{
 			IdleTimeout: *idle,
+			// A client frozen between connect() and its first request would
+			// otherwise hold an established connection forever: the idle
+			// timeout applies only between requests.
+			ReadHeaderTimeout: *idle,
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				io.Copy(io.Discard, r.Body)
 				time.Sleep(*delay)
