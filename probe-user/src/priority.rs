@@ -10,6 +10,17 @@
 /// The nice value of every thread but the event thread.
 pub const BACKGROUND_NICE: i32 = 10;
 
+/// A named thread that runs `f` behind the event thread.
+pub fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        background();
+        f()
+    })
+}
+
 /// Moves the calling thread (only it: Linux keeps a nice value per thread)
 /// behind the event thread. Failure (a filter refusing setpriority) is
 /// harmless: the thread keeps its priority.

@@ -64,8 +64,7 @@ impl CgroupPaths {
         let (ask, asked) = std_mpsc::sync_channel::<()>(1);
         let (done, trees) = mpsc::channel(1);
         let root = self.root.clone();
-        let spawned = std::thread::Builder::new().name("sockprobe-cgroups".into()).spawn(move || {
-            crate::priority::background();
+        let spawned = crate::priority::spawn("sockprobe-cgroups", move || {
             while asked.recv().is_ok() {
                 if done.blocking_send(walk_from(root.as_deref())).is_err() {
                     return;

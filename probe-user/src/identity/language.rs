@@ -95,10 +95,7 @@ impl Languages {
         shared.now_ns();
         spawn_worker(&shared, 0);
         let watch = shared.clone();
-        let spawned = std::thread::Builder::new().name("sockprobe-langwd".into()).spawn(move || {
-            crate::priority::background();
-            watchdog(&watch)
-        });
+        let spawned = crate::priority::spawn("sockprobe-langwd", move || watchdog(&watch));
         if let Err(e) = spawned {
             log::warn!("cannot start the language resolver's watchdog, a stalled executable stalls it: {e}");
         }
@@ -136,10 +133,7 @@ impl Languages {
 
 fn spawn_worker(shared: &Arc<Shared>, generation: u64) {
     let own = shared.clone();
-    let spawned = std::thread::Builder::new().name("sockprobe-lang".into()).spawn(move || {
-        crate::priority::background();
-        worker(&own, generation)
-    });
+    let spawned = crate::priority::spawn("sockprobe-lang", move || worker(&own, generation));
     if let Err(e) = spawned {
         log::warn!("cannot start a language resolver: {e}");
     }
