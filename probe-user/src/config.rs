@@ -135,6 +135,13 @@ pub struct KubernetesSection {
     /// This node's name, to list only its pods [default: $NODE_NAME].
     #[arg(id = "kubernetes.node-name", long = "kubernetes.node-name", value_name = "NAME")]
     pub node_name: Option<String>,
+    #[arg(
+        id = "kubernetes.name-endpoints",
+        long = "kubernetes.name-endpoints",
+        value_name = "BOOL",
+        help = "Name remote endpoints by the Service, pod or node they belong to (endpoint=\"svc/<namespace>/<service>:<port>\"), from a watch of every Service and EndpointSlice; false keeps raw ip:port [default: true]"
+    )]
+    pub name_endpoints: Option<bool>,
 }
 
 /// When a diagnosis finding stands (docs/diagnosis.md); defaults in
@@ -283,6 +290,7 @@ impl Settings {
             kubernetes: KubernetesSection {
                 api_url: k.api_url.or(f.kubernetes.api_url),
                 node_name: k.node_name.or(f.kubernetes.node_name),
+                name_endpoints: k.name_endpoints.or(f.kubernetes.name_endpoints),
             },
             diagnosis: d.merge(f.diagnosis),
         }
@@ -353,6 +361,7 @@ impl Settings {
             log_level: self.log.level.unwrap_or(DEFAULT_LOG_LEVEL),
             kubernetes_api_url,
             kubernetes_node_name: self.kubernetes.node_name,
+            kubernetes_name_endpoints: self.kubernetes.name_endpoints.unwrap_or(true),
             diagnosis: self.diagnosis.resolve()?,
         })
     }
@@ -422,6 +431,8 @@ pub struct RunConfig {
     pub kubernetes_api_url: Option<String>,
     /// This node's name for the pod list; default: `$NODE_NAME`.
     pub kubernetes_node_name: Option<String>,
+    /// Remote endpoints named `svc/...`, `pod/...`, `node/...` (Kubernetes only).
+    pub kubernetes_name_endpoints: bool,
     pub diagnosis: Thresholds,
 }
 

@@ -202,3 +202,42 @@ pub fn findings(data: &[u8]) {
         let _ = serde_json::from_value::<Vec<crate::aggregate::findings::Row>>(v["rows"].clone());
     }
 }
+
+/// What a Kubernetes API server (or anything in its place) sends the
+/// watches: lines of watch events or list pages of pods, Services and
+/// EndpointSlices, trimmed and indexed as identity/k8s does.
+pub fn kube_objects(data: &[u8]) {
+    use k8s_openapi::api::{core::v1::Pod, core::v1::Service, discovery::v1::EndpointSlice};
+    use kube::core::{ObjectList, WatchEvent};
+
+    use crate::identity::k8s::names;
+
+    fn objects<K: serde::de::DeserializeOwned + Clone>(line: &[u8]) -> Vec<K> {
+        match serde_json::from_slice::<WatchEvent<K>>(line) {
+            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => vec![o],
+            _ => serde_json::from_slice::<ObjectList<K>>(line).map(|l| l.items).unwrap_or_default(),
+        }
+    }
+    let (mut pods, mut services, mut slices) = (Vec::new(), Vec::new(), Vec::new());
+    for line in data.split(|&b| b == b'\n') {
+        pods.extend(objects::<Pod>(line).into_iter().map(|mut p| {
+            names::trim_pod(&mut p);
+            p
+        }));
+        services.extend(objects::<Service>(line).into_iter().map(|mut s| {
+            names::trim_service(&mut s);
+            s
+        }));
+        slices.extend(objects::<EndpointSlice>(line).into_iter().map(|mut s| {
+            names::trim_endpoint_slice(&mut s);
+            s
+        }));
+    }
+    let index = names::endpoint_index(&services, &slices, &pods);
+    let endpoints = names::EndpointNames::default();
+    endpoints.replace(index);
+    let _ = endpoints.name(&IpAddr::from([10, 0, 0, 1]));
+    let containers = names::PodNames::default();
+    containers.replace(&pods);
+    let _ = containers.resolve("/k8s/pod-0/0123456789ab");
+}

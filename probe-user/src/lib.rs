@@ -23,8 +23,8 @@
 //!   shared start-up and the socket listing (run and applied) live there.
 //! - [`fuzzing`]: the fuzz targets' entry points, on top like `cmd`.
 //! - [`config`]: the daemon's settings, from flags and the config file.
-//! - [`http_client`]: one bounded GET (Kubernetes API, a daemon asked by
-//!   `doctor`/`top`), below identity like [`error`].
+//! - [`http_client`]: one bounded GET (a daemon asked by `doctor`/`top`,
+//!   a Prometheus asked by `doctor --prometheus`), below identity like [`error`].
 //! - [`priority`]: every thread but the event thread yields to it, below
 //!   identity like [`error`].
 //!

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use sockprobe::{
     Error,
     cmd::{
-        self,
+        self, cluster,
         daemon_client::{Daemon, DaemonUrl},
         doctor, trace,
     },
@@ -114,9 +114,16 @@ struct DoctorArgs {
     /// The findings document (as GET /api/v1/findings) instead of the report.
     #[arg(long)]
     json: bool,
-    /// Without a daemon: how long to observe with its own probes (10s, 1m).
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    window: sockprobe::config::HumanDuration,
+    /// Without a daemon: how long to observe with its own probes (10s, 1m)
+    /// [default: 30s]. With --prometheus: the window of the evidence
+    /// [default: 5m, the daemons' diagnosis window].
+    #[arg(long, value_name = "DURATION")]
+    window: Option<sockprobe::config::HumanDuration>,
+    /// The whole cluster's report instead of one node's: ask this Prometheus
+    /// (the one scraping every node's sockprobe) for every node's findings,
+    /// grouped by namespace and workload (http://HOST:9090).
+    #[arg(long, value_name = "URL", conflicts_with = "daemon")]
+    prometheus: Option<String>,
     #[command(flatten)]
     probe: ProbeSection,
 }
@@ -197,7 +204,12 @@ fn main() -> ExitCode {
                 Ok(d) => d,
                 Err(e) => return fail(e),
             };
-            block_on(doctor::run(doctor::DoctorArgs { daemon, json: args.json, window: args.window.0, probe }))
+            if let Some(prometheus) = args.prometheus {
+                let window = args.window.map_or(std::time::Duration::from_secs(300), |w| w.0);
+                return block_on(cluster::run(cluster::ClusterArgs { prometheus, window, json: args.json }));
+            }
+            let window = args.window.map_or(std::time::Duration::from_secs(30), |w| w.0);
+            block_on(doctor::run(doctor::DoctorArgs { daemon, json: args.json, window, probe }))
         }
         Command::SeccompProfile { output: None } => {
             print!("{SECCOMP_PROFILE}");

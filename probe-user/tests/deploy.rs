@@ -92,8 +92,10 @@ fn kubernetes_base_renders_and_validates() {
     std::fs::write(&file, &rendered).unwrap();
     let out = run(Command::new("kubernetes-validate").arg("--strict").arg(&file));
     assert!(!out.contains("ERROR"), "{out}");
-    // RBAC: only what identity/k8s.rs calls (a LIST of this node's pods).
-    assert!(rendered.contains("verbs:\n  - list\n"), "RBAC beyond list:\n{rendered}");
+    // RBAC: only what identity/k8s watches (pods, Services, EndpointSlices), list and watch.
+    let rules = "rules:\n- apiGroups:\n  - \"\"\n  resources:\n  - pods\n  - services\n  verbs:\n  - list\n  - watch\n\
+                 - apiGroups:\n  - discovery.k8s.io\n  resources:\n  - endpointslices\n  verbs:\n  - list\n  - watch\n---";
+    assert!(rendered.contains(rules), "RBAC other than list+watch of pods, services, endpointslices:\n{rendered}");
     // The overlay with TLS and basic auth renders and validates too.
     let secure = run(Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/kubernetes-web-config")]));
     assert!(

@@ -68,3 +68,8 @@ fn executable_corpus() {
 fn findings_corpus() {
     replay("findings", fuzzing::findings);
 }
+
+#[test]
+fn kube_objects_corpus() {
+    replay("kube_objects", fuzzing::kube_objects);
+}

@@ -844,18 +844,42 @@ enum Api {
     Huge,
     Garbage,
     AbsurdChunk,
+    /// Lists answer (empty); each watch sends one 1 GiB event.
+    HugeWatchEvent,
+    /// Lists answer; every watch says 410 Gone at once, so the client lists again.
+    GoneStorm,
 }
 
 fn stand_in(api: Api) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     thread::spawn(move || {
-        for conn in listener.incoming().flatten().take(8) {
+        for conn in listener.incoming().flatten().take(1000) {
             thread::spawn(move || {
                 let mut conn = conn;
                 let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf);
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let watch = String::from_utf8_lossy(&buf[..n]).contains("watch=true");
+                let list =
+                    b"{\"kind\":\"List\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":\"7\"},\"items\":[]}";
+                let empty_list = |conn: &mut std::net::TcpStream| {
+                    write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                        list.len()
+                    )?;
+                    conn.write_all(list)
+                };
                 let _ = match api {
+                    Api::HugeWatchEvent | Api::GoneStorm if !watch => empty_list(&mut conn),
+                    Api::HugeWatchEvent => {
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"type\":\"ADDED\",\"object\":{\"kind\":\"Pod\",\"x\":\"");
+                        let chunk = vec![b'a'; 1 << 20];
+                        (0..1024).try_for_each(|_| conn.write_all(&chunk))
+                    }
+                    Api::GoneStorm => conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"too old resource version\",\"reason\":\"Expired\",\"code\":410}}\n",
+                    ),
                     Api::Stall => {
                         thread::sleep(Duration::from_secs(120));
                         Ok(())
@@ -883,7 +907,7 @@ fn stand_in(api: Api) -> String {
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_misbehaving_kubernetes_api_changes_nothing_else() {
     require_root();
-    for api in [Api::Stall, Api::Huge, Api::Garbage, Api::AbsurdChunk] {
+    for api in [Api::Stall, Api::Huge, Api::Garbage, Api::AbsurdChunk, Api::HugeWatchEvent, Api::GoneStorm] {
         let url = stand_in(api);
         let log = std::env::temp_dir().join(format!("sockprobe-k8s-{api:?}-{}.log", std::process::id()));
         let port = free_port();
@@ -906,12 +930,13 @@ fn privileged_misbehaving_kubernetes_api_changes_nothing_else() {
         });
         if !matches!(api, Api::Stall) {
             wait_until(&format!("{api:?}: one clear line"), Duration::from_secs(20), || {
-                std::fs::read_to_string(&log).unwrap_or_default().contains("Kubernetes API")
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.lines().any(|l| l.contains("Kubernetes API") && l.contains("WARN"))
             });
         }
         let (rss, peak) = rss_kib(child.id());
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines = text.lines().filter(|l| l.contains("Kubernetes API")).count();
+        let lines = text.lines().filter(|l| l.contains("Kubernetes API") && l.contains("WARN")).count();
         eprintln!("{api:?}: RSS {rss} KiB (peak {peak} KiB); {lines} log line(s)");
         assert!(lines <= 1, "one line, not a stream:\n{text}");
         assert!(peak < 96 * 1024, "{api:?}: peak RSS {peak} KiB");

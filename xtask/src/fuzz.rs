@@ -17,6 +17,7 @@ pub const TARGETS: &[&str] = &[
     "http_response",
     "executable",
     "findings",
+    "kube_objects",
 ];
 
 #[derive(clap::Args, Debug)]

@@ -115,6 +115,12 @@ pub struct Families {
     pub series_overflow: IntCounterVec,
     /// 1 while a diagnosis finding stands.
     pub finding: IntGaugeVec,
+    /// Remote addresses the Kubernetes watches name now.
+    pub kubernetes_named: IntGauge,
+    /// 1 per container the Kubernetes API names: its pod and workload.
+    pub workload_info: IntGaugeVec,
+    /// 1 per process with a standing finding: its language.
+    pub process_info: IntGaugeVec,
 }
 
 fn register<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -224,6 +230,24 @@ impl Families {
                 "sockprobe_series_overflow_total",
                 "Label sets folded into endpoint=\"other\" by the per-process endpoint cap.",
                 &["metric"],
+            ),
+            kubernetes_named: register(
+                &r,
+                IntGauge::new(
+                    "sockprobe_kubernetes_named_addresses",
+                    "Remote addresses the Kubernetes watches name now (svc/, pod/, node/ endpoints); 0 without Kubernetes or with --kubernetes.name-endpoints=false.",
+                )
+                .expect("valid metric"),
+            ),
+            workload_info: gauges(
+                "sockprobe_workload_info",
+                "1 for each container the Kubernetes API names (label container), with its namespace, pod and workload (the pod's controller; a Deployment's ReplicaSet as the Deployment).",
+                &["container", "namespace", "pod", "workload_kind", "workload"],
+            ),
+            process_info: gauges(
+                "sockprobe_process_info",
+                "1 for each process (comm, container) with a standing finding: the language its executable is written in, and the runtime's version where known (the advice of sockprobe doctor --prometheus).",
+                &["comm", "container", "language", "language_version"],
             ),
             finding: gauges(
                 "sockprobe_finding",

@@ -19,6 +19,7 @@ pub mod window;
 
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     sync::Arc,
     time::Duration,
 };
@@ -36,8 +37,14 @@ use self::{
 };
 use crate::{
     decode::{Decoded, direction_label, endpoint_label},
-    identity::listing::{FoundSocket, Listing, LiveState, comm_str, ip_addr},
+    identity::{
+        k8s::{EndpointNames, PodNames},
+        listing::{FoundSocket, Listing, LiveState, comm_str, ip_addr},
+    },
 };
+
+/// A pid's language and its version, if known yet.
+type LanguageOf = dyn Fn(u32) -> Option<(String, Option<String>)> + Send;
 
 pub struct Aggregator {
     f: Families,
@@ -55,6 +62,15 @@ pub struct Aggregator {
     one_shots: RecentOneShots,
     /// Told of each pid new to a label set (the language resolver).
     on_new_pid: Option<Box<dyn FnMut(u32) + Send>>,
+    /// Kubernetes names of remote addresses, and the generation the raw-key
+    /// index was built under.
+    names: Option<(EndpointNames, u64)>,
+    /// Kubernetes names of containers, and the generation `workload_info` shows.
+    pods: Option<(PodNames, u64)>,
+    /// The language of a pid, if known yet (`process_info`).
+    language_of: Option<Box<LanguageOf>>,
+    /// `process_info` label sets shown now.
+    shown_processes: HashSet<[String; 4]>,
 }
 
 /// What `/metrics` encodes, for the exporter.
@@ -95,7 +111,38 @@ impl Aggregator {
             on_new_pid: None,
             one_shots: RecentOneShots::default(),
             window: Window::new(Thresholds::default()),
+            names: None,
+            pods: None,
+            language_of: None,
+            shown_processes: HashSet::new(),
         }
+    }
+
+    /// Containers named by the Kubernetes API: `sockprobe_workload_info`.
+    pub fn set_pod_names(&mut self, pods: PodNames) {
+        self.pods = Some((pods, u64::MAX));
+    }
+
+    /// Where `sockprobe_process_info` learns a process's language.
+    pub fn set_language_of(&mut self, f: impl Fn(u32) -> Option<(String, Option<String>)> + Send + 'static) {
+        self.language_of = Some(Box::new(f));
+    }
+
+    /// Outbound endpoints named by Kubernetes objects (`svc/<ns>/<name>:<port>`...).
+    pub fn set_endpoint_names(&mut self, names: EndpointNames) {
+        self.names = Some((names, u64::MAX));
+    }
+
+    /// The `endpoint` label: a remote address Kubernetes names by its name,
+    /// else `ip:port`; inbound endpoints (local) as they are.
+    fn endpoint_label(&self, inbound: bool, addr: &IpAddr, port: u16) -> String {
+        if !inbound
+            && let Some((names, _)) = &self.names
+            && let Some(name) = names.name(addr)
+        {
+            return format!("{name}:{port}");
+        }
+        endpoint_label(addr, port)
     }
 
     /// Calls `f` with each pid new to a label set (cheap and non-blocking, please).
@@ -119,11 +166,19 @@ impl Aggregator {
         let inbound = d.direction == Direction::Inbound;
         let (addr, port) = if inbound { (ev.saddr, ev.sport) } else { (ev.daddr, ev.dport) };
         let raw = RawKey { comm: ev.owner.comm, cgroup_id: ev.owner.cgroup_id, inbound, family: ev.family, addr, port };
+        if let Some((names, built_under)) = &mut self.names {
+            // One atomic load an event: new names, new labels from now on.
+            let now = names.generation();
+            if now != *built_under {
+                *built_under = now;
+                self.series.forget_raw_keys();
+            }
+        }
         if let Some(slot) = self.series.by_raw(&raw) {
             return slot;
         }
         let proc = ProcKey::new(&comm_str(&ev.owner.comm), d.container.to_string());
-        let endpoint = endpoint_label(&ip_addr(ev.family, &addr), port);
+        let endpoint = self.endpoint_label(inbound, &ip_addr(ev.family, &addr), port);
         let overflow = &self.f.series_overflow;
         self.series.slot(ev.ts_ns, proc, direction_label(d.direction), endpoint, Some(raw), || {
             overflow.with_label_values(&[family_of(kind)]).inc()
@@ -244,11 +299,11 @@ impl Aggregator {
             _ => (&s.daddr, s.dport),
         };
         let proc = ProcKey::new(&s.holder.comm, s.holder.container.to_string());
+        let endpoint = self.endpoint_label(s.direction == Direction::Inbound, addr, port);
         let overflow = &self.f.series_overflow;
-        let slot =
-            self.series.slot(now_mono_ns, proc, direction_label(s.direction), endpoint_label(addr, port), None, || {
-                overflow.with_label_values(&[Count::Opened.name()]).inc()
-            });
+        let slot = self.series.slot(now_mono_ns, proc, direction_label(s.direction), endpoint, None, || {
+            overflow.with_label_values(&[Count::Opened.name()]).inc()
+        });
         self.live.track(s.cookie, slot, s.state, now_mono_ns);
     }
 
@@ -261,6 +316,9 @@ impl Aggregator {
         // works per label set.
         let live = live_by_slot(&self.live);
         self.expire(now_mono_ns, &live);
+        if let Some((names, _)) = &self.names {
+            self.f.kubernetes_named.set(names.len() as i64);
+        }
         let mut sockets: HashMap<(SeriesKey, LiveState), i64> = HashMap::new();
         let mut oldest: HashMap<ProcKey, u64> = HashMap::new();
         for (slot, counts) in &live {
@@ -292,6 +350,39 @@ impl Aggregator {
         self.shown_sockets = sockets.into_keys().collect();
         self.shown_oldest = oldest.into_keys().collect();
         self.window.diagnose(now_mono_ns, &mut self.series, &live, &self.f.finding);
+        self.refresh_info();
+    }
+
+    /// The info metrics the cluster report joins on: workloads (when the
+    /// pods changed) and the language of each process with a finding.
+    fn refresh_info(&mut self) {
+        if let Some((pods, shown)) = &mut self.pods {
+            let now = pods.generation();
+            if now != *shown {
+                *shown = now;
+                self.f.workload_info.reset();
+                for n in pods.all() {
+                    self.f
+                        .workload_info
+                        .with_label_values(&[&n.label, &n.namespace, &n.pod, &n.workload_kind, &n.workload])
+                        .set(1);
+                }
+            }
+        }
+        let Some(language_of) = &self.language_of else { return };
+        let mut processes = HashSet::new();
+        for f in &self.window.latest().report.findings {
+            let language = f.pids.iter().rev().find_map(|pid| language_of(*pid));
+            let (name, version) = language.unwrap_or_else(|| ("unknown".into(), None));
+            processes.insert([f.comm.clone(), f.container.clone(), name, version.unwrap_or_default()]);
+        }
+        for p in processes.iter().filter(|p| !self.shown_processes.contains(*p)) {
+            self.f.process_info.with_label_values(&[&p[0], &p[1], &p[2], &p[3]]).set(1);
+        }
+        for gone in self.shown_processes.iter().filter(|p| !processes.contains(*p)) {
+            let _ = self.f.process_info.remove_label_values(&[&gone[0], &gone[1], &gone[2], &gone[3]]);
+        }
+        self.shown_processes = processes;
     }
 
     /// The registry to encode (`/metrics`), and the self-metrics that the

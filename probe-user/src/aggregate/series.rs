@@ -267,6 +267,15 @@ impl SeriesTable {
         }
     }
 
+    /// Lets no raw key find its slot any more: labels are built afresh
+    /// (the names of remote addresses changed).
+    pub fn forget_raw_keys(&mut self) {
+        self.by_raw.clear();
+        for s in self.slots.iter_mut().flatten() {
+            s.raw_keys.clear();
+        }
+    }
+
     pub fn get(&self, slot: usize) -> Option<&Series> {
         self.slots.get(slot)?.as_ref()
     }

@@ -2,6 +2,7 @@
 //! (kernel → decode → aggregate → export) for its purpose. [`start`] and
 //! [`listing`] are the start-up and the socket listing they share.
 pub mod check;
+pub mod cluster;
 pub mod daemon_client;
 pub mod display;
 pub mod doctor;

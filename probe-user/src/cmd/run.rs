@@ -26,7 +26,7 @@ use crate::{
     },
     identity::{
         Clock,
-        k8s::{ApiConfig, PodNames},
+        k8s::{ApiConfig, EndpointNames, PodNames},
         language::Languages,
         listing::Listed,
     },
@@ -71,6 +71,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     let languages = Languages::start();
     let resolver = languages.clone();
     agg.on_new_pid(move |pid| resolver.notice(pid));
+    let known = languages.clone();
+    agg.set_language_of(move |pid| known.get(pid).flatten().map(|l| (l.name.to_string(), l.version)));
     let (refresh_tx, refresh_rx) = mpsc::channel::<RefreshRequest>(4);
     let exporter = Arc::new(Exporter::new(agg.exported(), cfg.telemetry_path.clone(), refresh_tx, languages));
     let scheme = if web.tls.is_some() { "https" } else { "http" };
@@ -95,9 +97,14 @@ pub async fn run(cfg: RunConfig) -> Result<(), Error> {
     exporter.set_stats(Some(probes.take_stats()?));
     if let Some(api) = ApiConfig::in_cluster(cfg.kubernetes_api_url.clone(), cfg.kubernetes_node_name.clone()) {
         let pods = PodNames::default();
+        let endpoints = cfg.kubernetes_name_endpoints.then(EndpointNames::default);
         // Not awaited: a slow API server must not keep the ring undrained.
-        tokio::spawn(crate::identity::k8s::keep_refreshed(api, pods.clone()));
-        decoder.set_pods(pods);
+        tokio::spawn(crate::identity::k8s::keep_watching(api, pods.clone(), endpoints.clone()));
+        decoder.set_pods(pods.clone());
+        agg.set_pod_names(pods);
+        if let Some(names) = endpoints {
+            agg.set_endpoint_names(names);
+        }
     }
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

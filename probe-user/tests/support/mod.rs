@@ -592,6 +592,7 @@ pub fn pid_of(comm: &str) -> Option<u32> {
     String::from_utf8_lossy(&out.stdout).lines().next()?.trim().parse().ok()
 }
 
+pub mod kube_api;
 pub mod podman;
 
 /// A `Tcp:` counter (e.g. `PassiveOpens`) from a `/proc/net/snmp` text.
