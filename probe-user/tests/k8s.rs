@@ -130,6 +130,30 @@ fn watched_objects_name_addresses_and_containers_and_follow_every_change() {
     let lists =
         stand_in.requests().iter().filter(|r| r.starts_with("/api/v1/services?") && !r.contains("watch=")).count();
     assert!(lists >= 3, "one list at start, one after each 410: {lists}");
+
+    // Pods come and go: the mapping follows, it does not grow with history.
+    let baseline = (names.len(), pods.count());
+    for round in 0..3 {
+        for i in 0..300 {
+            stand_in.apply(set(
+                batch_pod(),
+                &[
+                    ("/metadata/name", json!(format!("job-{round}-{i}"))),
+                    ("/metadata/uid", json!(format!("00000000-0000-4000-8000-{round:04}{i:08}"))),
+                    ("/status/podIP", json!(format!("10.244.{}.{}", 100 + i / 250, 1 + i % 250))),
+                    ("/status/podIPs", json!([{"ip": format!("10.244.{}.{}", 100 + i / 250, 1 + i % 250)}])),
+                ],
+            ));
+        }
+        wait_until_ok("300 pods named", Duration::from_secs(10), || {
+            let n = (names.len(), pods.count());
+            if n.0 == baseline.0 + 300 { Ok(()) } else { Err(format!("{n:?} from {baseline:?}")) }
+        });
+        for i in 0..300 {
+            stand_in.delete("Pod", "jobs", &format!("job-{round}-{i}"));
+        }
+        wait_until("back to the baseline", Duration::from_secs(10), || (names.len(), pods.count()) == baseline);
+    }
 }
 
 #[test]

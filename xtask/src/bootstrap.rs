@@ -33,6 +33,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("javac", "default-jdk-headless"),
     // `sockprobe top` is driven in a terminal multiplexer.
     ("tmux", "tmux"),
+    // kube-proxy's DNAT rules in a test's network namespace (tests/k8s.rs).
+    ("iptables", "iptables"),
 ];
 
 /// Packages whose file, not command, the tests need: a static busybox for
