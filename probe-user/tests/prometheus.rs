@@ -22,6 +22,32 @@ fn encode(q: &str) -> String {
         .collect()
 }
 
+/// A real Prometheus scraping `targets` (quoted, comma-separated) every
+/// second, its data in `dir`; `extra` (YAML lines) goes into its config
+/// after the global scrape interval. Killed on drop: a failing assertion must not
+/// leave it running.
+fn start_prometheus(dir: &std::path::Path, targets: &str, extra: &str) -> (Killed, String) {
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n{extra}scrape_configs:\n  - job_name: sockprobe\n    static_configs:\n      - targets: [{targets}]\n"
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let prom = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package; cargo xtask test installs it)"),
+    );
+    (prom, addr)
+}
+
 fn api(addr: &str, path: &str) -> Option<Value> {
     let (status, body) = http_get(addr, path)?;
     if status != 200 {
@@ -44,27 +70,8 @@ fn privileged_prometheus_scrapes_and_fires_close_wait_alert() {
         .replace("[15m:1m]", "[20s:1s]")
         .replace("{state=\"close_wait\"}) > 10", "{state=\"close_wait\"}) > 2");
     std::fs::write(dir.join("alerts.yml"), rules).unwrap();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
-             scrape_configs:\n  - job_name: sockprobe\n    static_configs:\n      - targets: ['{}']\n",
-            daemon.addr
-        ),
-    )
-    .unwrap();
-    let prom_addr = format!("127.0.0.1:{}", free_port());
-    // Killed on drop: a failing assertion must not leave it running.
-    let _prom = Killed(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package; cargo xtask test installs it)"),
-    );
+    let targets = format!("'{}'", daemon.addr);
+    let (_prom, prom_addr) = start_prometheus(&dir, &targets, "  evaluation_interval: 1s\nrule_files: [alerts.yml]\n");
 
     let leak = GoLeak::start("t61", "1s", "100ms");
     let alert = poll("SockprobeCloseWaitGrowing firing", Duration::from_secs(90), || {
@@ -130,24 +137,7 @@ fn privileged_doctor_prometheus_reports_every_nodes_findings_by_workload() {
     let dir = std::env::temp_dir().join(format!("sockprobe-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let targets = nodes.iter().map(|d| format!("'{}'", d.addr)).collect::<Vec<_>>().join(", ");
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sockprobe\n    static_configs:\n      - targets: [{targets}]\n"
-        ),
-    )
-    .unwrap();
-    let prom_addr = format!("127.0.0.1:{}", free_port());
-    let _prom = Killed(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package; cargo xtask test installs it)"),
-    );
+    let (_prom, prom_addr) = start_prometheus(&dir, &targets, "");
 
     let ns = NetNs::new("cluster");
     let (_server, addr) = spawn_listening(&ns.prefix(), &go_program("cl-server"), &["-mode", "server"]);
