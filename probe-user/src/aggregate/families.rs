@@ -115,6 +115,8 @@ pub struct Families {
     pub series_overflow: IntCounterVec,
     /// 1 while a diagnosis finding stands.
     pub finding: IntGaugeVec,
+    /// TIME_WAIT sockets, estimated from local-first closes of the last 60 s.
+    pub time_wait: IntGaugeVec,
     /// Remote addresses the Kubernetes watches name now.
     pub kubernetes_named: IntGauge,
     /// 1 per container the Kubernetes API names: its pod and workload.
@@ -230,6 +232,11 @@ impl Families {
                 "sockprobe_series_overflow_total",
                 "Label sets folded into endpoint=\"other\" by the per-process endpoint cap.",
                 &["metric"],
+            ),
+            time_wait: gauges(
+                "sockprobe_tcp_time_wait_sockets",
+                "Sockets in TIME_WAIT now, estimated from events: connections this host closed first in the last 60 s (each holds its local port for that 4-tuple that long).",
+                &["comm", "container", "direction", "endpoint"],
             ),
             kubernetes_named: register(
                 &r,

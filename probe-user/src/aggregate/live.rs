@@ -15,6 +15,8 @@ pub struct LiveSocket {
     /// Monotonic ns since when it is tracked: a listing that began earlier
     /// cannot show it missing.
     pub tracked_since: u64,
+    /// Its `open` record came: its close must not count it again.
+    pub opened: bool,
 }
 
 #[derive(Default)]
@@ -29,11 +31,24 @@ impl LiveSockets {
         if cookie == 0 {
             return;
         }
-        let l =
-            self.by_cookie.entry(cookie).or_insert(LiveSocket { slot, state, close_wait_since: at, tracked_since: at });
+        let l = self.by_cookie.entry(cookie).or_insert(LiveSocket {
+            slot,
+            state,
+            close_wait_since: at,
+            tracked_since: at,
+            opened: false,
+        });
         if state != l.state {
             l.state = state;
             l.close_wait_since = at;
+        }
+    }
+
+    /// As [`LiveSockets::track`], for the socket's `open` record.
+    pub fn track_open(&mut self, cookie: u64, slot: usize, at: u64) {
+        self.track(cookie, slot, LiveState::Established, at);
+        if let Some(l) = self.by_cookie.get_mut(&cookie) {
+            l.opened = true;
         }
     }
 

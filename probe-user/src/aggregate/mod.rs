@@ -15,6 +15,7 @@ pub mod families;
 pub mod findings;
 pub mod live;
 pub mod series;
+pub mod time_wait;
 pub mod window;
 
 use std::{
@@ -33,7 +34,7 @@ use self::{
     findings::Thresholds,
     live::LiveSockets,
     series::{ProcKey, RawKey, SeriesKey, SeriesTable},
-    window::{LiveCounts, RecentOneShots, Window},
+    window::{LiveCounts, RecentCookies, Window},
 };
 use crate::{
     decode::{Decoded, direction_label, endpoint_label},
@@ -53,13 +54,17 @@ pub struct Aggregator {
     live: LiveSockets,
     /// Label sets the gauges show now, to remove those that go.
     shown_sockets: HashSet<(SeriesKey, LiveState)>,
+    shown_time_wait: HashSet<SeriesKey>,
     shown_oldest: HashSet<ProcKey>,
     /// While a listing is being taken: when it began, and the sockets whose
     /// close was seen since (the listing may still show them).
     listing: Option<(u64, HashSet<u64>)>,
     window: Window,
     /// Local one-exchange closes an unread close may still follow.
-    one_shots: RecentOneShots,
+    one_shots: RecentCookies,
+    /// Closes that counted their connection's open: a late `open` record of
+    /// the same connection is not counted again.
+    folded_closes: RecentCookies,
     /// Told of each pid new to a label set (the language resolver).
     on_new_pid: Option<Box<dyn FnMut(u32) + Send>>,
     /// Kubernetes names of remote addresses, and the generation the raw-key
@@ -106,10 +111,12 @@ impl Aggregator {
             series: SeriesTable::new(limits),
             live: LiveSockets::default(),
             shown_sockets: HashSet::new(),
+            shown_time_wait: HashSet::new(),
             shown_oldest: HashSet::new(),
             listing: None,
             on_new_pid: None,
-            one_shots: RecentOneShots::default(),
+            one_shots: RecentCookies::default(),
+            folded_closes: RecentCookies::default(),
             window: Window::new(Thresholds::default()),
             names: None,
             pods: None,
@@ -199,22 +206,33 @@ impl Aggregator {
             hook(ev.owner.tgid);
         }
         let (cells, tally) = (&s.cells, &mut s.tally);
+        // The kernel side decides "opened" on two CPUs at once when a reset
+        // ends a connection while its second exchange is reported: an `open`
+        // record and a close that folds the open may both come, in either
+        // order. Each connection is opened once here.
+        let late_open = kind == EventKind::Open && self.folded_closes.take(ev.cookie);
         match kind {
+            EventKind::Open if late_open => {}
             EventKind::Open => {
                 tally.opened += 1;
                 cells.add(Count::Opened, 1);
             }
             EventKind::Close => {
                 // An ordinary connection's only record: its open too.
-                if ev.open_folded() {
+                let opened = self.live.get(ev.cookie).is_some_and(|l| l.opened);
+                if ev.open_folded() && !opened {
                     tally.opened += 1;
                     cells.add(Count::Opened, 1);
+                    self.folded_closes.remember(ev.cookie);
                 }
                 // Every close the kernel side emits says who ended it.
                 let closer = Closer::from_u8(ev.closer).unwrap_or(Closer::Reset);
                 tally.record_close(closer, ev.exchanges);
                 if closer == Closer::Local && ev.exchanges <= 1 {
                     self.one_shots.remember(ev.cookie);
+                }
+                if closer == Closer::Local {
+                    s.time_wait.get_or_insert_default().add(ev.ts_ns, 1);
                 }
                 cells.close(closer);
                 if ev.value > 0 {
@@ -225,6 +243,10 @@ impl Aggregator {
             EventKind::UnreadClose => {
                 if self.one_shots.take(ev.cookie) {
                     tally.unrecord_one_exchange(Closer::Local);
+                    // Reset after its FIN: it never reached TIME_WAIT.
+                    if let Some(tw) = s.time_wait.as_mut() {
+                        tw.add(ev.ts_ns, -1);
+                    }
                 }
                 tally.unread_closes += 1;
                 tally.unread_bytes += ev.value;
@@ -242,7 +264,8 @@ impl Aggregator {
             cells.reset_sent(reason);
         }
         match kind {
-            EventKind::Open => self.live.track(ev.cookie, slot, LiveState::Established, ev.ts_ns),
+            EventKind::Open if late_open => {}
+            EventKind::Open => self.live.track_open(ev.cookie, slot, ev.ts_ns),
             EventKind::CloseWait => self.live.track(ev.cookie, slot, LiveState::CloseWait, ev.ts_ns),
             EventKind::Close => {
                 self.live.untrack(ev.cookie);
@@ -347,6 +370,25 @@ impl Aggregator {
         for gone in self.shown_oldest.iter().filter(|k| !oldest.contains_key(*k)) {
             let _ = self.f.close_wait_oldest.remove_label_values(&[&gone.comm, &gone.container]);
         }
+        let mut time_wait = HashMap::new();
+        for (_, s) in self.series.iter() {
+            if let Some(n) = s.time_wait.as_ref().map(|tw| tw.count(now_mono_ns)).filter(|n| *n > 0) {
+                time_wait.insert(s.key.clone(), n as i64);
+            }
+        }
+        for (key, n) in &time_wait {
+            let labels = [&key.proc.comm, &key.proc.container, key.direction, &key.endpoint];
+            self.f.time_wait.with_label_values(&labels).set(*n);
+        }
+        for gone in self.shown_time_wait.iter().filter(|k| !time_wait.contains_key(*k)) {
+            let _ = self.f.time_wait.remove_label_values(&[
+                &gone.proc.comm,
+                &gone.proc.container,
+                gone.direction,
+                &gone.endpoint,
+            ]);
+        }
+        self.shown_time_wait = time_wait.into_keys().collect();
         self.shown_sockets = sockets.into_keys().collect();
         self.shown_oldest = oldest.into_keys().collect();
         self.window.diagnose(now_mono_ns, &mut self.series, &live, &self.f.finding);
@@ -489,6 +531,38 @@ mod tests {
 
     fn observe(a: &mut Aggregator, d: &mut Decoder, ev: &Event) {
         a.observe(&d.decode(ev).expect("a known kind"));
+    }
+
+    /// A reset ending a connection while its second exchange is reported:
+    /// an `open` record and a close folding the open, in either order (the
+    /// wrong-password flood test saw 3 of 94 140 connections opened twice).
+    #[test]
+    fn a_connection_is_opened_once_whatever_the_order_of_its_records() {
+        let mut a = Aggregator::new(limits(10), Duration::from_secs(600), "0", "k");
+        let mut d = decoder();
+        let folded_close = |port: u16| {
+            let mut ev = event(EventKind::Close, "c", port, 2);
+            ev.flags = probe_common::event_flags::OPEN_FOLDED;
+            ev
+        };
+        // Open first, then the folded close; the folded close first, then the open.
+        observe(&mut a, &mut d, &event(EventKind::Open, "c", 1, 1));
+        observe(&mut a, &mut d, &folded_close(1));
+        observe(&mut a, &mut d, &folded_close(2));
+        observe(&mut a, &mut d, &event(EventKind::Open, "c", 2, 3));
+        // An ordinary one: its close alone.
+        observe(&mut a, &mut d, &folded_close(3));
+        let text = render(&mut a, 4);
+        let opened = |port: u16| {
+            let series = format!(
+                "sockprobe_tcp_connections_opened_total{{comm=\"c\",container=\"\",direction=\"outbound\",endpoint=\"10.0.0.1:{port}\"}} 1"
+            );
+            assert!(text.contains(&series), "{series} in\n{text}");
+        };
+        opened(1);
+        opened(2);
+        opened(3);
+        assert!(!text.contains("sockprobe_tcp_sockets{"), "the late open is no live socket\n{text}");
     }
 
     #[test]

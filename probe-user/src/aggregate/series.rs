@@ -2,6 +2,7 @@
 //! step by one type: a label set is found by its kernel identity (the
 //! per-event fast path: one hash lookup, no string built) or by its labels,
 //! and whole processes expire together.
+use super::time_wait::TimeWait;
 use std::{collections::HashSet, sync::Arc};
 
 use super::{
@@ -63,6 +64,8 @@ pub struct Series {
     pub marks: [Tally; MARKS],
     /// The most recent owners seen (bounded).
     pub pids: Vec<u32>,
+    /// Its connections closed here first, still in TIME_WAIT (once there was one).
+    pub time_wait: Option<Box<TimeWait>>,
 }
 
 impl Series {
@@ -232,6 +235,7 @@ impl SeriesTable {
                     tally: Tally::default(),
                     marks: Default::default(),
                     pids: Vec::new(),
+                    time_wait: None,
                 };
                 let slot = match self.free.pop() {
                     Some(i) => {

@@ -49,21 +49,21 @@ pub struct Tally {
 /// advice (a bigger pool) does not. The reset follows the close in the same
 /// system call, so the last few thousand closes are enough to find it.
 #[derive(Default)]
-pub struct RecentOneShots {
+pub struct RecentCookies {
     order: std::collections::VecDeque<u64>,
     cookies: foldhash::HashSet<u64>,
 }
 
-/// Closes remembered at once; the oldest is forgotten first.
-const RECENT_ONE_SHOTS: usize = 4096;
+/// Cookies remembered at once; the oldest is forgotten first.
+const RECENT_COOKIES: usize = 4096;
 
-impl RecentOneShots {
+impl RecentCookies {
     pub fn remember(&mut self, cookie: u64) {
         if cookie == 0 || !self.cookies.insert(cookie) {
             return;
         }
         self.order.push_back(cookie);
-        if self.order.len() > RECENT_ONE_SHOTS
+        if self.order.len() > RECENT_COOKIES
             && let Some(old) = self.order.pop_front()
         {
             self.cookies.remove(&old);
