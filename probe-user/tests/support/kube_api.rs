@@ -40,6 +40,9 @@ struct State {
     /// Watches from a resourceVersion below this get 410 Gone.
     oldest: u64,
     requests: Vec<String>,
+    /// Lists in pages: each list's items and resourceVersion as of its first
+    /// page, as the real server keeps a consistent snapshot behind `continue`.
+    snapshots: Vec<(u64, Vec<Value>)>,
 }
 
 pub struct KubeApi {
@@ -175,26 +178,37 @@ fn serve(conn: TcpStream, state: &(Mutex<State>, Condvar)) {
 }
 
 fn list(w: &mut TcpStream, state: &(Mutex<State>, Condvar), path: &str, q: &str) -> std::io::Result<()> {
-    let s = state.0.lock().unwrap();
+    let mut s = state.0.lock().unwrap();
     let selector = query(q, "fieldSelector");
-    let all: Vec<&Value> =
-        s.objects.iter().filter(|((p, _, _), o)| p == path && selects(selector, o)).map(|(_, o)| o).collect();
-    let from: usize = query(q, "continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+    // `continue` = "<snapshot>-<offset>".
+    let token = query(q, "continue")
+        .and_then(|c| c.split_once('-'))
+        .and_then(|(i, o)| Some((i.parse().ok()?, o.parse().ok()?)));
+    let (id, from): (usize, usize) = match token {
+        Some(t) => t,
+        None => {
+            let all: Vec<Value> = s
+                .objects
+                .iter()
+                .filter(|((p, _, _), o)| p == path && selects(selector, o))
+                .map(|(_, o)| {
+                    // A list's items carry no kind or apiVersion.
+                    let mut o = o.clone();
+                    o.as_object_mut().unwrap().retain(|k, _| k != "kind" && k != "apiVersion");
+                    o
+                })
+                .collect();
+            let rv = s.rv;
+            s.snapshots.push((rv, all));
+            (s.snapshots.len() - 1, 0)
+        }
+    };
     let limit: usize = query(q, "limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
-    let page: Vec<Value> = all
-        .iter()
-        .skip(from)
-        .take(limit)
-        .map(|o| {
-            // A list's items carry no kind or apiVersion.
-            let mut o = (*o).clone();
-            o.as_object_mut().unwrap().retain(|k, _| k != "kind" && k != "apiVersion");
-            o
-        })
-        .collect();
-    let mut meta = json!({"resourceVersion": s.rv.to_string()});
+    let (rv, all) = &s.snapshots[id];
+    let page: Vec<Value> = all.iter().skip(from).take(limit).cloned().collect();
+    let mut meta = json!({"resourceVersion": rv.to_string()});
     if from + page.len() < all.len() {
-        meta["continue"] = json!((from + page.len()).to_string());
+        meta["continue"] = json!(format!("{id}-{}", from + page.len()));
     }
     let kind = match path {
         "/api/v1/pods" => "PodList",
