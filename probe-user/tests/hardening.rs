@@ -848,6 +848,10 @@ enum Api {
     HugeWatchEvent,
     /// Lists answer; every watch says 410 Gone at once, so the client lists again.
     GoneStorm,
+    /// Lists answer; every watch sends its headers, then nothing.
+    StalledWatch,
+    /// Lists answer; every watch sends a line that is no watch event.
+    GarbageWatch,
 }
 
 fn stand_in(api: Api) -> String {
@@ -871,7 +875,17 @@ fn stand_in(api: Api) -> String {
                     conn.write_all(list)
                 };
                 let _ = match api {
-                    Api::HugeWatchEvent | Api::GoneStorm if !watch => empty_list(&mut conn),
+                    Api::HugeWatchEvent | Api::GoneStorm | Api::StalledWatch | Api::GarbageWatch if !watch => {
+                        empty_list(&mut conn)
+                    }
+                    Api::StalledWatch => {
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n");
+                        thread::sleep(Duration::from_secs(120));
+                        Ok(())
+                    }
+                    Api::GarbageWatch => conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"type\":\"ADDED\",\"object\":[1,2,3]}\nnot json at all\n",
+                    ),
                     Api::HugeWatchEvent => {
                         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"type\":\"ADDED\",\"object\":{\"kind\":\"Pod\",\"x\":\"");
                         let chunk = vec![b'a'; 1 << 20];
@@ -907,7 +921,16 @@ fn stand_in(api: Api) -> String {
 #[ignore = "needs root: `sudo cargo xtask test` runs it"]
 fn privileged_misbehaving_kubernetes_api_changes_nothing_else() {
     require_root();
-    for api in [Api::Stall, Api::Huge, Api::Garbage, Api::AbsurdChunk, Api::HugeWatchEvent, Api::GoneStorm] {
+    for api in [
+        Api::Stall,
+        Api::Huge,
+        Api::Garbage,
+        Api::AbsurdChunk,
+        Api::HugeWatchEvent,
+        Api::GoneStorm,
+        Api::StalledWatch,
+        Api::GarbageWatch,
+    ] {
         let url = stand_in(api);
         let log = std::env::temp_dir().join(format!("sockprobe-k8s-{api:?}-{}.log", std::process::id()));
         let port = free_port();
@@ -928,7 +951,7 @@ fn privileged_misbehaving_kubernetes_api_changes_nothing_else() {
             let text = http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
             metric(&text, "sockprobe_tcp_connections_opened_total", &[("comm", "t12-k8s-cli")]) == 3.0
         });
-        if !matches!(api, Api::Stall) {
+        if !matches!(api, Api::Stall | Api::StalledWatch) {
             wait_until(&format!("{api:?}: one clear line"), Duration::from_secs(20), || {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 text.lines().any(|l| l.contains("Kubernetes API") && l.contains("WARN"))
