@@ -61,15 +61,9 @@ pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
     // Newer verifiers treat a socket reached from a file as untrusted, which
     // no helper accepts: the cookie is read, not generated.
     entry.cookie = kernel::adopted_cookie::<Typed>(sk);
-    let mut written = write(seq, &entry);
+    write(seq, &entry);
     if entry.state as u32 == layout!(states.listen) {
-        written &= queued(seq, sk, &mut entry);
-    }
-    if !written {
-        // The read's buffer filled: the kernel drops what this call wrote
-        // and shows the same file again at the next read, which must not
-        // find the socket already seen (one socket lost per ~400 records).
-        let _ = LISTED.remove(&ListedKey { session, sk: sk as u64 });
+        queued(seq, sk, &mut entry);
     }
     0
 }
@@ -89,10 +83,8 @@ fn first_sight(session: u64, sk: *const u8) -> bool {
 
 /// Connections a listener has not accepted yet: walked through its accept
 /// queue, with probe reads (their sockets are not typed pointers here).
-/// Whether every record fit the read's buffer.
 #[inline(always)]
-fn queued(seq: *mut u8, listener: *const u8, entry: &mut SocketEntry) -> bool {
-    let mut written = true;
+fn queued(seq: *mut u8, listener: *const u8, entry: &mut SocketEntry) {
     let mut req = probe_read::<u64>(listener, layout!(icsk_accept_head), 0);
     for _ in 0..MAX_QUEUED {
         if req == 0 {
@@ -105,19 +97,17 @@ fn queued(seq: *mut u8, listener: *const u8, entry: &mut SocketEntry) -> bool {
             endpoints::<Untyped>(child, entry);
             entry.cookie = cookie;
             entry.flags = entry_flags::QUEUED;
-            written &= write(seq, entry);
+            write(seq, entry);
         }
         req = probe_read::<u64>(req as *const u8, layout!(request_sock_next), 0);
     }
-    written
 }
 
-/// Whether the record fit the read's buffer.
 #[inline(always)]
-fn write(seq: *mut u8, entry: &SocketEntry) -> bool {
+fn write(seq: *mut u8, entry: &SocketEntry) {
     unsafe {
-        bpf_seq_write(seq.cast(), (entry as *const SocketEntry).cast_mut().cast(), size_of::<SocketEntry>() as u32) == 0
-    }
+        bpf_seq_write(seq.cast(), (entry as *const SocketEntry).cast_mut().cast(), size_of::<SocketEntry>() as u32)
+    };
 }
 
 /// The process holding the fd: tgid, its leader's comm, its cgroup v2 id.
