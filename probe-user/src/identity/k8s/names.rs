@@ -255,7 +255,6 @@ fn trimmed_meta(m: &mut ObjectMeta, keep_label: Option<&str>) -> ObjectMeta {
         namespace: m.namespace.take(),
         uid: m.uid.take(),
         resource_version: m.resource_version.take(),
-        owner_references: m.owner_references.take(),
         labels,
         ..Default::default()
     }
@@ -263,7 +262,6 @@ fn trimmed_meta(m: &mut ObjectMeta, keep_label: Option<&str>) -> ObjectMeta {
 
 pub fn trim_service(s: &mut Service) {
     s.metadata = trimmed_meta(&mut s.metadata, None);
-    s.metadata.owner_references = None;
     s.spec = s.spec.take().map(|spec| ServiceSpec {
         cluster_ip: spec.cluster_ip,
         cluster_ips: spec.cluster_ips,
@@ -274,7 +272,6 @@ pub fn trim_service(s: &mut Service) {
 
 pub fn trim_endpoint_slice(s: &mut EndpointSlice) {
     s.metadata = trimmed_meta(&mut s.metadata, Some(SERVICE_NAME_LABEL));
-    s.metadata.owner_references = None;
     // All addresses in one endpoint: a k8s-openapi Endpoint is ~300 bytes
     // even empty, 100 of them a slice.
     let addresses: Vec<String> = std::mem::take(&mut s.endpoints).into_iter().flat_map(|e| e.addresses).collect();
@@ -283,14 +280,17 @@ pub fn trim_endpoint_slice(s: &mut EndpointSlice) {
 }
 
 pub fn trim_pod(p: &mut Pod) {
+    // Only the pod's controller: its workload (`workload_of`).
+    let mut owners = p.metadata.owner_references.take();
     p.metadata = trimmed_meta(&mut p.metadata, Some(POD_TEMPLATE_HASH));
-    if let Some(owners) = &mut p.metadata.owner_references {
+    if let Some(owners) = &mut owners {
         owners.retain(|o| o.controller == Some(true));
         for o in owners.iter_mut() {
             o.api_version.clear();
             o.uid.clear();
         }
     }
+    p.metadata.owner_references = owners;
     p.spec = p.spec.take().map(|spec| PodSpec {
         node_name: spec.node_name,
         host_network: spec.host_network,
