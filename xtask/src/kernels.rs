@@ -29,6 +29,19 @@ pub struct KernelArgs {
     /// Give up on a guest after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Run only the scenarios whose name contains this (e.g. one test while
+    /// checking that a kernel's verifier takes a changed program).
+    #[arg(long, default_value = "privileged_", value_parser = scenario_filter)]
+    filter: String,
+}
+
+fn scenario_filter(s: &str) -> Result<String, String> {
+    // It lands in the guest's shell script.
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(s.to_string())
+    } else {
+        Err("letters, digits and _ only".into())
+    }
 }
 
 /// Debian package of the newest cloud image of a series, e.g. 6.1 →
@@ -223,7 +236,7 @@ echo "@@kernel $(uname -r)"
 @SOCKPROBE@ check --json > /run/check.json
 echo "@@check-end rc=$?"
 echo "@@check-json $(cat /run/check.json)"
-SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --include-ignored --test-threads=1 privileged_ 2>&1
+SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --include-ignored --test-threads=1 @FILTER@ 2>&1
 echo "@@tests-end rc=$?"
 # The daemon: unread closes in /metrics against the guest's TCPAbortOnClose.
 abort_on_close() {
@@ -248,7 +261,7 @@ kill $SP; wait $SP 2>/dev/null
 # Again with fentry/fexit refused: the kprobe fallbacks carry app I/O and closes.
 echo "@@pass kprobe"
 SOCKPROBE_SKIP_HOOKS=fentry,fexit @SOCKPROBE@ check | grep -E "kprobe|result"
-SOCKPROBE_SKIP_HOOKS=fentry,fexit SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --include-ignored --test-threads=1 privileged_ 2>&1
+SOCKPROBE_SKIP_HOOKS=fentry,fexit SOCKPROBE_TEST_TIME_SCALE=20 @SCENARIOS@ --include-ignored --test-threads=1 @FILTER@ 2>&1
 echo "@@kprobe-tests-end rc=$?"
 poweroff -f
 "#;
@@ -276,7 +289,7 @@ fn scenario_binary() -> Result<PathBuf> {
         .context("scenario test binary not found")
 }
 
-fn build_initramfs(dir: &Path) -> Result<PathBuf> {
+fn build_initramfs(dir: &Path, filter: &str) -> Result<PathBuf> {
     let root = workspace_root();
     let sockprobe = root.join("target/release/sockprobe");
     let peer = root.join("target/release/sockprobe-peer");
@@ -292,7 +305,8 @@ fn build_initramfs(dir: &Path) -> Result<PathBuf> {
     let init = INIT
         .replace("@SOCKPROBE@", &guest("sockprobe"))
         .replace("@PEER@", &guest("sockprobe-peer"))
-        .replace("@SCENARIOS@", &guest("scenarios"));
+        .replace("@SCENARIOS@", &guest("scenarios"))
+        .replace("@FILTER@", filter);
     cpio.file("init", init.as_bytes(), 0o755);
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644);
     for (bin, name) in [(&sockprobe, "sockprobe"), (&peer, "sockprobe-peer"), (&scenarios, "scenarios")] {
@@ -424,8 +438,15 @@ fn read_check(json: &str, out: &mut Outcome) {
     }
 }
 
+impl KernelArgs {
+    /// Every scenario on one kernel series.
+    pub fn all_scenarios_on(series: &str) -> Self {
+        Self { kernels: vec![series.into()], timeout: 900, filter: "privileged_".into() }
+    }
+}
+
 pub fn run(args: &KernelArgs) -> Result<()> {
-    let (passed, failed) = matrix(&args.kernels, args.timeout)?;
+    let (passed, failed) = matrix(args)?;
     if failed > 0 || passed == 0 {
         bail!("some kernel failed a scenario or its check");
     }
@@ -434,12 +455,11 @@ pub fn run(args: &KernelArgs) -> Result<()> {
 
 /// Boots each kernel series and runs the scenarios; (passed, failed) over
 /// all guests, a failed `sockprobe check` counting as a failure.
-pub fn matrix(kernels: &[String], timeout: u64) -> Result<(usize, usize)> {
-    let args = KernelArgs { kernels: kernels.to_vec(), timeout };
+pub fn matrix(args: &KernelArgs) -> Result<(usize, usize)> {
     bootstrap::apt_install(&["qemu-system-x86".into(), "busybox-static".into()])?;
     let dir = workspace_root().join("target/kernels");
     std::fs::create_dir_all(&dir)?;
-    let initramfs = build_initramfs(&dir)?;
+    let initramfs = build_initramfs(&dir, &args.filter)?;
     let series: Vec<String> =
         if args.kernels.is_empty() { vec!["6.1".into(), "6.12".into()] } else { args.kernels.clone() };
     let mut report = String::new();

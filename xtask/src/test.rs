@@ -62,7 +62,7 @@ pub fn run(extra: &[String]) -> Result<ExitCode> {
     // 3 minutes); `cargo xtask kernels` runs 6.1 and 6.12.
     if root && std::env::var_os("SOCKPROBE_SKIP_KERNELS").is_none() {
         println!("kernel matrix: Debian 6.1 under QEMU (set SOCKPROBE_SKIP_KERNELS=1 to skip)");
-        let (p, f) = crate::kernels::matrix(&["6.1".into()], 900)?;
+        let (p, f) = crate::kernels::matrix(&crate::kernels::KernelArgs::all_scenarios_on("6.1"))?;
         println!("kernel matrix: {p} passed, {f} failed");
         totals.passed += p as u64;
         totals.failed += f as u64;

@@ -52,7 +52,8 @@ pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
     let seq = unsafe { *ctx.meta };
     // One pass is one session: a later read of a fresh iterator fd gets another.
     let session = unsafe { *(ctx.meta as *const u64).add(1) };
-    if !first_sight(session, sk) {
+    let key = ListedKey { session, sk: sk as u64 };
+    if !first_sight(&key) {
         return 0;
     }
     let mut entry: SocketEntry = unsafe { core::mem::zeroed() };
@@ -61,30 +62,43 @@ pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
     // Newer verifiers treat a socket reached from a file as untrusted, which
     // no helper accepts: the cookie is read, not generated.
     entry.cookie = kernel::adopted_cookie::<Typed>(sk);
-    write(seq, &entry);
+    if !write(seq, &entry) {
+        unsee(&key);
+        return 0;
+    }
     if entry.state as u32 == layout!(states.listen) {
-        queued(seq, sk, &mut entry);
+        queued(seq, sk, &mut entry, &key);
     }
     0
+}
+
+/// The read's buffer filled: the kernel drops what this call wrote and shows
+/// the same file again at the next read, which must not find the socket
+/// already seen (else one socket is lost per ~400 records).
+#[inline(always)]
+fn unsee(key: &ListedKey) {
+    let _ = LISTED.remove(key);
 }
 
 /// Whether this pass meets `sk` for the first time (another fd of a socket
 /// already written is skipped).
 #[inline(always)]
-fn first_sight(session: u64, sk: *const u8) -> bool {
-    let key = ListedKey { session, sk: sk as u64 };
-    if unsafe { LISTED.get(&key) }.is_some() {
+fn first_sight(key: &ListedKey) -> bool {
+    if unsafe { LISTED.get(key) }.is_some() {
         return false;
     }
     // A full map evicts its least recent key: at worst a repeat record.
-    let _ = LISTED.insert(&key, &1, 0);
+    let _ = LISTED.insert(key, &1, 0);
     true
 }
 
 /// Connections a listener has not accepted yet: walked through its accept
 /// queue, with probe reads (their sockets are not typed pointers here).
+/// Leaves at the first record that does not fit: nothing is carried through
+/// the loop, which 6.1's verifier could not afford (a flag carried through
+/// it made the program "too large").
 #[inline(always)]
-fn queued(seq: *mut u8, listener: *const u8, entry: &mut SocketEntry) {
+fn queued(seq: *mut u8, listener: *const u8, entry: &mut SocketEntry, key: &ListedKey) {
     let mut req = probe_read::<u64>(listener, layout!(icsk_accept_head), 0);
     for _ in 0..MAX_QUEUED {
         if req == 0 {
@@ -97,17 +111,21 @@ fn queued(seq: *mut u8, listener: *const u8, entry: &mut SocketEntry) {
             endpoints::<Untyped>(child, entry);
             entry.cookie = cookie;
             entry.flags = entry_flags::QUEUED;
-            write(seq, entry);
+            if !write(seq, entry) {
+                unsee(key);
+                return;
+            }
         }
         req = probe_read::<u64>(req as *const u8, layout!(request_sock_next), 0);
     }
 }
 
+/// Whether the record fit the read's buffer.
 #[inline(always)]
-fn write(seq: *mut u8, entry: &SocketEntry) {
+fn write(seq: *mut u8, entry: &SocketEntry) -> bool {
     unsafe {
-        bpf_seq_write(seq.cast(), (entry as *const SocketEntry).cast_mut().cast(), size_of::<SocketEntry>() as u32)
-    };
+        bpf_seq_write(seq.cast(), (entry as *const SocketEntry).cast_mut().cast(), size_of::<SocketEntry>() as u32) == 0
+    }
 }
 
 /// The process holding the fd: tgid, its leader's comm, its cgroup v2 id.
