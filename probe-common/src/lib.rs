@@ -166,6 +166,10 @@ pub struct KernelLayout {
     pub skc_v6_rcv_saddr: Field,
     pub sk_protocol: Field,
     pub sk_shutdown: Field,
+    /// A listener's accept queue now, and its backlog (`listen()`'s, capped
+    /// by somaxconn).
+    pub sk_ack_backlog: Field,
+    pub sk_max_ack_backlog: Field,
     /// `sock.sk_cgrp_data.cgroup` (5.15+ layout); missing on older kernels.
     pub sk_cgroup: Field,
     pub cgroup_kn: Field,
@@ -219,6 +223,8 @@ impl KernelLayout {
         skc_v6_rcv_saddr: Field::MISSING,
         sk_protocol: Field::MISSING,
         sk_shutdown: Field::MISSING,
+        sk_ack_backlog: Field::MISSING,
+        sk_max_ack_backlog: Field::MISSING,
         sk_cgroup: Field::MISSING,
         cgroup_kn: Field::MISSING,
         kernfs_node_id: Field::MISSING,
@@ -368,6 +374,9 @@ pub struct SocketEntry {
     /// Kernel TCP state.
     pub state: u8,
     pub flags: u8,
+    /// A listener's: connections waiting for accept(), and its backlog.
+    pub accept_queue: u32,
+    pub accept_backlog: u32,
 }
 
 /// Per-socket state, in the cookie table, socket-local storage or the LRU

@@ -202,6 +202,9 @@ impl Decoder {
         for s in &mut listing.sockets {
             s.holder.container = self.container(s.holder.cgroup_id);
         }
+        for q in &mut listing.accept_queues {
+            q.holder.container = self.container(q.holder.cgroup_id);
+        }
     }
 
     /// The `container` label of a cgroup id (not found: none).

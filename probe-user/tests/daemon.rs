@@ -756,3 +756,32 @@ fn privileged_listing_finds_every_socket_across_read_buffers() {
         if listed == kernel { Ok(()) } else { Err(format!("{listed} of {kernel}")) }
     });
 }
+
+/// A listener that never accepts (issue 28): its accept-queue gauges equal
+/// what `ss -lnt` shows in its namespace, Recv-Q (connections waiting for
+/// accept()) and Send-Q (the backlog), at the next listing.
+#[test]
+#[ignore = "needs root: `sudo cargo xtask test` runs it"]
+fn privileged_listen_queue_equals_ss() {
+    require_root();
+    let ns = NetNs::new("lq");
+    let daemon = Daemon::start(&["--metrics.reconcile-interval", "1s"]);
+    let _hold = Killed(spawn_ready(
+        &ns.prefix(),
+        *PEER,
+        &["--name", "lq-hold", "hold", "--connections", "1", "--unaccepted", "20"],
+    ));
+    let mut cmd = Command::new(ns.prefix()[0]);
+    cmd.args(&ns.prefix()[1..]).args(["ss", "-lntH"]);
+    let ss = String::from_utf8(cmd.output().expect("ss").stdout).unwrap();
+    let listen: Vec<&str> = ss.lines().next().expect("the listener").split_whitespace().collect();
+    let (waiting, backlog, local) = (listen[1].parse::<f64>().unwrap(), listen[2].parse::<f64>().unwrap(), listen[3]);
+    assert!(waiting >= 20.0, "20 connections wait for accept(): {ss}");
+    let labels = [("comm", "lq-hold"), ("endpoint", local)];
+    let mut text = String::new();
+    wait_until("the accept queue at a listing", Duration::from_secs(10), || {
+        text = daemon.scrape();
+        metric(&text, "sockprobe_tcp_listen_queue", &labels) == waiting
+    });
+    assert_eq!(metric(&text, "sockprobe_tcp_listen_queue_max", &labels), backlog, "Send-Q\n{ss}\n{text}");
+}

@@ -62,11 +62,19 @@ pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
     // Newer verifiers treat a socket reached from a file as untrusted, which
     // no helper accepts: the cookie is read, not generated.
     entry.cookie = kernel::adopted_cookie::<Typed>(sk);
+    let listening = entry.state as u32 == layout!(states.listen);
+    if listening {
+        entry.accept_queue = <Untyped as Access>::read::<u32>(sk, layout!(sk_ack_backlog), 0);
+        entry.accept_backlog = <Untyped as Access>::read::<u32>(sk, layout!(sk_max_ack_backlog), 0);
+    }
     if !write(seq, &entry) {
         unsee(&key);
         return 0;
     }
-    if entry.state as u32 == layout!(states.listen) {
+    if listening {
+        // The queued records keep the listener's two numbers: userspace
+        // reads them from listeners only (clearing them here cost 6.1's
+        // verifier its state pruning in the walk).
         queued(seq, sk, &mut entry, &key);
     }
     0

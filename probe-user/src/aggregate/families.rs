@@ -100,6 +100,8 @@ pub struct Families {
     registry: Registry,
     pub sockets: IntGaugeVec,
     pub close_wait_oldest: GaugeVec,
+    pub listen_queue: IntGaugeVec,
+    pub listen_queue_max: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub probe_attached: IntGaugeVec,
     pub events_lost: IntCounter,
@@ -161,6 +163,16 @@ impl Families {
                     &PROC,
                 )
                 .expect("valid metric"),
+            ),
+            listen_queue: gauges(
+                "sockprobe_tcp_listen_queue",
+                "Connections a listener has completed that the process has not accepted yet, at the last listing.",
+                &["comm", "container", "endpoint"],
+            ),
+            listen_queue_max: gauges(
+                "sockprobe_tcp_listen_queue_max",
+                "A listener's backlog: its accept queue's length limit (listen()'s, capped by somaxconn).",
+                &["comm", "container", "endpoint"],
             ),
             build_info: gauges(
                 "sockprobe_build_info",

@@ -56,6 +56,8 @@ pub struct Aggregator {
     shown_sockets: HashSet<(SeriesKey, LiveState)>,
     shown_time_wait: HashSet<SeriesKey>,
     shown_oldest: HashSet<ProcKey>,
+    /// Listeners the accept-queue gauges show now: (comm, container, endpoint).
+    shown_queues: HashSet<[String; 3]>,
     /// While a listing is being taken: when it began, and the sockets whose
     /// close was seen since (the listing may still show them).
     listing: Option<(u64, HashSet<u64>)>,
@@ -113,6 +115,7 @@ impl Aggregator {
             shown_sockets: HashSet::new(),
             shown_time_wait: HashSet::new(),
             shown_oldest: HashSet::new(),
+            shown_queues: HashSet::new(),
             listing: None,
             on_new_pid: None,
             one_shots: RecentCookies::default(),
@@ -291,6 +294,7 @@ impl Aggregator {
         self.f.listing_sockets.set(listing.sockets.len() as i64);
         self.f.listing_unseen.set(listing.unseen as i64);
         self.f.listing_duration.set(listing.took.as_secs_f64());
+        self.show_accept_queues(listing);
         let listed: HashSet<u64> = listing.sockets.iter().map(|s| s.cookie).collect();
         let mut r = Reconciled { dropped: self.live.drop_unlisted(&listed, listed_at), ..Reconciled::default() };
         for s in &listing.sockets {
@@ -313,6 +317,30 @@ impl Aggregator {
             }
         }
         r
+    }
+
+    /// The accept-queue gauges, as the listing found them: a listener gone
+    /// since the last one leaves them. Several sockets on one endpoint
+    /// (SO_REUSEPORT) add up.
+    fn show_accept_queues(&mut self, listing: &Listing) {
+        let mut now: HashMap<[String; 3], (i64, i64)> = HashMap::new();
+        for q in &listing.accept_queues {
+            let key = [q.holder.comm.clone(), q.holder.container.to_string(), endpoint_label(&q.addr, q.port)];
+            let e = now.entry(key).or_default();
+            e.0 += q.waiting as i64;
+            e.1 += q.backlog as i64;
+        }
+        for (key, (waiting, backlog)) in &now {
+            let labels = [key[0].as_str(), key[1].as_str(), key[2].as_str()];
+            self.f.listen_queue.with_label_values(&labels).set(*waiting);
+            self.f.listen_queue_max.with_label_values(&labels).set(*backlog);
+        }
+        for gone in self.shown_queues.iter().filter(|k| !now.contains_key(*k)) {
+            let labels = [gone[0].as_str(), gone[1].as_str(), gone[2].as_str()];
+            let _ = self.f.listen_queue.remove_label_values(&labels);
+            let _ = self.f.listen_queue_max.remove_label_values(&labels);
+        }
+        self.shown_queues = now.into_keys().collect();
     }
 
     /// Tracks a socket the events did not announce.

@@ -37,6 +37,8 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, Error> {
         skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
         sk_protocol: required(btf, "sock", &["sk_protocol"])?,
         sk_shutdown: required(btf, "sock", &["sk_shutdown"])?,
+        sk_ack_backlog: field(btf, "sock", &["sk_ack_backlog"]).unwrap_or(Field::MISSING),
+        sk_max_ack_backlog: field(btf, "sock", &["sk_max_ack_backlog"]).unwrap_or(Field::MISSING),
         // Before 5.15 sock_cgroup_data was a packed union: no fallback cgroup there.
         sk_cgroup: field(btf, "sock", &["sk_cgrp_data", "cgroup"]).unwrap_or(Field::MISSING),
         cgroup_kn: field(btf, "cgroup", &["kn"]).unwrap_or(Field::MISSING),

@@ -123,6 +123,21 @@ pub struct FoundSocket {
     pub holder: Holder,
 }
 
+/// Listeners whose accept queue one pass reports; past it they are counted
+/// as unseen (`sockprobe_listing_unseen_sockets`).
+pub const MAX_ACCEPT_QUEUES: usize = 4096;
+
+/// A listener's accept queue: connections the kernel completed that the
+/// process has not accept()ed yet, against its backlog.
+#[derive(Debug, Clone)]
+pub struct AcceptQueue {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub waiting: u32,
+    pub backlog: u32,
+    pub holder: Holder,
+}
+
 /// One pass over every task's sockets.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -130,6 +145,8 @@ pub struct Listing {
     /// Listening sockets and their owners, as the kernel side keys them:
     /// the sockets they accept later start with this owner.
     pub listeners: Vec<(ListenerKey, Owner)>,
+    /// Each listening socket's accept queue, as the kernel holds it now.
+    pub accept_queues: Vec<AcceptQueue>,
     /// Listening ports and the ephemeral range, to tell directions by.
     pub ports: LocalPorts,
     /// Records of a socket already listed (an fd shared by fork or passed
@@ -186,6 +203,24 @@ impl Builder {
             if self.listeners.insert(key) {
                 let owner = Owner { cgroup_id: e.cgroup_id, tgid: e.tgid, _pad: 0, comm: e.comm };
                 self.listing.listeners.push((key, owner));
+            }
+            // One per listening socket (SO_REUSEPORT: several per key; the
+            // kernel side writes each socket once a pass).
+            if self.listing.accept_queues.len() >= MAX_ACCEPT_QUEUES {
+                self.listing.unseen += 1;
+            } else {
+                self.listing.accept_queues.push(AcceptQueue {
+                    addr: ip_addr(e.family, &e.saddr),
+                    port: e.sport,
+                    waiting: e.accept_queue,
+                    backlog: e.accept_backlog,
+                    holder: Holder {
+                        pid: e.tgid,
+                        comm: comm_str(&e.comm),
+                        cgroup_id: e.cgroup_id,
+                        container: "".into(),
+                    },
+                });
             }
             return;
         }

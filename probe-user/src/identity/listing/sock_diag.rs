@@ -33,6 +33,9 @@ pub struct DiagSocket {
     pub daddr: IpAddr,
     pub dport: u16,
     pub inode: u32,
+    /// A listener's accept queue and backlog (`idiag_rqueue`, `idiag_wqueue`).
+    pub rqueue: u32,
+    pub wqueue: u32,
 }
 
 /// All TCP sockets of this thread's network namespace in `states` (bit mask
@@ -125,6 +128,8 @@ fn parse_diag_msg(m: &[u8]) -> Option<DiagSocket> {
     };
     let cookie_lo = u32::from_ne_bytes(id[40..44].try_into().ok()?) as u64;
     let cookie_hi = u32::from_ne_bytes(id[44..48].try_into().ok()?) as u64;
+    let rqueue = u32::from_ne_bytes(m[56..60].try_into().ok()?);
+    let wqueue = u32::from_ne_bytes(m[60..64].try_into().ok()?);
     let inode = u32::from_ne_bytes(m[68..72].try_into().ok()?);
     Some(DiagSocket {
         cookie: cookie_hi << 32 | cookie_lo,
@@ -135,6 +140,8 @@ fn parse_diag_msg(m: &[u8]) -> Option<DiagSocket> {
         daddr: addr(&id[20..36]),
         dport,
         inode,
+        rqueue,
+        wqueue,
     })
 }
 
@@ -277,6 +284,8 @@ fn entry(s: &DiagSocket, netns: u32, h: &ProcHolder, queued: bool) -> SocketEntr
         family: s.family as u16,
         state: s.state,
         flags: if queued { probe_common::entry_flags::QUEUED } else { 0 },
+        accept_queue: if queued { 0 } else { s.rqueue },
+        accept_backlog: if queued { 0 } else { s.wqueue },
     }
 }
 
