@@ -170,6 +170,15 @@ pub struct KernelLayout {
     /// by somaxconn).
     pub sk_ack_backlog: Field,
     pub sk_max_ack_backlog: Field,
+    /// `sock.sk_drops`: on a listener, what `tcp_listendrop()` counted: its
+    /// accept-queue overflows (and the rare other drops of a SYN or ACK).
+    pub sk_drops: Field,
+    /// `sock.sk_err`: why a connect() failed (an errno).
+    pub sk_err: Field,
+    /// `sk_buff.cb` and `tcp_skb_cb.tcp_gso_segs`: the segments a
+    /// retransmitted buffer carries.
+    pub skb_cb: Field,
+    pub tcp_skb_gso_segs: Field,
     /// `sock.sk_cgrp_data.cgroup` (5.15+ layout); missing on older kernels.
     pub sk_cgroup: Field,
     pub cgroup_kn: Field,
@@ -225,6 +234,10 @@ impl KernelLayout {
         sk_shutdown: Field::MISSING,
         sk_ack_backlog: Field::MISSING,
         sk_max_ack_backlog: Field::MISSING,
+        sk_drops: Field::MISSING,
+        sk_err: Field::MISSING,
+        skb_cb: Field::MISSING,
+        tcp_skb_gso_segs: Field::MISSING,
         sk_cgroup: Field::MISSING,
         cgroup_kn: Field::MISSING,
         kernfs_node_id: Field::MISSING,
@@ -318,6 +331,8 @@ pub mod event_flags {
     /// On a `close`: no `open` record went out for this connection, born
     /// while watched; the close stands for its open too.
     pub const OPEN_FOLDED: u8 = 1 << 0;
+    /// On a `retransmit`: the segment is a connect()'s SYN.
+    pub const SYN: u8 = 1 << 1;
 }
 
 /// Process that owns a socket, captured only in process context.
@@ -374,9 +389,12 @@ pub struct SocketEntry {
     /// Kernel TCP state.
     pub state: u8,
     pub flags: u8,
-    /// A listener's: connections waiting for accept(), and its backlog.
+    /// A listener's: connections waiting for accept(), its backlog, and
+    /// the connections it dropped so far (`sk_drops`).
     pub accept_queue: u32,
     pub accept_backlog: u32,
+    pub listen_drops: u32,
+    pub _pad: u32,
 }
 
 /// Per-socket state, in the cookie table, socket-local storage or the LRU
@@ -409,6 +427,10 @@ pub struct SockState {
     pub direction: u8,
     pub flags: u8,
     pub _pad: [u8; 2],
+    /// An outbound connection's connect(), SYN_SENT to ESTABLISHED, in µs
+    /// (saturating); 0 when not seen. Reported with its `open`.
+    pub connect_us: u32,
+    pub _pad2: u32,
 }
 
 #[repr(u8)]
@@ -421,10 +443,16 @@ pub enum EventKind {
     ResetReceived = 5,
     CloseWait = 6,
     CloseWaitEnd = 7,
+    /// A connect() that got no connection: `reason` is the socket's errno
+    /// (0: given up by the process or no local port, told by `sport`),
+    /// `value` its time in SYN_SENT.
+    ConnectFailed = 8,
+    /// Segments retransmitted (`value`); [`event_flags::SYN`] for a SYN.
+    Retransmit = 9,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Open,
         EventKind::Close,
         EventKind::UnreadClose,
@@ -432,6 +460,8 @@ impl EventKind {
         EventKind::ResetReceived,
         EventKind::CloseWait,
         EventKind::CloseWaitEnd,
+        EventKind::ConnectFailed,
+        EventKind::Retransmit,
     ];
 
     pub fn from_u8(v: u8) -> Option<EventKind> {
@@ -448,6 +478,8 @@ impl EventKind {
             EventKind::ResetReceived => "reset_received",
             EventKind::CloseWait => "close_wait",
             EventKind::CloseWaitEnd => "close_wait_end",
+            EventKind::ConnectFailed => "connect_failed",
+            EventKind::Retransmit => "retransmit",
         }
     }
 }
@@ -478,7 +510,10 @@ pub struct Event {
     pub closer: u8,
     /// [`event_flags`] bits.
     pub flags: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// On an `open` (or a `close` standing for it) of an outbound
+    /// connection: its connect() in µs, 0 if not seen.
+    pub connect_us: u32,
     /// On a `close` out of CLOSE_WAIT: how long the socket sat there (at
     /// least 1), else 0. Saves the kernel a second record for `close_wait_end`.
     pub close_wait_ns: u64,

@@ -33,6 +33,9 @@ pub enum Transition {
     Accept,
     /// The handshake completed: the connection opens.
     Established,
+    /// A `connect()` ended without a connection (SYN_SENT→CLOSE): refused,
+    /// timed out, unreachable, no local port, or given up by the process.
+    ConnectFailed,
     /// The peer's FIN arrived first: CLOSE_WAIT begins.
     PeerClosed,
     /// The process closed (or shut down) an open connection with a FIN.
@@ -77,6 +80,8 @@ pub fn classify(old: u32, new: u32, s: &TcpStates) -> Transition {
         Transition::PeerClosed
     } else if was_open && (new == s.fin_wait1 || new == s.last_ack) {
         Transition::LocalClose { from_close_wait }
+    } else if new == s.close && old == s.syn_sent {
+        Transition::ConnectFailed
     } else if new == s.close {
         let fin_received = from_close_wait || old == s.closing || old == s.last_ack;
         Transition::Closed { was_open, from_close_wait, fin_received }
@@ -153,6 +158,7 @@ mod tests {
             ("ESTABLISHED", "FIN_WAIT1") => LocalClose { from_close_wait: false },
             ("CLOSE_WAIT", "FIN_WAIT1" | "LAST_ACK") => LocalClose { from_close_wait: true },
             ("ESTABLISHED", "LAST_ACK") => LocalClose { from_close_wait: false },
+            ("SYN_SENT", "CLOSE") => ConnectFailed,
             (_, "CLOSE") => Closed {
                 was_open: open,
                 from_close_wait: old == "CLOSE_WAIT",

@@ -75,7 +75,8 @@ fn emit_with<A: Access>(
         (*ev).direction = st.direction;
         (*ev).closer = closer;
         (*ev).flags = event_flags;
-        (*ev)._pad = [0; 6];
+        (*ev)._pad = [0; 2];
+        (*ev).connect_us = st.connect_us;
         (*ev).close_wait_ns = close_wait_ns;
     }
     submit(entry);
@@ -145,6 +146,8 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
             let Some(st) = new_state::<A>(sk, cookie(), Direction::Outbound) else { return };
             let st = unsafe { &mut *st };
             kernel::capture_owner(&mut st.owner);
+            // Until ESTABLISHED, the birth is the connect()'s start.
+            st.birth_ns = now();
             st
         }
         // The cookie table keys a child by the cookie it has from ESTABLISHED
@@ -162,6 +165,11 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         // A connection already over (its close record sent) reaching CLOSE:
         // its state matters only when close() aborts it with unread bytes
         // (a RST follows), so the common case spares the lookup.
+        // Only a connect() seen from its start is a failure to report.
+        Transition::ConnectFailed => match A::get(sk) {
+            Some(st) => unsafe { &mut *st },
+            None => return,
+        },
         Transition::Closed { was_open: false, fin_received, .. }
             if kernel::sk_shutdown::<A>(sk) as u8 != SHUTDOWN_MASK
                 || kernel::unread_bytes::<A>(sk, fin_received) == 0 =>
@@ -190,7 +198,11 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         // The daemon hears of the connection at its second exchange or its
         // close (see `on_io`); only `trace` shows it open here.
         Transition::Established => {
-            st.birth_ns = now();
+            let t = now();
+            if old == states.syn_sent && st.birth_ns != 0 {
+                st.connect_us = (t.saturating_sub(st.birth_ns) / 1000).min(u32::MAX as u64) as u32;
+            }
+            st.birth_ns = t;
             // Counted at sends, a server's turn is a send after its
             // application read: the mark starts at what it has read when the
             // handshake completes (nothing). A client needs no start: its
@@ -205,6 +217,18 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
                     st.flags |= flags::OPEN_PENDING;
                 }
             }
+        }
+        // Why, in the socket's errno: ECONNREFUSED (a RST), ETIMEDOUT, an
+        // ICMP error; 0 when the process gave up or no local port was free.
+        Transition::ConnectFailed => {
+            let t = now();
+            let waited = if st.birth_ns != 0 { t.saturating_sub(st.birth_ns) } else { 0 };
+            let err = A::read::<i32>(sk, layout!(sk_err), 0);
+            st.birth_ns = 0;
+            // close() or shutdown() during the handshake: the process gave up.
+            let gave_up = kernel::sk_shutdown::<A>(sk) as u8 == SHUTDOWN_MASK;
+            let closer = if gave_up { Closer::Local as u8 } else { 0 };
+            emit_with::<A>(sk, st, EventKind::ConnectFailed, waited, err as u32, t, 0, closer, 0);
         }
         Transition::PeerClosed => {
             let t = now();
@@ -293,7 +317,10 @@ fn emit_close<A: Access>(sk: *const u8, st: &mut SockState, from_close_wait: boo
     st.close_wait_ns = 0;
     let folded = st.birth_ns != 0 && st.flags & flags::OPEN_REPORTED == 0;
     let ev_flags = if folded { event_flags::OPEN_FOLDED } else { 0 };
-    emit_with::<A>(sk, st, EventKind::Close, duration, REASON_UNKNOWN, t, close_wait, closer as u8, ev_flags);
+    // `reason` carries no reset reason on a close: the data segments sent,
+    // the share the retransmit records are taken of.
+    let segs_out = A::read_tcp::<u32>(sk, layout!(tcp_data_segs_out), 0);
+    emit_with::<A>(sk, st, EventKind::Close, duration, segs_out, t, close_wait, closer as u8, ev_flags);
 }
 
 /// Whether the asking side has asked since its last turn (see `emit_close`;
@@ -347,6 +374,25 @@ pub fn on_reset_sent<A: Access>(sk: *const u8, active: bool, reason: u32) {
         }
     }
     emit::<A>(sk, st, EventKind::ResetSent, 0, reason, now());
+}
+
+/// `tcp_retransmit_skb`: rare by nature (a loss, a timeout), so one record
+/// each; `skb` says how many segments went again.
+#[inline(always)]
+pub fn on_retransmit<A: Access>(sk: *const u8, skb: *const u8) {
+    if sk.is_null() {
+        return;
+    }
+    let Some(st) = A::get(sk) else { return };
+    let cb = layout!(skb_cb);
+    let segs = if cb.offset == probe_common::NO_OFFSET || skb.is_null() {
+        1
+    } else {
+        kernel::probe_read::<u16>(skb.wrapping_add(cb.offset as usize), layout!(tcp_skb_gso_segs), 1).max(1)
+    };
+    let syn = kernel::sk_state::<A>(sk) == layout!(states.syn_sent);
+    let flags = if syn { event_flags::SYN } else { 0 };
+    emit_with::<A>(sk, unsafe { &*st }, EventKind::Retransmit, segs as u64, REASON_UNKNOWN, now(), 0, 0, flags);
 }
 
 #[inline(always)]

@@ -167,6 +167,12 @@ pub struct DiagnosisSection {
     #[arg(id = "diagnosis.min-resets", long = "diagnosis.min-resets", value_name = "N",
           help = with_default("Resets received in the window for resets_received", Thresholds::default().min_resets))]
     pub min_resets: Option<u64>,
+    #[arg(id = "diagnosis.slow-connect", long = "diagnosis.slow-connect", value_name = "DURATION",
+          help = with_default("A connect() slower than this is slow (slow_connect: most of the window's are)", HumanDuration(Thresholds::default().slow_connect)))]
+    pub slow_connect: Option<HumanDuration>,
+    #[arg(id = "diagnosis.retransmit-share", long = "diagnosis.retransmit-share", value_name = "SHARE",
+          help = with_default("Share of data segments retransmitted to one endpoint for retransmits (0.02 = 2%)", Thresholds::default().retransmit_share))]
+    pub retransmit_share: Option<f64>,
 }
 
 impl DiagnosisSection {
@@ -178,6 +184,8 @@ impl DiagnosisSection {
             min_held_sockets: self.min_held_sockets.or(f.min_held_sockets),
             close_wait_age: self.close_wait_age.or(f.close_wait_age),
             min_resets: self.min_resets.or(f.min_resets),
+            slow_connect: self.slow_connect.or(f.slow_connect),
+            retransmit_share: self.retransmit_share.or(f.retransmit_share),
         }
     }
 
@@ -190,7 +198,16 @@ impl DiagnosisSection {
             min_held_sockets: self.min_held_sockets.unwrap_or(d.min_held_sockets),
             close_wait_age: self.close_wait_age.map_or(d.close_wait_age, |a| a.0),
             min_resets: self.min_resets.unwrap_or(d.min_resets),
+            slow_connect: self.slow_connect.map_or(d.slow_connect, |a| a.0),
+            retransmit_share: self.retransmit_share.unwrap_or(d.retransmit_share),
+            port_share: d.port_share,
         };
+        if !(t.retransmit_share > 0.0 && t.retransmit_share <= 1.0) {
+            return Err(Error::Config(format!(
+                "invalid diagnosis.retransmit-share {}: expected a share above 0, at most 1",
+                t.retransmit_share
+            )));
+        }
         if t.window < std::time::Duration::from_secs(5) {
             return Err(Error::Config(format!("invalid diagnosis.window {:?}: expected 5s or more", t.window)));
         }

@@ -2,6 +2,8 @@
 //! child processes with known names, the kernel's own counters as referee.
 //! Privileged tests are named `privileged_*`; `cargo xtask test` runs them one
 //! at a time (they share the kernel and its counters).
+#[path = "scenarios/connection_life.rs"]
+mod connection_life;
 mod support;
 
 use std::time::Duration;

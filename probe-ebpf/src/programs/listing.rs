@@ -66,6 +66,7 @@ pub fn iter_task_file_sockets(ctx: *mut core::ffi::c_void) -> i32 {
     if listening {
         entry.accept_queue = <Untyped as Access>::read::<u32>(sk, layout!(sk_ack_backlog), 0);
         entry.accept_backlog = <Untyped as Access>::read::<u32>(sk, layout!(sk_max_ack_backlog), 0);
+        entry.listen_drops = <Untyped as Access>::read::<u32>(sk, layout!(sk_drops), 0);
     }
     if !write(seq, &entry) {
         unsee(&key);

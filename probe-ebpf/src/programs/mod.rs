@@ -6,6 +6,7 @@ mod destroy;
 mod io;
 mod listing;
 mod reset;
+mod retransmit;
 mod state;
 
 use aya_ebpf::helpers::bpf_get_socket_cookie;

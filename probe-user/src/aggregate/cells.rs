@@ -48,6 +48,8 @@ pub struct Cells {
     hists: [Hist; Spread::ALL.len()],
     /// (kernel reason, RSTs): rare, and few reasons per label set.
     resets_sent: Mutex<Vec<(Arc<str>, u64)>>,
+    /// (reason, failed connect()s): as rare, six reasons at most.
+    connect_failures: Mutex<Vec<(&'static str, u64)>>,
 }
 
 const CLOSED_BIT: u32 = Count::ALL.len() as u32;
@@ -65,6 +67,7 @@ impl Cells {
             closed: Default::default(),
             hists: Default::default(),
             resets_sent: Mutex::new(Vec::new()),
+            connect_failures: Mutex::new(Vec::new()),
         }
     }
 
@@ -107,6 +110,18 @@ impl Cells {
             Some((_, n)) => *n += 1,
             None => resets.push((reason.clone(), 1)),
         }
+    }
+
+    pub fn connect_failed(&self, reason: &'static str) {
+        let mut failures = self.connect_failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => failures.push((reason, 1)),
+        }
+    }
+
+    pub fn connect_failures(&self) -> Vec<(&'static str, u64)> {
+        self.connect_failures.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn counter(&self, c: Count) -> Option<u64> {

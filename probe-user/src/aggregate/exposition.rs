@@ -12,7 +12,9 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 use super::{
     cells::Cells,
-    families::{CLOSED, CLOSED_HELP, Count, RESETS_SENT, RESETS_SENT_HELP, Spread},
+    families::{
+        CLOSED, CLOSED_HELP, CONNECT_FAILURES, CONNECT_FAILURES_HELP, Count, RESETS_SENT, RESETS_SENT_HELP, Spread,
+    },
 };
 
 /// Writes the whole exposition: the per-connection families from `cells`,
@@ -38,6 +40,12 @@ pub fn write(w: &mut (impl io::Write + ?Sized), cells: &[Arc<Cells>], registry: 
     for s in cells {
         for (reason, v) in s.resets_sent() {
             sample(w, RESETS_SENT, "", s, Some(("reason", &reason)), v)?;
+        }
+    }
+    header(w, CONNECT_FAILURES, CONNECT_FAILURES_HELP, "counter")?;
+    for s in cells {
+        for (reason, v) in s.connect_failures() {
+            sample(w, CONNECT_FAILURES, "", s, Some(("reason", reason)), v)?;
         }
     }
     for h in Spread::ALL {

@@ -12,10 +12,19 @@ pub enum Count {
     UnreadCloses,
     UnreadBytes,
     ResetsReceived,
+    Retransmits,
+    SynRetransmits,
 }
 
 impl Count {
-    pub const ALL: [Count; 4] = [Count::Opened, Count::UnreadCloses, Count::UnreadBytes, Count::ResetsReceived];
+    pub const ALL: [Count; 6] = [
+        Count::Opened,
+        Count::UnreadCloses,
+        Count::UnreadBytes,
+        Count::ResetsReceived,
+        Count::Retransmits,
+        Count::SynRetransmits,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -23,6 +32,8 @@ impl Count {
             Count::UnreadCloses => "sockprobe_tcp_unread_closes_total",
             Count::UnreadBytes => "sockprobe_tcp_unread_bytes_total",
             Count::ResetsReceived => "sockprobe_tcp_resets_received_total",
+            Count::Retransmits => "sockprobe_tcp_retransmits_total",
+            Count::SynRetransmits => "sockprobe_tcp_syn_retransmits_total",
         }
     }
 
@@ -34,6 +45,12 @@ impl Count {
             }
             Count::UnreadBytes => "Bytes thrown away by closes with unread data.",
             Count::ResetsReceived => "RSTs received on the process's connections.",
+            Count::Retransmits => {
+                "Segments retransmitted on the process's connections (the kernel's TcpRetransSegs, per process and endpoint; SYNs not included)."
+            }
+            Count::SynRetransmits => {
+                "SYNs of the process's connect()s sent again: no answer in time (the peer's SYN queue or accept queue, or the network)."
+            }
         }
     }
 }
@@ -44,16 +61,19 @@ pub enum Spread {
     Duration,
     Exchanges,
     CloseWaitDuration,
+    ConnectDuration,
 }
 
 impl Spread {
-    pub const ALL: [Spread; 3] = [Spread::Duration, Spread::Exchanges, Spread::CloseWaitDuration];
+    pub const ALL: [Spread; 4] =
+        [Spread::Duration, Spread::Exchanges, Spread::CloseWaitDuration, Spread::ConnectDuration];
 
     pub fn name(self) -> &'static str {
         match self {
             Spread::Duration => "sockprobe_tcp_connection_duration_seconds",
             Spread::Exchanges => "sockprobe_tcp_connection_exchanges",
             Spread::CloseWaitDuration => "sockprobe_tcp_close_wait_duration_seconds",
+            Spread::ConnectDuration => "sockprobe_tcp_connect_duration_seconds",
         }
     }
 
@@ -62,6 +82,7 @@ impl Spread {
             Spread::Duration => "Time from ESTABLISHED to the application's close.",
             Spread::Exchanges => "Request/response exchanges a connection carried before it closed (its reuse).",
             Spread::CloseWaitDuration => "Time from the peer's FIN to the process's close.",
+            Spread::ConnectDuration => "Time connect() took to establish a connection (SYN_SENT to ESTABLISHED).",
         }
     }
 
@@ -72,12 +93,19 @@ impl Spread {
             }
             Spread::Exchanges => &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0],
             Spread::CloseWaitDuration => &[0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
+            // Past 0.5 s the bounds fall between Linux's SYN retransmits (1 s,
+            // then doubling): each bucket is one more lost SYN.
+            Spread::ConnectDuration => {
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.5, 3.5, 7.5, 15.5]
+            }
         }
     }
 }
 
 pub const RESETS_SENT: &str = "sockprobe_tcp_resets_sent_total";
 pub const RESETS_SENT_HELP: &str = "RSTs this host sent on the process's connections, by kernel reason.";
+pub const CONNECT_FAILURES: &str = "sockprobe_tcp_connect_failures_total";
+pub const CONNECT_FAILURES_HELP: &str = "connect() calls that got no connection, by reason: refused (a RST answered the SYN), timeout (no answer), unreachable (an ICMP error), no_local_port (EADDRNOTAVAIL: every local port to that endpoint in use), aborted (the process gave up first), other.";
 pub const CLOSED: &str = "sockprobe_tcp_connections_closed_total";
 pub const CLOSED_HELP: &str = "TCP connections that left ESTABLISHED/CLOSE_WAIT for good, by who ended them: local (this process closed first), peer (the peer's FIN came first), reset (a RST ended it).";
 
@@ -91,6 +119,8 @@ pub fn family_of(kind: EventKind) -> &'static str {
         EventKind::ResetSent => RESETS_SENT,
         EventKind::ResetReceived => Count::ResetsReceived.name(),
         EventKind::CloseWait | EventKind::CloseWaitEnd => Spread::CloseWaitDuration.name(),
+        EventKind::ConnectFailed => CONNECT_FAILURES,
+        EventKind::Retransmit => Count::Retransmits.name(),
     }
 }
 
@@ -102,6 +132,9 @@ pub struct Families {
     pub close_wait_oldest: GaugeVec,
     pub listen_queue: IntGaugeVec,
     pub listen_queue_max: IntGaugeVec,
+    pub listen_overflows: IntCounterVec,
+    /// The size of this host's (the daemon's namespace's) ip_local_port_range.
+    pub local_port_range: IntGauge,
     pub build_info: IntGaugeVec,
     pub probe_attached: IntGaugeVec,
     pub events_lost: IntCounter,
@@ -173,6 +206,19 @@ impl Families {
                 "sockprobe_tcp_listen_queue_max",
                 "A listener's backlog: its accept queue's length limit (listen()'s, capped by somaxconn).",
                 &["comm", "container", "endpoint"],
+            ),
+            listen_overflows: vec(
+                "sockprobe_tcp_listen_overflows_total",
+                "Connections a listener dropped because its accept queue was full (SYNs and handshake ACKs; the kernel's ListenDrops, per listener), counted from the listing (--metrics.reconcile-interval).",
+                &["comm", "container", "endpoint"],
+            ),
+            local_port_range: register(
+                &r,
+                IntGauge::new(
+                    "sockprobe_local_port_range_size",
+                    "Local ports connect() may pick (net.ipv4.ip_local_port_range, in the daemon's network namespace): the ceiling of connections to one endpoint, TIME_WAIT included.",
+                )
+                .expect("valid metric"),
             ),
             build_info: gauges(
                 "sockprobe_build_info",

@@ -30,6 +30,14 @@ pub struct Thresholds {
     pub close_wait_age: Duration,
     /// Resets received in the window for `resets_received`.
     pub min_resets: u64,
+    /// A connect() slower than this is slow (`slow_connect`: most of the
+    /// window's are).
+    pub slow_connect: Duration,
+    /// Share of the data segments sent that went again, for `retransmits`.
+    pub retransmit_share: f64,
+    /// Share of the local port range that TIME_WAIT sockets to one endpoint
+    /// may take before `port_exhaustion`.
+    pub port_share: f64,
 }
 
 impl Default for Thresholds {
@@ -41,6 +49,9 @@ impl Default for Thresholds {
             min_held_sockets: 3,
             close_wait_age: Duration::from_secs(5),
             min_resets: 5,
+            slow_connect: Duration::from_millis(200),
+            retransmit_share: 0.02,
+            port_share: 0.5,
         }
     }
 }

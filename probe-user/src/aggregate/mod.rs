@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use probe_common::{Closer, Direction, EventKind};
+use probe_common::{Closer, Direction, Event, EventKind, event_flags};
 
 pub use self::series::{Limits, OTHER_COMM, OTHER_ENDPOINT, UNKNOWN_COMM};
 pub use self::window::Diagnosis;
@@ -58,6 +58,8 @@ pub struct Aggregator {
     shown_oldest: HashSet<ProcKey>,
     /// Listeners the accept-queue gauges show now: (comm, container, endpoint).
     shown_queues: HashSet<[String; 3]>,
+    /// Each listener's drops at the last listing (the counter's deltas).
+    listen_drops: HashMap<[String; 3], u64>,
     /// While a listing is being taken: when it began, and the sockets whose
     /// close was seen since (the listing may still show them).
     listing: Option<(u64, HashSet<u64>)>,
@@ -78,6 +80,27 @@ pub struct Aggregator {
     language_of: Option<Box<LanguageOf>>,
     /// `process_info` label sets shown now.
     shown_processes: HashSet<[String; 4]>,
+}
+
+/// The `reason` label of a failed connect(), from the socket's errno (uapi
+/// numbers) and whether the process had closed it.
+pub fn connect_failure_reason(ev: &Event) -> &'static str {
+    const ENETDOWN: u32 = 100;
+    const ENETUNREACH: u32 = 101;
+    const ETIMEDOUT: u32 = 110;
+    const ECONNREFUSED: u32 = 111;
+    const EHOSTDOWN: u32 = 112;
+    const EHOSTUNREACH: u32 = 113;
+    match ev.reason {
+        ECONNREFUSED => "refused",
+        ETIMEDOUT => "timeout",
+        ENETDOWN | ENETUNREACH | EHOSTDOWN | EHOSTUNREACH => "unreachable",
+        0 if ev.closer == Closer::Local as u8 => "aborted",
+        // connect() found no free local port (EADDRNOTAVAIL) and put the
+        // socket back to CLOSE itself: no error on the socket, no close.
+        0 => "no_local_port",
+        _ => "other",
+    }
 }
 
 /// What `/metrics` encodes, for the exporter.
@@ -116,6 +139,7 @@ impl Aggregator {
             shown_time_wait: HashSet::new(),
             shown_oldest: HashSet::new(),
             shown_queues: HashSet::new(),
+            listen_drops: HashMap::new(),
             listing: None,
             on_new_pid: None,
             one_shots: RecentCookies::default(),
@@ -214,9 +238,11 @@ impl Aggregator {
         // record and a close that folds the open may both come, in either
         // order. Each connection is opened once here.
         let late_open = kind == EventKind::Open && self.folded_closes.take(ev.cookie);
+        let mut opens = false;
         match kind {
             EventKind::Open if late_open => {}
             EventKind::Open => {
+                opens = true;
                 tally.opened += 1;
                 cells.add(Count::Opened, 1);
             }
@@ -224,6 +250,7 @@ impl Aggregator {
                 // An ordinary connection's only record: its open too.
                 let opened = self.live.get(ev.cookie).is_some_and(|l| l.opened);
                 if ev.open_folded() && !opened {
+                    opens = true;
                     tally.opened += 1;
                     cells.add(Count::Opened, 1);
                     self.folded_closes.remember(ev.cookie);
@@ -261,7 +288,42 @@ impl Aggregator {
                 cells.add(Count::ResetsReceived, 1);
             }
             EventKind::CloseWaitEnd => cells.observe(Spread::CloseWaitDuration, ev.value as f64 / 1e9),
+            EventKind::ConnectFailed => {
+                let reason = connect_failure_reason(ev);
+                let c = &mut tally.connect;
+                c.failures = c.failures.wrapping_add(1);
+                match reason {
+                    "refused" => c.refused = c.refused.wrapping_add(1),
+                    "timeout" => c.timeouts = c.timeouts.wrapping_add(1),
+                    "no_local_port" => c.no_local_port = c.no_local_port.wrapping_add(1),
+                    _ => {}
+                }
+                cells.connect_failed(reason);
+            }
+            EventKind::Retransmit => {
+                let segs = ev.value.min(u32::MAX as u64) as u32;
+                let c = &mut tally.connect;
+                if ev.flags & event_flags::SYN != 0 {
+                    c.syn_retransmits = c.syn_retransmits.wrapping_add(segs);
+                    cells.add(Count::SynRetransmits, ev.value);
+                } else {
+                    c.retransmits = c.retransmits.wrapping_add(segs);
+                    cells.add(Count::Retransmits, ev.value);
+                }
+            }
             EventKind::ResetSent | EventKind::CloseWait => {}
+        }
+        // The connect() of a connection, once: with the record that opens it.
+        if opens && ev.connect_us > 0 && d.direction == Direction::Outbound {
+            let c = &mut tally.connect;
+            c.connects = c.connects.wrapping_add(1);
+            if u128::from(ev.connect_us) * 1000 > self.window.thresholds().slow_connect.as_nanos() {
+                c.slow_connects = c.slow_connects.wrapping_add(1);
+            }
+            cells.observe(Spread::ConnectDuration, ev.connect_us as f64 / 1e6);
+        }
+        if kind == EventKind::Close {
+            tally.connect.segments_out = tally.connect.segments_out.wrapping_add(ev.reason);
         }
         if let Some(reason) = &d.reason {
             cells.reset_sent(reason);
@@ -323,22 +385,42 @@ impl Aggregator {
     /// since the last one leaves them. Several sockets on one endpoint
     /// (SO_REUSEPORT) add up.
     fn show_accept_queues(&mut self, listing: &Listing) {
-        let mut now: HashMap<[String; 3], (i64, i64)> = HashMap::new();
+        self.f.local_port_range.set(listing.ports.ephemeral_count() as i64);
+        let mut now: HashMap<[String; 3], (i64, i64, u64)> = HashMap::new();
         for q in &listing.accept_queues {
             let key = [q.holder.comm.clone(), q.holder.container.to_string(), endpoint_label(&q.addr, q.port)];
             let e = now.entry(key).or_default();
             e.0 += q.waiting as i64;
             e.1 += q.backlog as i64;
+            e.2 += q.drops as u64;
         }
-        for (key, (waiting, backlog)) in &now {
+        let first = self.listen_drops.is_empty() && self.shown_queues.is_empty();
+        let mut drops = HashMap::with_capacity(now.len());
+        for (key, (waiting, backlog, dropped)) in &now {
             let labels = [key[0].as_str(), key[1].as_str(), key[2].as_str()];
             self.f.listen_queue.with_label_values(&labels).set(*waiting);
             self.f.listen_queue_max.with_label_values(&labels).set(*backlog);
+            // The kernel counts per listening socket, since its listen():
+            // the counter grows by what each pass adds (all of it for a
+            // listener new since the last, or restarted). The first pass
+            // only takes the baseline: drops before the daemon are not news.
+            let new = match self.listen_drops.get(key) {
+                Some(before) if dropped >= before => dropped - before,
+                Some(_) => *dropped,
+                None if first => 0,
+                None => *dropped,
+            };
+            if new > 0 || self.listen_drops.contains_key(key) {
+                self.f.listen_overflows.with_label_values(&labels).inc_by(new);
+            }
+            drops.insert(key.clone(), *dropped);
         }
+        self.listen_drops = drops;
         for gone in self.shown_queues.iter().filter(|k| !now.contains_key(*k)) {
             let labels = [gone[0].as_str(), gone[1].as_str(), gone[2].as_str()];
             let _ = self.f.listen_queue.remove_label_values(&labels);
             let _ = self.f.listen_queue_max.remove_label_values(&labels);
+            let _ = self.f.listen_overflows.remove_label_values(&labels);
         }
         self.shown_queues = now.into_keys().collect();
     }
@@ -538,7 +620,8 @@ mod tests {
             direction: Direction::Outbound as u8,
             closer: if kind == EventKind::Close { probe_common::Closer::Local as u8 } else { 0 },
             flags: 0,
-            _pad: [0; 6],
+            _pad: [0; 2],
+            connect_us: 0,
             close_wait_ns: 0,
         }
     }

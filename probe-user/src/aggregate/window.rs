@@ -39,6 +39,43 @@ pub struct Tally {
     pub resets_received: u64,
     /// Live CLOSE_WAIT sockets; set only in the window's marks (a gauge).
     pub close_wait: u64,
+    /// The connection's beginnings and what it lost on the way. 32 bits,
+    /// wrapping (a window's difference stays exact): a tally and its six
+    /// marks live in every label set.
+    pub connect: ConnectTally,
+}
+
+/// Connects, their failures and retransmits of one label set, cumulative.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectTally {
+    /// connect()s that established, and those slower than the threshold.
+    pub connects: u32,
+    pub slow_connects: u32,
+    pub syn_retransmits: u32,
+    /// connect()s that failed, and of them refused, timed out, no local port.
+    pub failures: u32,
+    pub refused: u32,
+    pub timeouts: u32,
+    pub no_local_port: u32,
+    /// Data segments retransmitted, and sent (counted at close).
+    pub retransmits: u32,
+    pub segments_out: u32,
+}
+
+impl ConnectTally {
+    fn since(&self, base: &ConnectTally) -> ConnectTally {
+        ConnectTally {
+            connects: self.connects.wrapping_sub(base.connects),
+            slow_connects: self.slow_connects.wrapping_sub(base.slow_connects),
+            syn_retransmits: self.syn_retransmits.wrapping_sub(base.syn_retransmits),
+            failures: self.failures.wrapping_sub(base.failures),
+            refused: self.refused.wrapping_sub(base.refused),
+            timeouts: self.timeouts.wrapping_sub(base.timeouts),
+            no_local_port: self.no_local_port.wrapping_sub(base.no_local_port),
+            retransmits: self.retransmits.wrapping_sub(base.retransmits),
+            segments_out: self.segments_out.wrapping_sub(base.segments_out),
+        }
+    }
 }
 
 /// The last connections closed here after at most one exchange, by cookie.
@@ -110,6 +147,7 @@ impl Tally {
             unread_bytes: self.unread_bytes.saturating_sub(base.unread_bytes),
             resets_received: self.resets_received.saturating_sub(base.resets_received),
             close_wait: base.close_wait,
+            connect: self.connect.since(&base.connect),
         }
     }
 }
@@ -182,6 +220,10 @@ impl Window {
     }
 
     /// The diagnosis as of the last [`Window::diagnose`].
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
     pub fn latest(&self) -> Arc<Diagnosis> {
         self.latest.clone()
     }

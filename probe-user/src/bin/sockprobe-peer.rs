@@ -9,6 +9,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
+    os::fd::FromRawFd,
     process::ExitCode,
     thread::sleep,
     time::{Duration, Instant},
@@ -72,6 +73,27 @@ enum Role {
         /// Then fork into this many processes holding all of it.
         #[arg(long, default_value_t = 1)]
         processes: u32,
+    },
+    /// Listen with --backlog and never accept: connections beyond the
+    /// backlog overflow its accept queue. Prints `listening <addr>`.
+    Listen {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        backlog: i32,
+    },
+    /// connect() --connections times, one after another, each closed at
+    /// once by this side (so it sits in TIME_WAIT here); nothing is sent.
+    /// Prints `connected N refused N timeout N no_local_port N other N`.
+    Dial {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        connections: u32,
+        /// Give up on each connect() after this long (the process closes
+        /// the socket; without it the kernel's SYN retries decide).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
     },
     /// Connect, make --requests exchanges, then close.
     Client {
@@ -310,6 +332,68 @@ fn hold(connections: u32, close_wait: u32, reset: u32, flood: Flood) -> std::io:
     }
 }
 
+/// A listener with a chosen backlog (std's TcpListener always asks for 128).
+fn listen_only(addr: SocketAddr, backlog: i32) -> std::io::Result<()> {
+    let SocketAddr::V4(v4) = addr else {
+        return Err(std::io::Error::other("listen: IPv4 only"));
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // sockaddr is a zeroed sockaddr_in filled in below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_port = v4.port().to_be();
+        sa.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+        let len = size_of::<libc::sockaddr_in>() as u32;
+        if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) < 0 || libc::listen(fd, backlog) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let l = TcpListener::from_raw_fd(fd);
+        println!("listening {}", l.local_addr()?);
+        std::io::stdout().flush()?;
+        loop {
+            sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+fn dial(addr: SocketAddr, connections: u32, timeout_ms: Option<u64>) -> std::io::Result<()> {
+    let mut outcome = std::collections::BTreeMap::<&str, u32>::new();
+    for name in ["connected", "refused", "timeout", "no_local_port", "other"] {
+        outcome.insert(name, 0);
+    }
+    for _ in 0..connections {
+        let r = match timeout_ms {
+            Some(ms) => TcpStream::connect_timeout(&addr, Duration::from_millis(ms)),
+            None => TcpStream::connect(addr),
+        };
+        let name = match r {
+            Ok(s) => {
+                drop(s);
+                "connected"
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ECONNREFUSED) => "refused",
+                Some(libc::ETIMEDOUT) => "timeout",
+                _ if e.kind() == std::io::ErrorKind::TimedOut => "timeout",
+                Some(libc::EADDRNOTAVAIL) => "no_local_port",
+                _ => "other",
+            },
+        };
+        *outcome.entry(name).or_default() += 1;
+    }
+    let line: Vec<String> = ["connected", "refused", "timeout", "no_local_port", "other"]
+        .iter()
+        .map(|n| format!("{n} {}", outcome[n]))
+        .collect();
+    println!("{}", line.join(" "));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(name) = &cli.name {
@@ -321,6 +405,8 @@ fn main() -> ExitCode {
             std::io::stdout().flush()?;
             serve(l, response, close_after, connections, poll)
         }),
+        Role::Listen { listen, backlog } => listen_only(listen, backlog),
+        Role::Dial { connect, connections, timeout_ms } => dial(connect, connections, timeout_ms),
         Role::Hold { connections, close_wait, reset, unaccepted, dup_fill, processes } => {
             hold(connections, close_wait, reset, Flood { unaccepted, dup_fill, processes })
         }

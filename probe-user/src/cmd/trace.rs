@@ -50,6 +50,12 @@ pub struct Record {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_ns: Option<u64>,
+    /// On a `retransmit`: segments sent again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u64>,
+    /// On an outbound `open` (or the `close` standing for it): its connect().
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ns: Option<u64>,
 }
 
 fn kind_name<S: serde::Serializer>(kind: &EventKind, s: S) -> Result<S::Ok, S::Error> {
@@ -81,6 +87,9 @@ impl Record {
             unread_bytes: None,
             reason: None,
             age_ns: None,
+            segments: None,
+            connect_ns: (ev.connect_us > 0 && matches!(d.kind, EventKind::Open | EventKind::Close))
+                .then(|| ev.connect_us as u64 * 1000),
         };
         match d.kind {
             EventKind::Close => {
@@ -93,6 +102,11 @@ impl Record {
             EventKind::UnreadClose => r.unread_bytes = Some(ev.value),
             EventKind::ResetSent => r.reason = d.reason.as_deref().map(String::from),
             EventKind::CloseWaitEnd => r.age_ns = Some(ev.value),
+            EventKind::ConnectFailed => {
+                r.duration_ns = Some(ev.value);
+                r.reason = Some(crate::aggregate::connect_failure_reason(ev).into());
+            }
+            EventKind::Retransmit => r.segments = Some(ev.value),
             EventKind::Open | EventKind::ResetReceived | EventKind::CloseWait => {}
         }
         r

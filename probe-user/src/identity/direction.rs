@@ -33,6 +33,11 @@ impl Default for LocalPorts {
 }
 
 impl LocalPorts {
+    /// How many local ports connect() may pick from.
+    pub fn ephemeral_count(&self) -> u32 {
+        (*self.ephemeral.end() as u32 + 1).saturating_sub(*self.ephemeral.start() as u32)
+    }
+
     /// Listeners as (network namespace, port).
     pub fn with_listening(ports: impl IntoIterator<Item = (u32, u16)>) -> LocalPorts {
         let listening: HashSet<(u32, u16)> = ports.into_iter().collect();

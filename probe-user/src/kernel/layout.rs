@@ -39,6 +39,10 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, Error> {
         sk_shutdown: required(btf, "sock", &["sk_shutdown"])?,
         sk_ack_backlog: field(btf, "sock", &["sk_ack_backlog"]).unwrap_or(Field::MISSING),
         sk_max_ack_backlog: field(btf, "sock", &["sk_max_ack_backlog"]).unwrap_or(Field::MISSING),
+        sk_drops: field(btf, "sock", &["sk_drops"]).unwrap_or(Field::MISSING),
+        sk_err: field(btf, "sock", &["sk_err"]).unwrap_or(Field::MISSING),
+        skb_cb: field(btf, "sk_buff", &["cb"]).unwrap_or(Field::MISSING),
+        tcp_skb_gso_segs: field(btf, "tcp_skb_cb", &["tcp_gso_segs"]).unwrap_or(Field::MISSING),
         // Before 5.15 sock_cgroup_data was a packed union: no fallback cgroup there.
         sk_cgroup: field(btf, "sock", &["sk_cgrp_data", "cgroup"]).unwrap_or(Field::MISSING),
         cgroup_kn: field(btf, "cgroup", &["kn"]).unwrap_or(Field::MISSING),

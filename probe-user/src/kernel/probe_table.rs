@@ -25,13 +25,15 @@ pub enum Feature {
     SocketDestroy,
     /// `tcp_close` entry: the exact closing task.
     CloseEntry,
+    /// Retransmitted segments, SYNs included.
+    Retransmits,
     /// Every task's TCP sockets, whatever their network namespace: the
     /// start-up scan and the periodic reconcile of live sockets.
     SocketListing,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 8] = [
+    pub const ALL: [Feature; 9] = [
         Feature::StateChanges,
         Feature::AppReceives,
         Feature::AppSends,
@@ -39,6 +41,7 @@ impl Feature {
         Feature::ResetsReceived,
         Feature::SocketDestroy,
         Feature::CloseEntry,
+        Feature::Retransmits,
         Feature::SocketListing,
     ];
 
@@ -63,6 +66,7 @@ impl Feature {
             Feature::ResetsReceived => "resets-received",
             Feature::SocketDestroy => "socket-destroy",
             Feature::CloseEntry => "close-entry",
+            Feature::Retransmits => "retransmits",
             Feature::SocketListing => "socket-listing",
         }
     }
@@ -80,6 +84,7 @@ impl Feature {
             Feature::ResetsReceived => Some("no reset_received events"),
             Feature::SocketDestroy => Some("socket state freed only by LRU eviction"),
             Feature::CloseEntry => Some("none: closers are recognised from state changes"),
+            Feature::Retransmits => Some("no retransmits and no SYN retransmits"),
             Feature::SocketListing => Some(
                 "live sockets are listed per network namespace through /proc (needs CAP_SYS_ADMIN and CAP_SYS_PTRACE), without sockets whose connection is over",
             ),
@@ -336,6 +341,20 @@ pub const PROBE_TABLE: &[Candidate] = &[
         needs: &[AnyFunction("tcp_close")],
         min_kernel: "5.12 (sockprobe's floor)",
         note: "as above, via kprobe",
+    },
+    Candidate {
+        feature: Feature::Retransmits,
+        programs: &[("tp_tcp_retransmit_skb_err", TpBtf("tcp_retransmit_skb"))],
+        needs: &[Tracepoint("tcp_retransmit_skb", 3)],
+        min_kernel: "6.x (with its err argument)",
+        note: "preferred",
+    },
+    Candidate {
+        feature: Feature::Retransmits,
+        programs: &[("tp_tcp_retransmit_skb", TpBtf("tcp_retransmit_skb"))],
+        needs: &[Tracepoint("tcp_retransmit_skb", 2)],
+        min_kernel: "5.12",
+        note: "the same, from before the tracepoint saw failed retransmits",
     },
     Candidate {
         feature: Feature::SocketListing,

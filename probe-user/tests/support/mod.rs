@@ -273,6 +273,40 @@ impl NetNs {
 }
 
 impl NetNs {
+    /// Runs `argv` inside the namespace; it must succeed.
+    pub fn exec(&self, argv: &[&str]) {
+        let mut full = self.prefix();
+        full.extend_from_slice(argv);
+        run(&full);
+    }
+
+    /// Sets a sysctl of the namespace (`net.ipv4.*` are per namespace).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+
+    /// A `Tcp:` counter of this namespace's `/proc/net/snmp` (RetransSegs).
+    pub fn tcp_snmp(&self, counter: &str) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "cat", "/proc/net/snmp"])
+            .output()
+            .expect("read snmp");
+        tcp_snmp_counter(&String::from_utf8_lossy(&out.stdout), counter)
+    }
+
+    /// The output of `argv` run inside the namespace.
+    pub fn output(&self, argv: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .output()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl NetNs {
     /// The namespace's TCP table (`/proc/net/tcp{,6}`), as the kernel has it.
     pub fn tcp_table(&self) -> Vec<TcpRow> {
         let out = Command::new("ip")

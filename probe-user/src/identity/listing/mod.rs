@@ -134,6 +134,8 @@ pub struct AcceptQueue {
     pub addr: IpAddr,
     pub port: u16,
     pub waiting: u32,
+    /// Connections it dropped since it listened (`sk_drops`; 0 on sock_diag).
+    pub drops: u32,
     pub backlog: u32,
     pub holder: Holder,
 }
@@ -213,6 +215,7 @@ impl Builder {
                     addr: ip_addr(e.family, &e.saddr),
                     port: e.sport,
                     waiting: e.accept_queue,
+                    drops: e.listen_drops,
                     backlog: e.accept_backlog,
                     holder: Holder {
                         pid: e.tgid,

@@ -286,6 +286,9 @@ fn entry(s: &DiagSocket, netns: u32, h: &ProcHolder, queued: bool) -> SocketEntr
         flags: if queued { probe_common::entry_flags::QUEUED } else { 0 },
         accept_queue: if queued { 0 } else { s.rqueue },
         accept_backlog: if queued { 0 } else { s.wqueue },
+        // sock_diag does not report a listener's drops.
+        listen_drops: 0,
+        _pad: 0,
     }
 }
 
