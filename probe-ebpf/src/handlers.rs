@@ -200,7 +200,7 @@ pub fn on_state_change<A: Access>(sk: *const u8, old: u32, new: u32, cookie: imp
         Transition::Established => {
             let t = now();
             if old == states.syn_sent && st.birth_ns != 0 {
-                st.connect_us = (t.saturating_sub(st.birth_ns) / 1000).min(u32::MAX as u64) as u32;
+                st.connect_us = (t.saturating_sub(st.birth_ns) / 1000).clamp(1, u32::MAX as u64) as u32;
             }
             st.birth_ns = t;
             // Counted at sends, a server's turn is a send after its

@@ -173,6 +173,12 @@ pub struct DiagnosisSection {
     #[arg(id = "diagnosis.retransmit-share", long = "diagnosis.retransmit-share", value_name = "SHARE",
           help = with_default("Share of data segments retransmitted to one endpoint for retransmits (0.02 = 2%)", Thresholds::default().retransmit_share))]
     pub retransmit_share: Option<f64>,
+    #[arg(id = "diagnosis.min-connect-failures", long = "diagnosis.min-connect-failures", value_name = "N",
+          help = with_default("Failed connects in the window for connect_failures (and SYN retransmits or connects for slow_connect)", Thresholds::default().min_connect_failures))]
+    pub min_connect_failures: Option<u64>,
+    #[arg(id = "diagnosis.min-retransmits", long = "diagnosis.min-retransmits", value_name = "N",
+          help = with_default("Retransmitted segments in the window before retransmits judges the share", Thresholds::default().min_retransmits))]
+    pub min_retransmits: Option<u64>,
 }
 
 impl DiagnosisSection {
@@ -186,6 +192,8 @@ impl DiagnosisSection {
             min_resets: self.min_resets.or(f.min_resets),
             slow_connect: self.slow_connect.or(f.slow_connect),
             retransmit_share: self.retransmit_share.or(f.retransmit_share),
+            min_connect_failures: self.min_connect_failures.or(f.min_connect_failures),
+            min_retransmits: self.min_retransmits.or(f.min_retransmits),
         }
     }
 
@@ -201,6 +209,8 @@ impl DiagnosisSection {
             slow_connect: self.slow_connect.map_or(d.slow_connect, |a| a.0),
             retransmit_share: self.retransmit_share.unwrap_or(d.retransmit_share),
             port_share: d.port_share,
+            min_connect_failures: self.min_connect_failures.unwrap_or(d.min_connect_failures),
+            min_retransmits: self.min_retransmits.unwrap_or(d.min_retransmits),
         };
         if !(t.retransmit_share > 0.0 && t.retransmit_share <= 1.0) {
             return Err(Error::Config(format!(
@@ -216,6 +226,8 @@ impl DiagnosisSection {
             ("diagnosis.min-unread-closes", t.min_unread_closes),
             ("diagnosis.min-held-sockets", t.min_held_sockets),
             ("diagnosis.min-resets", t.min_resets),
+            ("diagnosis.min-connect-failures", t.min_connect_failures),
+            ("diagnosis.min-retransmits", t.min_retransmits),
         ] {
             if v == 0 {
                 return Err(Error::Config(format!("invalid {name} 0: expected 1 or more")));

@@ -99,5 +99,46 @@ pub fn advice(kind: FindingKind, outbound: bool, language: &str) -> &'static str
             "The peer resets connections: check its logs (overload, crashes, a proxy or load balancer cutting idle \
              connections) and keep the client's idle timeout below the server's."
         }
+        (SlowConnect, _, _) => {
+            "Connects wait for lost SYNs (the first retry after 1 s): if the endpoint's listener on this host overflows, \
+             fix that server (listen_overflow); otherwise look at the network path and the server's SYN and accept \
+             queues (nstat ListenOverflows on its host). Reusing connections makes each slow connect rarer."
+        }
+        (ConnectFailures, _, _) => {
+            "refused: nothing listens on that address and port (a wrong address, a server down or restarting); timeout: \
+             nothing answers (a firewall dropping SYNs, a host down, an overloaded server); no_local_port: see \
+             port_exhaustion. Fix the endpoint or its discovery; retry with backoff rather than at once."
+        }
+        (ListenOverflow, _, "go") => {
+            "Go's net.Listen takes its backlog from net.core.somaxconn (4096 on recent kernels; raise it with sysctl if \
+             lower); then make the accept loop cheap: hand each connection to a goroutine at once, never block in \
+             Accept's loop."
+        }
+        (ListenOverflow, _, "java") => {
+            "Pass a larger backlog to new ServerSocket(port, backlog) (or the server's acceptCount/backlog setting: \
+             Tomcat acceptCount, Netty SO_BACKLOG), and keep the accepting thread from blocking on work."
+        }
+        (ListenOverflow, _, "python") => {
+            "Raise the listen backlog (socket.listen(n); gunicorn --backlog; uvicorn --backlog) and add workers if \
+             they are all busy: a blocked accept loop fills the queue."
+        }
+        (ListenOverflow, _, "node") => {
+            "Pass a larger backlog to server.listen({ backlog }) and keep the event loop from blocking: an accept queue \
+             fills while the loop is busy."
+        }
+        (ListenOverflow, _, _) => {
+            "The process does not accept() fast enough or its backlog is small: raise the backlog (nginx: listen ... \
+             backlog=N; listen()'s argument, capped by net.core.somaxconn) and keep the accept loop from blocking."
+        }
+        (PortExhaustion, _, _) => {
+            "Reuse connections (the same fix as no_reuse: a pool large enough for the concurrency): every connection \
+             closed here holds its local port to that endpoint for 60 s in TIME_WAIT. net.ipv4.tcp_tw_reuse or a wider \
+             ip_local_port_range only postpone it."
+        }
+        (Retransmits, _, _) => {
+            "Segments to this endpoint are lost on the way: this is the network (a congested or faulty link, a \
+             policer, a full queue on a middlebox), not an application bug; compare with other endpoints and hosts on \
+             the same path."
+        }
     }
 }

@@ -38,6 +38,11 @@ pub struct Thresholds {
     /// Share of the local port range that TIME_WAIT sockets to one endpoint
     /// may take before `port_exhaustion`.
     pub port_share: f64,
+    /// Failed connect()s in the window for `connect_failures`; also the SYN
+    /// retransmits and the connects `slow_connect` needs before it judges.
+    pub min_connect_failures: u64,
+    /// Retransmitted segments in the window before `retransmits` judges.
+    pub min_retransmits: u64,
 }
 
 impl Default for Thresholds {
@@ -52,6 +57,8 @@ impl Default for Thresholds {
             slow_connect: Duration::from_millis(200),
             retransmit_share: 0.02,
             port_share: 0.5,
+            min_connect_failures: 3,
+            min_retransmits: 10,
         }
     }
 }
@@ -68,16 +75,26 @@ pub enum FindingKind {
     NoReuse,
     PeerCloses,
     ResetsReceived,
+    SlowConnect,
+    ConnectFailures,
+    ListenOverflow,
+    PortExhaustion,
+    Retransmits,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 6] = [
+    pub const ALL: [FindingKind; 11] = [
         FindingKind::UnreadClose,
         FindingKind::CloseWaitLeak,
         FindingKind::ClosedFdLeak,
         FindingKind::NoReuse,
         FindingKind::PeerCloses,
         FindingKind::ResetsReceived,
+        FindingKind::SlowConnect,
+        FindingKind::ConnectFailures,
+        FindingKind::ListenOverflow,
+        FindingKind::PortExhaustion,
+        FindingKind::Retransmits,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +105,11 @@ impl FindingKind {
             FindingKind::NoReuse => "no_reuse",
             FindingKind::PeerCloses => "peer_closes",
             FindingKind::ResetsReceived => "resets_received",
+            FindingKind::SlowConnect => "slow_connect",
+            FindingKind::ConnectFailures => "connect_failures",
+            FindingKind::ListenOverflow => "listen_overflow",
+            FindingKind::PortExhaustion => "port_exhaustion",
+            FindingKind::Retransmits => "retransmits",
         }
     }
 }
@@ -134,6 +156,12 @@ pub struct Observed<'a> {
     pub close_wait_oldest_s: f64,
     /// Sockets whose connection is over but whose fd is still held.
     pub closed_held: u64,
+    /// TIME_WAIT sockets now (estimated), and the local ports there are.
+    pub time_wait: u64,
+    pub local_ports: u32,
+    /// Outbound: what a listener of this host on the endpoint dropped in
+    /// the window (its accept queue was full).
+    pub endpoint_listen_drops: u64,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -266,6 +294,8 @@ pub fn evaluate(o: &Observed, t: &Thresholds) -> Vec<Finding> {
         );
     }
 
+    connection_findings(o, t, &mut add);
+
     if w.resets_received >= t.min_resets {
         add(
             FindingKind::ResetsReceived,
@@ -285,6 +315,138 @@ pub fn evaluate(o: &Observed, t: &Thresholds) -> Vec<Finding> {
         );
     }
     out
+}
+
+/// How the connections begin and what they lose: `slow_connect`,
+/// `connect_failures`, `listen_overflow`, `port_exhaustion`, `retransmits`.
+fn connection_findings(
+    o: &Observed,
+    t: &Thresholds,
+    add: &mut impl FnMut(FindingKind, Severity, Vec<(&'static str, Value)>, String),
+) {
+    let c = &o.window.connect;
+    let (connects, slow, syn_retrans) = (c.connects as u64, c.slow_connects as u64, c.syn_retransmits as u64);
+    let failures = c.failures as u64;
+    let outbound = o.direction == "outbound";
+    let per_s = |n: u64| round(n as f64 / o.span_s.max(1.0));
+    let attempts = connects + failures;
+    let median_slow = connects >= t.min_connect_failures && slow * 2 > connects;
+    let syns_lost = syn_retrans >= t.min_connect_failures && syn_retrans * 10 >= attempts;
+    if outbound && (median_slow || syns_lost) {
+        let cause = if o.endpoint_listen_drops > 0 {
+            format!(
+                "its listener on this host dropped {} connections (accept queue full: see listen_overflow)",
+                o.endpoint_listen_drops
+            )
+        } else {
+            "no listener on this host overflowed: the network or the peer's SYN or accept queue".to_string()
+        };
+        add(
+            FindingKind::SlowConnect,
+            Severity::Warning,
+            vec![
+                ("connects", json!(connects)),
+                ("slow_connects", json!(slow)),
+                ("slow_connect_seconds", round(t.slow_connect.as_secs_f64())),
+                ("syn_retransmits", json!(syn_retrans)),
+                ("local_listener_overflows", json!(o.endpoint_listen_drops)),
+            ],
+            format!(
+                "{}'s connects to {} are slow: {} of {} took over {} ms, {} SYNs sent again; {}",
+                o.comm,
+                o.endpoint,
+                slow,
+                connects,
+                t.slow_connect.as_millis(),
+                syn_retrans,
+                cause
+            ),
+        );
+    }
+    if outbound && failures >= t.min_connect_failures {
+        let other = failures.saturating_sub((c.refused + c.timeouts + c.no_local_port) as u64);
+        add(
+            FindingKind::ConnectFailures,
+            if failures > connects { Severity::Critical } else { Severity::Warning },
+            vec![
+                ("connect_failures", json!(failures)),
+                ("refused", json!(c.refused)),
+                ("timeout", json!(c.timeouts)),
+                ("no_local_port", json!(c.no_local_port)),
+                ("other", json!(other)),
+                ("connects", json!(connects)),
+                ("connect_failures_per_second", per_s(failures)),
+            ],
+            format!(
+                "{} failed {} of {} connects to {}: {} refused (nothing listens), {} timed out (no answer), {} without a free local port, {} other",
+                o.comm, failures, attempts, o.endpoint, c.refused, c.timeouts, c.no_local_port, other
+            ),
+        );
+    }
+    let drops = c.listen_drops as u64;
+    if !outbound && drops > 0 {
+        add(
+            FindingKind::ListenOverflow,
+            Severity::Critical,
+            vec![("listen_overflows", json!(drops)), ("listen_overflows_per_second", per_s(drops))],
+            format!(
+                "{}'s listener on {} dropped {} connections: its accept queue was full (the process does not accept() fast enough, or its backlog is small)",
+                o.comm, o.endpoint, drops
+            ),
+        );
+    }
+    let no_port = c.no_local_port as u64;
+    let ports = o.local_ports.max(1) as f64;
+    let crowded = o.local_ports > 0 && o.time_wait as f64 >= t.port_share * ports;
+    if outbound && (no_port > 0 || crowded) {
+        add(
+            FindingKind::PortExhaustion,
+            if no_port > 0 { Severity::Critical } else { Severity::Warning },
+            vec![
+                ("time_wait_sockets", json!(o.time_wait)),
+                ("local_port_range", json!(o.local_ports)),
+                ("time_wait_share", round(o.time_wait as f64 / ports)),
+                ("no_local_port_failures", json!(no_port)),
+            ],
+            format!(
+                "{} holds {} local ports in TIME_WAIT to {} ({} in the range){}",
+                o.comm,
+                o.time_wait,
+                o.endpoint,
+                o.local_ports,
+                if no_port > 0 {
+                    format!(", and {no_port} connects found no free port (EADDRNOTAVAIL)")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    let (retrans, sent) = (c.retransmits as u64, c.segments_out as u64);
+    // Segments sent are counted at close: a long connection's retransmits
+    // may come before its segments do, so the share is of at least those.
+    let share = ratio(retrans, sent.max(retrans));
+    if retrans >= t.min_retransmits && share >= t.retransmit_share {
+        add(
+            FindingKind::Retransmits,
+            if share >= 0.1 { Severity::Critical } else { Severity::Warning },
+            vec![
+                ("retransmits", json!(retrans)),
+                ("segments_sent", json!(sent)),
+                ("retransmit_share", round(share)),
+                ("retransmits_per_second", per_s(retrans)),
+            ],
+            format!(
+                "{:.1}% of the segments {} sent {} {} were lost and sent again ({} of {}): packet loss on the way, not an application bug",
+                share * 100.0,
+                o.comm,
+                if outbound { "to" } else { "to clients of" },
+                o.endpoint,
+                retrans,
+                sent
+            ),
+        );
+    }
 }
 
 /// Fills in each finding's language (from its first pid whose executable
@@ -358,6 +520,9 @@ mod tests {
             close_wait: 0,
             close_wait_oldest_s: 0.0,
             closed_held: 0,
+            time_wait: 0,
+            local_ports: 28232,
+            endpoint_listen_drops: 0,
         }
     }
 
@@ -412,6 +577,47 @@ mod tests {
         assert_eq!(kinds(&cw), [FindingKind::CloseWaitLeak]);
         let young = Observed { close_wait: 4, close_wait_oldest_s: 1.0, ..observed(Tally::default()) };
         assert!(kinds(&young).is_empty());
+    }
+
+    fn connects(c: super::super::window::ConnectTally) -> Tally {
+        Tally { connect: c, ..Tally::default() }
+    }
+
+    #[test]
+    fn connection_findings_stand_for_the_faulty_case_only() {
+        use super::super::window::ConnectTally;
+        let healthy = ConnectTally { connects: 100, segments_out: 10_000, retransmits: 20, ..Default::default() };
+        assert!(kinds(&observed(connects(healthy))).is_empty(), "0.2% retransmitted, fast connects");
+        // Most connects slow, or many SYNs lost.
+        let slow = ConnectTally { connects: 10, slow_connects: 6, ..Default::default() };
+        assert_eq!(kinds(&observed(connects(slow))), [FindingKind::SlowConnect]);
+        let lost = ConnectTally { connects: 20, syn_retransmits: 3, ..Default::default() };
+        assert_eq!(kinds(&observed(connects(lost))), [FindingKind::SlowConnect]);
+        let few = ConnectTally { connects: 40, syn_retransmits: 3, ..Default::default() };
+        assert!(kinds(&observed(connects(few))).is_empty(), "3 lost SYNs in 40 connects");
+        // A local listener that overflowed is named as the cause.
+        let f = evaluate(&Observed { endpoint_listen_drops: 7, ..observed(connects(slow)) }, &Thresholds::default());
+        assert!(f[0].summary.contains("dropped 7"), "{}", f[0].summary);
+        let failed = ConnectTally { connects: 1, failures: 4, refused: 3, timeouts: 1, ..Default::default() };
+        let f = evaluate(&observed(connects(failed)), &Thresholds::default());
+        assert_eq!((f[0].finding, f[0].severity), (FindingKind::ConnectFailures, Severity::Critical));
+        assert_eq!((f[0].evidence["refused"].clone(), f[0].evidence["timeout"].clone()), (json!(3), json!(1)));
+        // A listener's drops: on its inbound label set only.
+        let dropped = ConnectTally { listen_drops: 2, ..Default::default() };
+        assert!(kinds(&observed(connects(dropped))).is_empty());
+        let inbound = Observed { direction: "inbound", ..observed(connects(dropped)) };
+        assert_eq!(kinds(&inbound), [FindingKind::ListenOverflow]);
+        // Ports: any EADDRNOTAVAIL, or TIME_WAIT past half the range.
+        let no_port = ConnectTally { failures: 1, no_local_port: 1, connects: 50, ..Default::default() };
+        assert_eq!(kinds(&observed(connects(no_port))), [FindingKind::PortExhaustion]);
+        let crowded = Observed { time_wait: 15_000, ..observed(Tally::default()) };
+        assert_eq!(kinds(&crowded), [FindingKind::PortExhaustion]);
+        let busy = Observed { time_wait: 10_000, ..observed(Tally::default()) };
+        assert!(kinds(&busy).is_empty(), "a third of the range");
+        let lossy = ConnectTally { segments_out: 1000, retransmits: 50, ..Default::default() };
+        assert_eq!(kinds(&observed(connects(lossy))), [FindingKind::Retransmits]);
+        let rare = ConnectTally { segments_out: 0, retransmits: 5, ..Default::default() };
+        assert!(kinds(&observed(connects(rare))).is_empty(), "under min_retransmits");
     }
 
     #[test]

@@ -356,7 +356,7 @@ impl Aggregator {
         self.f.listing_sockets.set(listing.sockets.len() as i64);
         self.f.listing_unseen.set(listing.unseen as i64);
         self.f.listing_duration.set(listing.took.as_secs_f64());
-        self.show_accept_queues(listing);
+        self.show_accept_queues(listing, now);
         let listed: HashSet<u64> = listing.sockets.iter().map(|s| s.cookie).collect();
         let mut r = Reconciled { dropped: self.live.drop_unlisted(&listed, listed_at), ..Reconciled::default() };
         for s in &listing.sockets {
@@ -384,7 +384,7 @@ impl Aggregator {
     /// The accept-queue gauges, as the listing found them: a listener gone
     /// since the last one leaves them. Several sockets on one endpoint
     /// (SO_REUSEPORT) add up.
-    fn show_accept_queues(&mut self, listing: &Listing) {
+    fn show_accept_queues(&mut self, listing: &Listing, now_ns: u64) {
         self.f.local_port_range.set(listing.ports.ephemeral_count() as i64);
         let mut now: HashMap<[String; 3], (i64, i64, u64)> = HashMap::new();
         for q in &listing.accept_queues {
@@ -412,6 +412,20 @@ impl Aggregator {
             };
             if new > 0 || self.listen_drops.contains_key(key) {
                 self.f.listen_overflows.with_label_values(&labels).inc_by(new);
+            }
+            if new > 0 {
+                // For the diagnosis: the listener's inbound label set.
+                let proc = ProcKey::new(&key[0], key[1].clone());
+                let overflow = &self.f.series_overflow;
+                let slot =
+                    self.series.slot(now_ns, proc, direction_label(Direction::Inbound), key[2].clone(), None, || {
+                        overflow.with_label_values(&[Count::Opened.name()]).inc()
+                    });
+                if let Some(s) = self.series.get_mut(slot) {
+                    s.last_seen_ns = s.last_seen_ns.max(now_ns);
+                    let d = &mut s.tally.connect.listen_drops;
+                    *d = d.wrapping_add(new.min(u32::MAX as u64) as u32);
+                }
             }
             drops.insert(key.clone(), *dropped);
         }
@@ -501,7 +515,8 @@ impl Aggregator {
         self.shown_time_wait = time_wait.into_keys().collect();
         self.shown_sockets = sockets.into_keys().collect();
         self.shown_oldest = oldest.into_keys().collect();
-        self.window.diagnose(now_mono_ns, &mut self.series, &live, &self.f.finding);
+        let ports = self.f.local_port_range.get().max(0) as u32;
+        self.window.diagnose(now_mono_ns, &mut self.series, &live, &self.f.finding, ports);
         self.refresh_info();
     }
 

@@ -60,6 +60,8 @@ pub struct ConnectTally {
     /// Data segments retransmitted, and sent (counted at close).
     pub retransmits: u32,
     pub segments_out: u32,
+    /// A listener's: connections its full accept queue dropped.
+    pub listen_drops: u32,
 }
 
 impl ConnectTally {
@@ -74,6 +76,7 @@ impl ConnectTally {
             no_local_port: self.no_local_port.wrapping_sub(base.no_local_port),
             retransmits: self.retransmits.wrapping_sub(base.retransmits),
             segments_out: self.segments_out.wrapping_sub(base.segments_out),
+            listen_drops: self.listen_drops.wrapping_sub(base.listen_drops),
         }
     }
 }
@@ -269,6 +272,7 @@ impl Window {
         series: &mut SeriesTable,
         live: &HashMap<usize, LiveCounts>,
         gauge: &IntGaugeVec,
+        local_ports: u32,
     ) {
         if self.mark_due(now_mono_ns) {
             self.take_mark(series, live);
@@ -285,8 +289,18 @@ impl Window {
         let mut findings: Vec<Finding> = Vec::new();
         let mut standing: HashSet<(FindingKind, SeriesKey)> = HashSet::new();
         let mut rows = Vec::new();
+        let base_of = |s: &super::series::Series| if from_start { Tally::default() } else { s.marks[oldest] };
+        // Listeners of this host that dropped connections in the window, by
+        // the endpoint their clients here dial (a wildcard listener: any).
+        let mut listen_drops: HashMap<&str, u64> = HashMap::new();
+        for (_, s) in series.iter() {
+            let drops = s.tally.connect.listen_drops.wrapping_sub(base_of(s).connect.listen_drops);
+            if drops > 0 {
+                *listen_drops.entry(s.key.endpoint.as_str()).or_default() += drops as u64;
+            }
+        }
         for (slot, s) in series.iter() {
-            let base = if from_start { Tally::default() } else { s.marks[oldest] };
+            let base = base_of(s);
             let l = live.get(&slot).copied().unwrap_or_default();
             let o = Observed {
                 comm: &s.key.proc.comm,
@@ -299,6 +313,16 @@ impl Window {
                 close_wait: l.close_wait,
                 close_wait_oldest_s: l.close_wait_oldest_s(now_mono_ns),
                 closed_held: l.closed,
+                time_wait: s.time_wait.as_ref().map_or(0, |tw| tw.count(now_mono_ns)),
+                local_ports,
+                endpoint_listen_drops: if s.key.direction == "outbound" {
+                    let port = s.key.endpoint.rsplit(':').next().unwrap_or("");
+                    listen_drops.get(s.key.endpoint.as_str()).copied().unwrap_or(0)
+                        + listen_drops.get(format!("0.0.0.0:{port}").as_str()).copied().unwrap_or(0)
+                        + listen_drops.get(format!("[::]:{port}").as_str()).copied().unwrap_or(0)
+                } else {
+                    0
+                },
             };
             let found = evaluate(&o, &d.thresholds);
             rows.push(Row {

@@ -154,6 +154,18 @@ fn evidence_queries(kind: FindingKind) -> &'static [(&'static str, &'static str)
             &[("connections_closed", CLOSED), ("closed_by_peer", BY_PEER), ("exchanges", EXCHANGES)]
         }
         FindingKind::ResetsReceived => &[("resets_received", RESETS)],
+        FindingKind::SlowConnect => &[
+            ("connects", "sockprobe_tcp_connect_duration_seconds_count"),
+            ("syn_retransmits", "sockprobe_tcp_syn_retransmits_total"),
+        ],
+        FindingKind::ConnectFailures => &[("connect_failures", "sockprobe_tcp_connect_failures_total")],
+        // Its counter is per listener, without the direction the rest share.
+        FindingKind::ListenOverflow => &[],
+        FindingKind::PortExhaustion => &[
+            ("time_wait_sockets", "sockprobe_tcp_time_wait_sockets"),
+            ("no_local_port_failures", "sockprobe_tcp_connect_failures_total{reason=\"no_local_port\"}"),
+        ],
+        FindingKind::Retransmits => &[("retransmits", "sockprobe_tcp_retransmits_total")],
     }
 }
 
@@ -162,7 +174,8 @@ fn evidence_queries(kind: FindingKind) -> &'static [(&'static str, &'static str)
 /// scrape, and `increase()` would miss all of that; a series younger than
 /// the window counts whole. A daemon restart (a reset) counts as 0.
 fn over_window(selector: &str, w: &str) -> String {
-    if selector.starts_with("sockprobe_tcp_sockets") {
+    // Gauges are taken as they are now.
+    if selector.starts_with("sockprobe_tcp_sockets") || selector.starts_with("sockprobe_tcp_time_wait_sockets") {
         return selector.to_string();
     }
     format!("(clamp_min({selector} - {selector} offset {w}, 0) or {selector})")

@@ -18,6 +18,25 @@ fn dial(ns: &NetNs, comm: &str, port: u16, connections: u32, timeout_ms: Option<
     words.chunks(2).map(|p| (p[0].to_string(), p[1].parse().expect("a count"))).collect()
 }
 
+/// The findings standing for `comm`, as `/api/v1/findings` has them.
+fn findings_of(daemon: &Daemon, comm: &str) -> Vec<Value> {
+    let (status, body) = daemon.api_get("/api/v1/findings").expect("GET /api/v1/findings");
+    assert_eq!(status, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).expect("findings JSON");
+    doc["findings"].as_array().expect("findings").iter().filter(|f| f["comm"] == comm).cloned().collect()
+}
+
+/// Waits for `finding` to stand for `comm`; returns it.
+fn wait_for_finding(daemon: &Daemon, comm: &str, finding: &str) -> Value {
+    poll(&format!("{finding} for {comm}"), scaled(Duration::from_secs(15)), || {
+        findings_of(daemon, comm).into_iter().find(|f| f["finding"] == finding)
+    })
+}
+
+fn kinds(findings: &[Value]) -> Vec<String> {
+    findings.iter().map(|f| f["finding"].as_str().unwrap_or("").to_string()).collect()
+}
+
 /// A listener in `ns` that never accepts, with `backlog`; its port.
 fn listener(ns: &NetNs, comm: &str, backlog: u32) -> (Killed, u16) {
     let (child, addr) =
@@ -40,6 +59,7 @@ fn privileged_connects_counted_by_outcome_as_the_kernel_and_clients_saw_them() {
     let daemon = Daemon::start(&[]);
     let (_open, open_port) = listener(&ns, "cn-listen", 128);
     let (_silent, silent_port) = listener(&ns, "cn-silent", 128);
+    let (_fine, fine_port) = listener(&ns, "cn-fine", 128);
     let closed_port = free_port();
     // Every third SYN to the open port is lost once; every SYN to the silent one.
     let dport = open_port.to_string();
@@ -66,6 +86,8 @@ fn privileged_connects_counted_by_outcome_as_the_kernel_and_clients_saw_them() {
     ns.exec(&["iptables", "-A", "INPUT", "-p", "tcp", "--dport", &silent_port.to_string(), "--syn", "-j", "DROP"]);
     let syn_retrans_before = ns.tcpext("TCPSynRetrans");
     let ok = dial(&ns, "cn-ok", open_port, 9, None);
+    let healthy = dial(&ns, "cn-healthy", fine_port, 9, None);
+    assert_eq!(healthy["connected"], 9.0, "{healthy:?}");
     let refused = dial(&ns, "cn-refused", closed_port, 3, None);
     let timed_out = dial(&ns, "cn-timeout", silent_port, 2, None);
     let syn_retrans = (ns.tcpext("TCPSynRetrans") - syn_retrans_before) as f64;
@@ -93,6 +115,15 @@ fn privileged_connects_counted_by_outcome_as_the_kernel_and_clients_saw_them() {
     let ok_retrans = metric(&text, "sockprobe_tcp_syn_retransmits_total", &[("comm", "cn-ok")]);
     assert!(slow >= 1.0 && slow == ok_retrans, "connects past 0.5 s {slow}, SYN retransmits {ok_retrans}\n{text}");
     assert_eq!(metric(&text, "sockprobe_tcp_connect_failures_total", &[("comm", "cn-ok")]), 0.0, "{text}");
+    // The findings: lost SYNs make slow connects (no listener here
+    // overflowed); refusals are connect failures, with the split.
+    let slow = wait_for_finding(&daemon, "cn-ok", "slow_connect");
+    assert_eq!(slow["evidence"]["local_listener_overflows"], 0, "{slow:#}");
+    let failed = wait_for_finding(&daemon, "cn-refused", "connect_failures");
+    let split = (failed["evidence"]["refused"].as_u64(), failed["evidence"]["timeout"].as_u64());
+    assert_eq!(split, (Some(3), Some(0)), "{failed:#}");
+    assert!(findings_of(&daemon, "cn-healthy").is_empty(), "{:#?}", findings_of(&daemon, "cn-healthy"));
+    assert_eq!(kinds(&findings_of(&daemon, "cn-ok")), ["slow_connect"]);
 }
 
 /// A listener with a backlog of 1 that never accepts: the accept-queue
@@ -132,6 +163,11 @@ fn privileged_listen_overflows_equal_the_namespaces_counter() {
             Err(format!("{got:?} vs ({overflows}, {recv_q}, {gave_up})"))
         }
     });
+    // The server's finding; its clients' slow connects blame it.
+    let overflow = wait_for_finding(&daemon, "ovf-listen", "listen_overflow");
+    assert_eq!(overflow["evidence"]["listen_overflows"].as_f64(), Some(overflows), "{overflow:#}");
+    let slow = wait_for_finding(&daemon, "ovf-dial", "slow_connect");
+    assert!(slow["evidence"]["local_listener_overflows"].as_f64() > Some(0.0), "{slow:#}");
 }
 
 /// 20% of the server's data segments lost on the way: its retransmits are
@@ -185,6 +221,9 @@ fn privileged_retransmits_equal_the_namespaces_retrans_segs() {
         if got == retransmitted { Ok(()) } else { Err(format!("{got} of RetransSegs {retransmitted}")) }
     });
     assert_eq!(metric(&text, "sockprobe_tcp_retransmits_total", &[("comm", "rtx-client")]), 0.0, "{text}");
+    let found = wait_for_finding(&daemon, "rtx-server", "retransmits");
+    assert_eq!(found["evidence"]["retransmits"].as_f64(), Some(retransmitted), "{found:#}");
+    assert!(findings_of(&daemon, "rtx-client").is_empty(), "{:#?}", findings_of(&daemon, "rtx-client"));
 }
 
 /// A client closing first to one endpoint with 20 local ports: TIME_WAIT
@@ -219,9 +258,9 @@ fn privileged_narrowed_port_range_exhausted_by_time_wait() {
         if got == (time_wait, 5.0) { Ok(()) } else { Err(format!("{got:?}, ss time-wait {time_wait}")) }
     });
     assert_eq!(time_wait, 20.0, "the client's closes fill the range: {time_wait}");
-    wait_until("port_exhaustion for pe-dial", scaled(Duration::from_secs(10)), || {
-        metric(&daemon.scrape(), "sockprobe_finding", &[("finding", "port_exhaustion"), ("comm", "pe-dial")]) == 1.0
-    });
-    let text = daemon.scrape();
-    assert_eq!(metric(&text, "sockprobe_finding", &[("comm", "pe-reuse")]), 0.0, "{text}");
+    let found = wait_for_finding(&daemon, "pe-dial", "port_exhaustion");
+    assert_eq!(found["evidence"]["no_local_port_failures"], 5, "{found:#}");
+    let gauge = metric(&daemon.scrape(), "sockprobe_finding", &[("finding", "port_exhaustion"), ("comm", "pe-dial")]);
+    assert_eq!(gauge, 1.0);
+    assert!(findings_of(&daemon, "pe-reuse").is_empty(), "{:#?}", findings_of(&daemon, "pe-reuse"));
 }
