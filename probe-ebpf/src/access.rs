@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// What a new state starts from: the helpers copy it from here, sparing the
-/// program a stack buffer of `size_of::<SockState>()` bytes (88) to clear and copy.
+/// program a stack buffer of `size_of::<SockState>()` bytes (96) to clear and copy.
 static EMPTY: SockState = unsafe { core::mem::zeroed() };
 
 pub trait Access {

@@ -115,7 +115,7 @@ pub struct MetricsSection {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProbeSection {
     #[arg(id = "probe.max-sockets", long = "probe.max-sockets", value_name = "N",
-          help = with_default("Sockets the kernel side keeps state for, allocated up front: the cookie table gets twice as many slots (88 bytes each), the LRU hash this many entries (~140 bytes each). Beyond it, the oldest (table) or least recently used (LRU) sockets are forgotten, counted", DEFAULT_MAX_SOCKETS))]
+          help = with_default("Sockets the kernel side keeps state for, allocated up front: the cookie table gets twice as many slots (96 bytes each), the LRU hash this many entries (~150 bytes each). Beyond it, the oldest (table) or least recently used (LRU) sockets are forgotten, counted", DEFAULT_MAX_SOCKETS))]
     pub max_sockets: Option<u32>,
     #[arg(id = "probe.ring-buffer-bytes", long = "probe.ring-buffer-bytes", value_name = "BYTES",
           help = with_default("Kernel-to-userspace ring buffer, a power of two; overflow is counted in sockprobe_events_lost_total", DEFAULT_RING_BUFFER_BYTES))]
