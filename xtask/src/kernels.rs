@@ -231,6 +231,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 ip link set lo up
+for m in x_tables ip_tables iptable_filter xt_tcpudp xt_statistic xt_length; do insmod /lib/modules/nf/$m.ko || echo "@@insmod $m failed"; done
 export SOCKPROBE_BIN=@SOCKPROBE@ SOCKPROBE_PEER_BIN=@PEER@
 echo "@@kernel $(uname -r)"
 @SOCKPROBE@ check --json > /run/check.json
@@ -314,9 +315,69 @@ fn build_initramfs(dir: &Path, filter: &str) -> Result<PathBuf> {
     }
     cpio.binary(Path::new("/usr/sbin/ip"), "/usr/sbin/ip")?;
     cpio.symlink("sbin/ip", "/usr/sbin/ip");
+    // iptables (legacy: the guest gets x_tables modules, not nf_tables) and
+    // the matches the scenarios use, loaded by dlopen.
+    cpio.binary(Path::new("/usr/sbin/xtables-legacy-multi"), "/usr/sbin/xtables-legacy-multi")?;
+    cpio.symlink("usr/sbin/iptables", "/usr/sbin/xtables-legacy-multi");
+    for ext in XTABLES_EXTENSIONS {
+        let path = format!("{XTABLES_DIR}/{ext}.so");
+        cpio.binary(Path::new(&path), &path).with_context(|| format!("{path} (Debian iptables)"))?;
+    }
     let path = dir.join("initramfs.cpio");
     std::fs::write(&path, cpio.finish())?;
     Ok(path)
+}
+
+const XTABLES_DIR: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+const XTABLES_EXTENSIONS: [&str; 4] = ["libxt_standard", "libxt_tcp", "libxt_statistic", "libxt_length"];
+
+/// Netfilter modules the scenarios' iptables rules need, in load order
+/// (each after what it depends on); the guest's init insmods them.
+const NETFILTER_MODULES: [&str; 6] =
+    ["x_tables", "ip_tables", "iptable_filter", "xt_tcpudp", "xt_statistic", "xt_length"];
+
+/// `initramfs` with the kernel's netfilter modules appended as a second
+/// cpio archive (the kernel unpacks concatenated archives in turn), at
+/// /lib/modules/nf/NAME.ko, decompressed (6.12's are .ko.xz).
+fn with_modules(initramfs: &Path, vmlinuz: &Path, dir: &Path) -> Result<PathBuf> {
+    let root = vmlinuz.parent().and_then(Path::parent).context("the package's root")?;
+    let mut cpio = Cpio::new();
+    for name in NETFILTER_MODULES {
+        let Some(found) = find_file(&root.join("lib/modules"), &[format!("{name}.ko"), format!("{name}.ko.xz")]) else {
+            bail!("{name}.ko not in {}", root.display());
+        };
+        let data = if found.extension().is_some_and(|e| e == "xz") {
+            let out = Command::new("xz").arg("-dc").arg(&found).output().context("xz (Debian xz-utils)")?;
+            if !out.status.success() {
+                bail!("xz -dc {} failed", found.display());
+            }
+            out.stdout
+        } else {
+            std::fs::read(&found)?
+        };
+        cpio.file(&format!("lib/modules/nf/{name}.ko"), &data, 0o644);
+    }
+    let mut bytes = std::fs::read(initramfs)?;
+    bytes.extend_from_slice(&cpio.finish());
+    let name = format!("initramfs-{}.cpio", root.file_name().and_then(|n| n.to_str()).unwrap_or("kernel"));
+    let path = dir.join(name);
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
+/// The first file under `dir` (recursively) named one of `names`.
+fn find_file(dir: &Path, names: &[String]) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, names) {
+                return Some(found);
+            }
+        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| names.iter().any(|w| w == n)) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// Boots, retrying once if the guest never reaches /init: TCG occasionally
@@ -456,7 +517,7 @@ pub fn run(args: &KernelArgs) -> Result<()> {
 /// Boots each kernel series and runs the scenarios; (passed, failed) over
 /// all guests, a failed `sockprobe check` counting as a failure.
 pub fn matrix(args: &KernelArgs) -> Result<(usize, usize)> {
-    bootstrap::apt_install(&["qemu-system-x86".into(), "busybox-static".into()])?;
+    bootstrap::apt_install(&["qemu-system-x86".into(), "busybox-static".into(), "xz-utils".into()])?;
     let dir = workspace_root().join("target/kernels");
     std::fs::create_dir_all(&dir)?;
     let initramfs = build_initramfs(&dir, &args.filter)?;
@@ -468,6 +529,7 @@ pub fn matrix(args: &KernelArgs) -> Result<(usize, usize)> {
         let package = package_for(s)?;
         println!("== {package}");
         let vmlinuz = fetch_kernel(&package, &dir)?;
+        let initramfs = with_modules(&initramfs, &vmlinuz, &dir)?;
         let out = boot(&vmlinuz, &initramfs, Duration::from_secs(args.timeout))?;
         let passed = out.tests.iter().filter(|(_, ok)| *ok).count();
         total_passed += passed;

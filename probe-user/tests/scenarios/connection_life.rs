@@ -143,12 +143,10 @@ fn privileged_listen_overflows_equal_the_namespaces_counter() {
     assert!(overflows > 0.0 && overflows == drops, "overflows {overflows}, drops {drops}");
     let gave_up = dialed["timeout"];
     assert!(gave_up >= 3.0, "{dialed:?}");
-    let recv_q: f64 = ns
-        .output(&["ss", "-lntH", "sport", &format!(":{port}")])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("Recv-Q");
+    // What `ss -lnt` shows as Recv-Q (from the same table; the guests have no ss).
+    let recv_q =
+        ns.tcp_table().iter().find(|r| r.state == STATE_LISTEN && r.local_port == port).expect("the listener").rx_queue
+            as f64;
     let mut text = String::new();
     wait_until_ok("the listing's overflows", scaled(Duration::from_secs(10)), || {
         text = daemon.scrape();
@@ -249,7 +247,9 @@ fn privileged_narrowed_port_range_exhausted_by_time_wait() {
     let mut text = String::new();
     let mut time_wait = 0.0;
     wait_until_ok("TIME_WAIT and the failed connects in the metrics", scaled(Duration::from_secs(10)), || {
-        time_wait = ns.output(&["ss", "-tanH", "state", "time-wait", "dst", &server.addr]).lines().count() as f64;
+        // `ss -tan state time-wait dst <server>`, from the table ss reads.
+        time_wait =
+            ns.tcp_table().iter().filter(|r| r.state == STATE_TIME_WAIT && r.remote_port == port).count() as f64;
         text = daemon.scrape();
         let got = (
             metric(&text, "sockprobe_tcp_time_wait_sockets", &[("comm", "pe-dial")]),

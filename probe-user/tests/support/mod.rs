@@ -583,11 +583,16 @@ pub struct TcpRow {
     /// Kernel TCP state number (1 ESTABLISHED, 8 CLOSE_WAIT, 10 LISTEN, ...).
     pub state: u8,
     pub local_port: u16,
+    pub remote_port: u16,
+    /// A listener's accept queue; else bytes received, unread.
+    pub rx_queue: u32,
     pub inode: u64,
 }
 
 pub const STATE_ESTABLISHED: u8 = 1;
 pub const STATE_CLOSE_WAIT: u8 = 8;
+pub const STATE_TIME_WAIT: u8 = 6;
+pub const STATE_LISTEN: u8 = 10;
 
 pub fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
     text.lines()
@@ -597,7 +602,10 @@ pub fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
                 return None;
             }
             let local_port = u16::from_str_radix(cols[1].rsplit(':').next()?, 16).ok()?;
-            Some(TcpRow { state: u8::from_str_radix(cols[3], 16).ok()?, local_port, inode: cols[9].parse().ok()? })
+            let remote_port = u16::from_str_radix(cols[2].rsplit(':').next()?, 16).ok()?;
+            let rx_queue = u32::from_str_radix(cols[4].split(':').nth(1)?, 16).ok()?;
+            let state = u8::from_str_radix(cols[3], 16).ok()?;
+            Some(TcpRow { state, local_port, remote_port, rx_queue, inode: cols[9].parse().ok()? })
         })
         .collect()
 }
