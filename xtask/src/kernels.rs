@@ -409,6 +409,7 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
         Outcome { kernel: String::new(), probes: Vec::new(), tests: Vec::new(), check_ok: false, state: String::new() };
     let mut pass = "";
     let mut pending: Option<String> = None;
+    let mut finished = false;
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -449,8 +450,17 @@ fn boot_once(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> Result<Outc
         } else if let Some(ok) = test_result(&line).filter(|_| pending.is_some()) {
             out.tests.push((pending.take().unwrap_or_default(), ok));
         } else if line.starts_with("@@kprobe-tests-end") {
+            finished = true;
             break;
         }
+    }
+    // A scenario that began and never ended (the guest timed out in it) is
+    // a failure, and so is a guest that stopped before the scenarios did.
+    if let Some(name) = pending.take() {
+        out.tests.push((format!("{name} (never finished)"), false));
+    }
+    if !finished && !out.kernel.is_empty() {
+        out.tests.push(("the guest ran every scenario to the end".into(), false));
     }
     let _ = child.kill();
     let _ = child.wait();

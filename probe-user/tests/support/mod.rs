@@ -264,11 +264,7 @@ impl NetNs {
 
     /// A TcpExt counter from this namespace's `/proc/net/netstat`.
     pub fn tcpext(&self, counter: &str) -> u64 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "cat", "/proc/net/netstat"])
-            .output()
-            .expect("read netstat");
-        tcpext_counter(&String::from_utf8_lossy(&out.stdout), counter)
+        tcpext_counter(&self.output(&["cat", "/proc/net/netstat"]), counter)
     }
 }
 
@@ -287,11 +283,14 @@ impl NetNs {
 
     /// A `Tcp:` counter of this namespace's `/proc/net/snmp` (RetransSegs).
     pub fn tcp_snmp(&self, counter: &str) -> u64 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "cat", "/proc/net/snmp"])
-            .output()
-            .expect("read snmp");
-        tcp_snmp_counter(&String::from_utf8_lossy(&out.stdout), counter)
+        tcp_snmp_counter(&self.output(&["cat", "/proc/net/snmp"]), counter)
+    }
+
+    /// Appends an iptables rule (its words, as one string) in the namespace.
+    pub fn iptables(&self, rule: &str) {
+        let mut argv = vec!["iptables"];
+        argv.extend(rule.split_whitespace());
+        self.exec(&argv);
     }
 
     /// The output of `argv` run inside the namespace.
