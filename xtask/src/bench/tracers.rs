@@ -218,6 +218,9 @@ pub(crate) fn start_tracer(tracer: Tracer, dir: &Path, load_only: bool, extra: &
             let binary = extra.binary.clone().unwrap_or_else(|| workspace_root().join("target/release/sockprobe"));
             let mut command = Command::new(binary);
             command.args(["run", "--log.level", "warn", "--web.listen-address", &addr]);
+            // Two at once in the paired phase: each its own API socket.
+            let api = dir.join(format!("api-{}.sock", extra.port.unwrap_or(19741)));
+            command.arg("--web.api-socket").arg(api);
             command.args(store.iter().flat_map(|s| ["--probe.state-store", s]));
             command.args(&extra.args).envs(extra.env.iter().map(|(k, v)| (k, v)));
             if tracer == Tracer::SockprobeAtReceives {
