@@ -444,7 +444,7 @@ pub enum EventKind {
     CloseWait = 6,
     CloseWaitEnd = 7,
     /// A connect() that got no connection: `reason` is the socket's errno
-    /// (0: given up by the process or no local port, told by `sport`),
+    /// (0: given up by the process, `closer` local, or no local port),
     /// `value` its time in SYN_SENT.
     ConnectFailed = 8,
     /// Segments retransmitted (`value`); [`event_flags::SYN`] for a SYN.
@@ -497,7 +497,9 @@ pub struct Event {
     pub bytes_out: u64,
     pub owner: Owner,
     pub exchanges: u32,
-    /// Raw `enum sk_rst_reason` value, or [`REASON_UNKNOWN`].
+    /// Raw `enum sk_rst_reason` value, or [`REASON_UNKNOWN`]; on a
+    /// `connect_failed` the socket's errno; on a `close` the data segments
+    /// sent (the retransmit share's denominator).
     pub reason: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],

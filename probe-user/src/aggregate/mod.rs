@@ -58,8 +58,9 @@ pub struct Aggregator {
     shown_oldest: HashSet<ProcKey>,
     /// Listeners the accept-queue gauges show now: (comm, container, endpoint).
     shown_queues: HashSet<[String; 3]>,
-    /// Each listener's drops at the last listing (the counter's deltas).
-    listen_drops: HashMap<[String; 3], u64>,
+    /// Each listener's drops at the last listing (the counter's deltas);
+    /// `None` until the first listing, which takes the baseline.
+    listen_drops: Option<HashMap<[String; 3], u64>>,
     /// While a listing is being taken: when it began, and the sockets whose
     /// close was seen since (the listing may still show them).
     listing: Option<(u64, HashSet<u64>)>,
@@ -82,24 +83,48 @@ pub struct Aggregator {
     shown_processes: HashSet<[String; 4]>,
 }
 
-/// The `reason` label of a failed connect(), from the socket's errno (uapi
-/// numbers) and whether the process had closed it.
-pub fn connect_failure_reason(ev: &Event) -> &'static str {
-    const ENETDOWN: u32 = 100;
-    const ENETUNREACH: u32 = 101;
-    const ETIMEDOUT: u32 = 110;
-    const ECONNREFUSED: u32 = 111;
-    const EHOSTDOWN: u32 = 112;
-    const EHOSTUNREACH: u32 = 113;
-    match ev.reason {
-        ECONNREFUSED => "refused",
-        ETIMEDOUT => "timeout",
-        ENETDOWN | ENETUNREACH | EHOSTDOWN | EHOSTUNREACH => "unreachable",
-        0 if ev.closer == Closer::Local as u8 => "aborted",
-        // connect() found no free local port (EADDRNOTAVAIL) and put the
-        // socket back to CLOSE itself: no error on the socket, no close.
-        0 => "no_local_port",
-        _ => "other",
+/// Why a connect() got no connection (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFailure {
+    Refused,
+    Timeout,
+    Unreachable,
+    NoLocalPort,
+    Aborted,
+    Other,
+}
+
+impl ConnectFailure {
+    /// From a `connect_failed` record: the socket's errno (uapi numbers)
+    /// and whether the process had closed it.
+    pub fn of(ev: &Event) -> ConnectFailure {
+        const ENETDOWN: u32 = 100;
+        const ENETUNREACH: u32 = 101;
+        const ETIMEDOUT: u32 = 110;
+        const ECONNREFUSED: u32 = 111;
+        const EHOSTDOWN: u32 = 112;
+        const EHOSTUNREACH: u32 = 113;
+        match ev.reason {
+            ECONNREFUSED => ConnectFailure::Refused,
+            ETIMEDOUT => ConnectFailure::Timeout,
+            ENETDOWN | ENETUNREACH | EHOSTDOWN | EHOSTUNREACH => ConnectFailure::Unreachable,
+            0 if ev.closer == Closer::Local as u8 => ConnectFailure::Aborted,
+            // connect() found no free local port (EADDRNOTAVAIL) and put the
+            // socket back to CLOSE itself: no error on the socket, no close.
+            0 => ConnectFailure::NoLocalPort,
+            _ => ConnectFailure::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Unreachable => "unreachable",
+            ConnectFailure::NoLocalPort => "no_local_port",
+            ConnectFailure::Aborted => "aborted",
+            ConnectFailure::Other => "other",
+        }
     }
 }
 
@@ -139,7 +164,7 @@ impl Aggregator {
             shown_time_wait: HashSet::new(),
             shown_oldest: HashSet::new(),
             shown_queues: HashSet::new(),
-            listen_drops: HashMap::new(),
+            listen_drops: None,
             listing: None,
             on_new_pid: None,
             one_shots: RecentCookies::default(),
@@ -289,16 +314,16 @@ impl Aggregator {
             }
             EventKind::CloseWaitEnd => cells.observe(Spread::CloseWaitDuration, ev.value as f64 / 1e9),
             EventKind::ConnectFailed => {
-                let reason = connect_failure_reason(ev);
+                let reason = ConnectFailure::of(ev);
                 let c = &mut tally.connect;
                 c.failures = c.failures.wrapping_add(1);
                 match reason {
-                    "refused" => c.refused = c.refused.wrapping_add(1),
-                    "timeout" => c.timeouts = c.timeouts.wrapping_add(1),
-                    "no_local_port" => c.no_local_port = c.no_local_port.wrapping_add(1),
+                    ConnectFailure::Refused => c.refused = c.refused.wrapping_add(1),
+                    ConnectFailure::Timeout => c.timeouts = c.timeouts.wrapping_add(1),
+                    ConnectFailure::NoLocalPort => c.no_local_port = c.no_local_port.wrapping_add(1),
                     _ => {}
                 }
-                cells.connect_failed(reason);
+                cells.connect_failed(reason.name());
             }
             EventKind::Retransmit => {
                 let segs = ev.value.min(u32::MAX as u64) as u32;
@@ -394,7 +419,7 @@ impl Aggregator {
             e.1 += q.backlog as i64;
             e.2 += q.drops as u64;
         }
-        let first = self.listen_drops.is_empty() && self.shown_queues.is_empty();
+        let before = self.listen_drops.take();
         let mut drops = HashMap::with_capacity(now.len());
         for (key, (waiting, backlog, dropped)) in &now {
             let labels = [key[0].as_str(), key[1].as_str(), key[2].as_str()];
@@ -404,13 +429,13 @@ impl Aggregator {
             // the counter grows by what each pass adds (all of it for a
             // listener new since the last, or restarted). The first pass
             // only takes the baseline: drops before the daemon are not news.
-            let new = match self.listen_drops.get(key) {
-                Some(before) if dropped >= before => dropped - before,
-                Some(_) => *dropped,
-                None if first => 0,
-                None => *dropped,
+            let last = before.as_ref().map(|b| b.get(key));
+            let new = match last {
+                Some(Some(last)) if dropped >= last => dropped - last,
+                Some(Some(_)) | Some(None) => *dropped,
+                None => 0,
             };
-            if new > 0 || self.listen_drops.contains_key(key) {
+            if new > 0 || matches!(last, Some(Some(_))) {
                 self.f.listen_overflows.with_label_values(&labels).inc_by(new);
             }
             if new > 0 {
@@ -429,7 +454,7 @@ impl Aggregator {
             }
             drops.insert(key.clone(), *dropped);
         }
-        self.listen_drops = drops;
+        self.listen_drops = Some(drops);
         for gone in self.shown_queues.iter().filter(|k| !now.contains_key(*k)) {
             let labels = [gone[0].as_str(), gone[1].as_str(), gone[2].as_str()];
             let _ = self.f.listen_queue.remove_label_values(&labels);

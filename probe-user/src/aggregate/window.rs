@@ -292,11 +292,17 @@ impl Window {
         let base_of = |s: &super::series::Series| if from_start { Tally::default() } else { s.marks[oldest] };
         // Listeners of this host that dropped connections in the window, by
         // the endpoint their clients here dial (a wildcard listener: any).
-        let mut listen_drops: HashMap<&str, u64> = HashMap::new();
+        let (mut listen_drops, mut wildcard_drops) = (HashMap::<&str, u64>::new(), HashMap::<&str, u64>::new());
         for (_, s) in series.iter() {
             let drops = s.tally.connect.listen_drops.wrapping_sub(base_of(s).connect.listen_drops);
             if drops > 0 {
-                *listen_drops.entry(s.key.endpoint.as_str()).or_default() += drops as u64;
+                let endpoint = s.key.endpoint.as_str();
+                let wildcard = endpoint.strip_prefix("0.0.0.0:").or_else(|| endpoint.strip_prefix("[::]:"));
+                let (map, key) = match wildcard {
+                    Some(port) => (&mut wildcard_drops, port),
+                    None => (&mut listen_drops, endpoint),
+                };
+                *map.entry(key).or_default() += drops as u64;
             }
         }
         for (slot, s) in series.iter() {
@@ -318,8 +324,7 @@ impl Window {
                 endpoint_listen_drops: if s.key.direction == "outbound" {
                     let port = s.key.endpoint.rsplit(':').next().unwrap_or("");
                     listen_drops.get(s.key.endpoint.as_str()).copied().unwrap_or(0)
-                        + listen_drops.get(format!("0.0.0.0:{port}").as_str()).copied().unwrap_or(0)
-                        + listen_drops.get(format!("[::]:{port}").as_str()).copied().unwrap_or(0)
+                        + wildcard_drops.get(port).copied().unwrap_or(0)
                 } else {
                     0
                 },

@@ -104,7 +104,7 @@ impl Record {
             EventKind::CloseWaitEnd => r.age_ns = Some(ev.value),
             EventKind::ConnectFailed => {
                 r.duration_ns = Some(ev.value);
-                r.reason = Some(crate::aggregate::connect_failure_reason(ev).into());
+                r.reason = Some(crate::aggregate::ConnectFailure::of(ev).name().into());
             }
             EventKind::Retransmit => r.segments = Some(ev.value),
             EventKind::Open | EventKind::ResetReceived | EventKind::CloseWait => {}
